@@ -1,0 +1,85 @@
+"""Cleaning noisy labels without moving anyone's files: a label-override CSV and a review sheet.
+
+The shared pool is read-only, so cleaning decisions live in `data/cleaning.csv` (file,label;
+an empty label drops the file), which training applies. `review` writes the images a model
+finds most suspicious as an HTML contact sheet plus a CSV; a person fills in the `new_label`
+column and `apply_review` merges it into the cleaning CSV.
+"""
+from __future__ import annotations
+
+import csv
+import html
+import os
+from pathlib import Path
+
+DROP = ""  # the label that means "remove from the data set"
+
+
+def write_labels(path: Path, labels: dict[str, str]) -> None:
+    """Write {file: label} as the cleaning CSV, sorted so diffs stay readable."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["file", "label"])
+        w.writerows(sorted(labels.items()))
+
+
+def write_review(rows: list[dict], root: Path, out: Path) -> tuple[Path, Path]:
+    """Write review.csv and review.html for rows of {file, label, predicted, probability, loss}.
+
+    The CSV has an empty `new_label` column: write a class name to relabel, `drop` to remove,
+    leave it empty to keep the label.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    csv_path, html_path = out / "review.csv", out / "review.html"
+    with open(csv_path, "w", newline="") as f:
+        w = csv.DictWriter(f, ["file", "label", "predicted", "probability", "loss", "new_label"])
+        w.writeheader()
+        for r in rows:
+            w.writerow({**r, "new_label": ""})
+    cards = []
+    for r in rows:
+        src = os.path.relpath(Path(root) / r["file"], out)
+        cards.append(
+            f'<figure><img src="{html.escape(src)}" loading="lazy"><figcaption>{html.escape(r["file"])}<br>'
+            f'label <b>{html.escape(r["label"])}</b>, model says {html.escape(r["predicted"])} '
+            f'{float(r["probability"]):.2f}</figcaption></figure>'
+        )
+    html_path.write_text(
+        "<!doctype html><meta charset=utf-8><title>Review</title><style>"
+        "body{font-family:sans-serif} figure{display:inline-block;width:220px;margin:6px;vertical-align:top}"
+        "img{width:220px;height:180px;object-fit:contain;background:#eee} figcaption{font-size:12px}</style>"
+        f"<h1>{len(rows)} images to review</h1><p>Mark each in review.csv's new_label column: a class name to "
+        "relabel, <code>drop</code> to remove, empty to keep. Then run "
+        "<code>python -m bear_classifier review --apply review.csv</code>.</p>" + "".join(cards)
+    )
+    return csv_path, html_path
+
+
+def apply_review(review_csv: Path, labels_csv: Path, classes: list[str]) -> dict[str, str]:
+    """Merge a marked-up review CSV into the cleaning CSV; returns the changes applied."""
+    from .data import read_labels
+
+    labels = read_labels(labels_csv) if Path(labels_csv).exists() else {}
+    changes = {}
+    with open(review_csv, newline="") as f:
+        for row in csv.DictReader(f):
+            mark = (row.get("new_label") or "").strip().lower()
+            if not mark:
+                continue
+            if mark not in classes + ["drop"]:
+                raise ValueError(f"{row['file']}: new_label {mark!r} is not one of {classes + ['drop']}")
+            changes[row["file"]] = DROP if mark == "drop" else mark
+    labels.update(changes)
+    write_labels(labels_csv, labels)
+    return changes
+
+
+def cleaner_changes(cleaner, root: Path) -> dict[str, str]:
+    """fastai ImageClassifierCleaner's choices as cleaning-CSV entries (deletions and relabels)."""
+    fns = cleaner.fns
+    out = {Path(fns[i]).relative_to(root).as_posix(): DROP for i in cleaner.delete()}
+    out.update({Path(fns[i]).relative_to(root).as_posix(): label for i, label in cleaner.change()})
+    return out

@@ -1,0 +1,134 @@
+"""Verify, de-duplicate and load the image folders: `root/<label>/*.jpg` → fastai DataLoaders."""
+from __future__ import annotations
+
+import csv
+import hashlib
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image
+
+from .images import ImageError, open_image
+
+CLASSES = ["black", "grizzly", "teddy"]  # folder names; the model adds "not_bear"
+NOT_BEAR = "not_bear"
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".avif"}
+MIN_SIDE = 64  # thumbnails and icons teach nothing at 224 px
+SIZE = 224
+
+
+@dataclass
+class Report:
+    """What `verify_images` kept and what it dropped, with the reason for each drop."""
+
+    kept: list[Path] = field(default_factory=list)
+    dropped: dict[Path, str] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        reasons = Counter(r.split(":")[0] for r in self.dropped.values())
+        lines = [f"kept {len(self.kept)}, dropped {len(self.dropped)}"]
+        lines += [f"  {n:5d}  {reason}" for reason, n in reasons.most_common()]
+        return "\n".join(lines)
+
+
+def image_files(root: Path) -> list[Path]:
+    """Image files under root, sorted so every run sees the same order."""
+    return sorted(p for p in Path(root).rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file())
+
+
+def verify_images(files: list[Path], fix: bool = False, hash_distance: int = 4) -> Report:
+    """Drop files that don't decode, are tiny, or duplicate an earlier file (exactly or perceptually).
+
+    With fix=True, images in an odd mode (CMYK, palette, 16-bit...) are rewritten as RGB JPEG
+    next to the original name and dropped files are deleted.
+    """
+    report, seen_sha, seen_hash = Report(), {}, []
+    for path in files:
+        reason, img = _check(path, seen_sha, seen_hash, hash_distance)
+        if reason:
+            report.dropped[path] = reason
+            if fix:
+                path.unlink()
+            continue
+        if fix and Image.open(path).mode != "RGB":
+            path.unlink()
+            path = path.with_suffix(".jpg")
+            img.save(path, quality=95)
+        report.kept.append(path)
+    return report
+
+
+def _check(path: Path, seen_sha: dict, seen_hash: list, hash_distance: int) -> tuple[str | None, Image.Image | None]:
+    """Why `path` should be dropped (None if kept), remembering its hashes when kept."""
+    import imagehash
+
+    data = path.read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    try:
+        img = open_image(data)
+    except ImageError as e:
+        return f"unreadable: {e}", None
+    if min(img.size) < MIN_SIDE:
+        return f"tiny: {img.size[0]}x{img.size[1]}", None
+    if sha in seen_sha:
+        return f"exact duplicate: of {seen_sha[sha].name}", None
+    h = imagehash.phash(img)
+    twin = next((p for p, g in seen_hash if h - g <= hash_distance), None)
+    if twin is not None:
+        return f"near duplicate: of {twin.name}", None
+    seen_sha[sha] = path
+    seen_hash.append((path, h))
+    return None, img
+
+
+def read_labels(csv_path: Path) -> dict[str, str]:
+    """`file,label` rows (file relative to the data root) → {file: label}; label "" means drop."""
+    with open(csv_path, newline="") as f:
+        return {row["file"]: row["label"].strip() for row in csv.DictReader(f)}
+
+
+def label_items(root: Path, files: list[Path], relabel: dict[str, str] | None = None) -> list[tuple[Path, str]]:
+    """(file, label) pairs: the folder name, unless `relabel` says otherwise ("" drops the file)."""
+    relabel = relabel or {}
+    items = []
+    for p in files:
+        label = relabel.get(p.relative_to(root).as_posix(), p.parent.name)
+        if label:
+            items.append((p, label))
+    return items
+
+
+def split_items(items: list, valid_pct: float = 0.2, seed: int = 42, valid_files: set[str] | None = None,
+                root: Path | None = None) -> tuple[list[int], list[int]]:
+    """Train/valid indices: the hand-checked `valid_files` when given, else a seeded random split."""
+    if valid_files is not None:
+        is_valid = [p.relative_to(root).as_posix() in valid_files for p, _ in items]
+    else:
+        rng = random.Random(seed)
+        is_valid = [rng.random() < valid_pct for _ in items]
+    return [i for i, v in enumerate(is_valid) if not v], [i for i, v in enumerate(is_valid) if v]
+
+
+def make_dataloaders(items: list[tuple[Path, str]], splits: tuple[list[int], list[int]], bs: int = 64,
+                     size: int = SIZE, num_workers: int = 0):
+    """fastai DataLoaders over (path, label) items with a fixed split.
+
+    Squish, not crop: a bear at the edge of a wide photo must stay in the picture. The vocab
+    carries "not_bear" last, the class the model's gate produces.
+    """
+    import pandas as pd
+    from fastai.vision.all import (CategoryBlock, ColReader, DataBlock, ImageBlock, IndexSplitter, Resize,
+                                   ResizeMethod, aug_transforms)
+
+    df = pd.DataFrame({"file": [str(p) for p, _ in items], "label": [y for _, y in items]})
+    dblock = DataBlock(
+        blocks=(ImageBlock, CategoryBlock(vocab=CLASSES + [NOT_BEAR], sort=False)),
+        get_x=ColReader("file"),
+        get_y=ColReader("label"),
+        splitter=IndexSplitter(splits[1]),
+        item_tfms=Resize(size, method=ResizeMethod.Squish),
+        batch_tfms=aug_transforms(max_rotate=10, max_warp=0.1),
+    )
+    return dblock.dataloaders(df, bs=bs, num_workers=num_workers)

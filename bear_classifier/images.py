@@ -1,0 +1,109 @@
+"""Turn untrusted uploaded bytes into one RGB PIL image, or a sentence saying why not."""
+from __future__ import annotations
+
+import io
+import warnings
+
+from PIL import Image, ImageOps
+
+try:  # HEIC/HEIF photos from iPhones; optional so the training side needs no libheif
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+except ImportError:  # pragma: no cover
+    pass
+
+MAX_BYTES = 20 * 1024 * 1024  # a phone photo is 2-8 MB; anything far larger is not a photo upload
+MAX_PIXELS = 50_000_000  # 8000x6000 fits; decompression bombs (tiny file, huge canvas) do not
+MIN_SIDE = 1
+
+# Sniffed from the first bytes so the message can name what the file really is.
+_NOT_IMAGES = [
+    (b"%PDF", "a PDF document"),
+    (b"PK\x03\x04", "a ZIP archive or Office document"),
+    (b"<svg", "an SVG drawing"),
+    (b"<?xml", "an XML/SVG file"),
+    (b"<!doctype html", "a web page (HTML)"),
+    (b"<html", "a web page (HTML)"),
+]
+_IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"RIFF", b"II*\x00", b"MM\x00*", b"BM")
+_ADVICE = "Please upload a photo (JPEG, PNG, WebP, HEIC...)."
+_DAMAGED = ("The image file is damaged or incomplete (it could not be fully decoded). "
+            "Please try another photo or re-save this one.")
+
+
+class ImageError(ValueError):
+    """A bad upload; str(error) is a sentence fit to show a person."""
+
+
+def _sniff(data: bytes) -> str | None:
+    head = data[:256].lstrip().lower()
+    for magic, kind in _NOT_IMAGES:
+        if head.startswith(magic.lower()):
+            return kind
+    try:
+        head.decode("utf-8")
+        return "a text file"
+    except UnicodeDecodeError:
+        return None
+
+
+def open_image(data: bytes, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Decode `data` into an upright RGB image; raise ImageError with a human message otherwise.
+
+    Limits are checked from the header, before the pixels are decoded, so a hostile file
+    cannot make the process allocate gigabytes.
+    """
+    if not data:
+        raise ImageError(f"The file is empty (0 bytes). {_ADVICE}")
+    if len(data) > max_bytes:
+        raise ImageError(
+            f"The file is too large ({len(data) / 2**20:.1f} MB; the limit is {max_bytes / 2**20:.0f} MB). "
+            "Please upload a smaller photo."
+        )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError("The image is far too large (too many pixels) to process. " + _ADVICE) from None
+    except Exception:
+        if data.startswith(_IMAGE_MAGIC):
+            raise ImageError(_DAMAGED) from None
+        kind = _sniff(data)
+        what = f"This file is {kind}, not an image." if kind else "This file is not an image format I can read."
+        raise ImageError(f"{what} {_ADVICE}") from None
+    w, h = img.size
+    if w * h > max_pixels:
+        raise ImageError(
+            f"The image is too large ({w}×{h} pixels; the limit is {max_pixels / 1e6:.0f} megapixels). "
+            "Please upload a smaller photo."
+        )
+    if min(w, h) < MIN_SIDE:
+        raise ImageError(f"The image has no pixels ({w}×{h}). {_ADVICE}")
+    try:
+        img.verify()  # chunk checksums (PNG) and structure, without decoding pixels
+        img = Image.open(io.BytesIO(data))  # verify() leaves the image unusable: reopen
+        img.seek(0)  # animated GIF/WebP, multi-page TIFF: classify the first frame
+        img.load()
+        img = ImageOps.exif_transpose(img)  # phone photos are stored sideways with an EXIF flag
+        return to_rgb(img)
+    except Exception:
+        raise ImageError(_DAMAGED) from None
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any mode (palette, transparency, 16-bit, CMYK, grayscale) to 8-bit RGB."""
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16/32-bit grayscale: scale to 8 bits, not clip
+        arr = img.point(lambda v: v / 256).convert("L") if img.mode != "I" else img.convert("L")
+        return arr.convert("RGB")
+    if img.mode == "P":
+        img = img.convert("RGBA")  # palette transparency becomes alpha, handled below
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        canvas = Image.new("RGB", rgba.size, (255, 255, 255))  # transparent areas on white, as viewers show them
+        canvas.paste(rgba, mask=rgba.getchannel("A"))
+        return canvas
+    return img.convert("RGB")
