@@ -1,0 +1,101 @@
+"""Helpers for the real-browser tests: a Voila server on a free loopback port, and headless Chromium."""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+
+
+def require_browser() -> None:
+    """Skip where Chromium or Playwright is missing, except in CI, where that is a failure."""
+    missing = [what for what, ok in [("chromium", Path(CHROMIUM).exists() or shutil.which("chromium")),
+                                      ("playwright", _has_playwright())] if not ok]
+    if missing:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the browser tests, but {', '.join(missing)} is missing")
+        pytest.skip(f"needs {', '.join(missing)} (see README: Running the tests)")
+
+
+def _has_playwright() -> bool:
+    try:
+        import playwright.sync_api  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def voila(*extra: str, notebook: str = "app.ipynb", cwd: Path = ROOT, log: Path | None = None, env: dict | None = None):
+    """Run `voila notebook` on 127.0.0.1:<free port>; yields (base_url, log_path)."""
+    port = free_port()
+    log = log or Path(os.environ.get("TMPDIR", "/tmp")) / f"voila-{port}.log"
+    cmd = [sys.executable, "-m", "voila", notebook, f"--port={port}", "--no-browser", "--Voila.ip=127.0.0.1", *extra]
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                urllib.request.urlopen(url + "/voila/static/", timeout=2)
+            except urllib.error.HTTPError:
+                break  # the server answers
+            except OSError:
+                if proc.poll() is not None or time.time() > deadline:
+                    raise RuntimeError(f"voila did not start:\n{log.read_text()}")
+                time.sleep(0.3)
+            else:
+                break
+        yield url, log
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@contextmanager
+def chromium():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def open_app(browser, url: str, timeout_ms: int = 120_000):
+    """Open the app page and wait until the upload button is usable; returns the page."""
+    page = browser.new_page(viewport={"width": 900, "height": 900})
+    page.goto(url, timeout=timeout_ms)
+    page.get_by_role("button", name="Upload photo").wait_for(state="visible", timeout=timeout_ms)
+    return page
+
+
+def upload_file(page, name: str, data: bytes, mime: str = "application/octet-stream") -> None:
+    """Upload through the FileUpload button's file chooser (ipywidgets 8 has no <input> in the DOM)."""
+    with page.expect_file_chooser() as chooser:
+        page.get_by_role("button", name="Upload photo").click()
+    chooser.value.set_files(files=[{"name": name, "mimeType": mime, "buffer": data}])

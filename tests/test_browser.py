@@ -1,0 +1,61 @@
+"""End to end, for real: voila app.ipynb on loopback, headless Chromium, uploads through the button."""
+import pytest
+
+from browser import ROOT, chromium, open_app, require_browser, upload_file, voila
+from conftest import BEARS
+from corpus import PDF, encode, photo, png_bomb
+
+SCREENSHOT = ROOT / "docs" / "screenshot.png"
+
+
+@pytest.fixture(scope="module")
+def server():
+    require_browser()
+    with voila() as (url, log):
+        yield url, log
+
+
+def grizzly() -> tuple[bytes, str | None]:
+    """A real grizzly photo when the shared data is here, else a generated image (label unknown)."""
+    if BEARS.is_dir():
+        row = next(l for l in (ROOT / "data" / "valid.csv").read_text().splitlines() if l.endswith(",grizzly"))
+        return (BEARS / row.split(",")[0]).read_bytes(), "grizzly"
+    return encode(photo(), "JPEG"), None
+
+
+def wait_answer(page, text: str, timeout_ms: int = 120_000) -> str:
+    page.get_by_text(text).first.wait_for(timeout=timeout_ms)
+    return page.inner_text("body")
+
+
+def test_upload_photo_then_bad_files_then_photo_again(server):
+    url, log = server
+    data, label = grizzly()
+    with chromium() as browser:
+        page = open_app(browser, url)
+        upload_file(page, "bear.jpg", data, "image/jpeg")
+        body = wait_answer(page, "Prediction:")
+        assert (f"Prediction: {label}; Probability: 0." if label else "Probability: ") in body
+        SCREENSHOT.parent.mkdir(exist_ok=True)
+        page.screenshot(path=str(SCREENSHOT), full_page=True)
+
+        for name, payload, message in [
+            ("notes.pdf", PDF, "This file is a PDF document, not an image."),
+            ("half.jpg", encode(photo(), "JPEG")[:2000], "damaged or incomplete"),
+            ("bomb.png", png_bomb(), "far too large"),
+        ]:
+            upload_file(page, name, payload)
+            body = wait_answer(page, message)
+            assert "Traceback" not in body and "Prediction:" not in body
+
+        upload_file(page, "again.jpg", data, "image/jpeg")
+        body = wait_answer(page, "Prediction:")
+        assert "Done: again.jpg" in body
+    assert "Traceback" not in page_text_or_empty(page)
+
+
+def page_text_or_empty(page) -> str:
+    try:
+        return page.inner_text("body")
+    except Exception:
+        return ""

@@ -1,0 +1,79 @@
+"""Verify and de-duplicate crafted folders; label overrides; the seeded split; cleaning CSVs."""
+from pathlib import Path
+
+from PIL import Image
+
+from bear_classifier.clean import apply_review, write_review
+from bear_classifier.data import image_files, label_items, read_labels, split_items, verify_images
+from corpus import encode, photo
+
+
+def write(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def test_verify_drops_broken_tiny_and_duplicates_and_says_why(tmp_path):
+    good = encode(photo((200, 150), seed=1), "JPEG", quality=95)
+    files = {
+        "a_good.jpg": good,
+        "b_exact_copy.jpg": good,
+        "c_resized_copy.jpg": encode(photo((200, 150), seed=1).resize((180, 135)), "JPEG", quality=80),
+        "d_other.jpg": encode(photo((200, 150), seed=7), "JPEG"),
+        "e_truncated.jpg": good[: len(good) // 3],
+        "f_text.jpg": b"hello",
+        "g_tiny.png": encode(photo((20, 20)), "PNG"),
+        "h_cmyk.jpg": encode(photo((200, 150), seed=3).convert("CMYK"), "JPEG"),
+    }
+    for name, data in files.items():
+        write(tmp_path / "grizzly" / name, data)
+    report = verify_images(image_files(tmp_path))
+    kept = {p.name for p in report.kept}
+    reasons = {p.name: r for p, r in report.dropped.items()}
+    assert kept == {"a_good.jpg", "d_other.jpg", "h_cmyk.jpg"}
+    assert reasons["b_exact_copy.jpg"].startswith("exact duplicate")
+    assert reasons["c_resized_copy.jpg"].startswith("near duplicate")
+    assert reasons["e_truncated.jpg"].startswith("unreadable")
+    assert reasons["f_text.jpg"].startswith("unreadable")
+    assert reasons["g_tiny.png"].startswith("tiny")
+    assert "dropped 5" in report.summary()
+
+
+def test_verify_fix_deletes_drops_and_converts_odd_modes(tmp_path):
+    write(tmp_path / "x" / "cmyk.jpg", encode(photo((100, 100), seed=3).convert("CMYK"), "JPEG"))
+    write(tmp_path / "x" / "pal.png", encode(photo((100, 100), seed=4).convert("P"), "PNG"))
+    write(tmp_path / "x" / "bad.jpg", b"nope")
+    report = verify_images(image_files(tmp_path), fix=True)
+    assert sorted(p.name for p in (tmp_path / "x").iterdir()) == ["cmyk.jpg", "pal.jpg"]
+    assert all(Image.open(p).mode == "RGB" for p in report.kept)
+
+
+def test_labels_overrides_and_split(tmp_path):
+    files = [write(tmp_path / c / f"{i}.jpg", b"") for c in ["black", "teddy"] for i in range(50)]
+    csv = tmp_path / "cleaning.csv"
+    csv.write_text("file,label\nblack/0.jpg,\nblack/1.jpg,teddy\n")
+    items = label_items(tmp_path, files, read_labels(csv))
+    assert len(items) == 99 and (tmp_path / "black/1.jpg", "teddy") in items
+    train, valid = split_items(items, valid_pct=0.2, seed=1)
+    assert sorted(train + valid) == list(range(99)) and 10 < len(valid) < 30
+    assert (train, valid) == split_items(items, valid_pct=0.2, seed=1)  # seeded: same split every run
+    t2, v2 = split_items(items, valid_files={"teddy/3.jpg", "teddy/4.jpg"}, root=tmp_path)
+    assert [items[i][0].name for i in v2] == ["3.jpg", "4.jpg"]
+
+
+def test_review_sheet_round_trip(tmp_path):
+    write(tmp_path / "data" / "black" / "1.jpg", encode(photo(), "JPEG"))
+    rows = [dict(file="black/1.jpg", label="black", predicted="grizzly", probability=0.97, loss=3.5),
+            dict(file="black/2.jpg", label="black", predicted="teddy", probability=0.9, loss=2.0),
+            dict(file="black/3.jpg", label="black", predicted="black", probability=0.6, loss=0.5)]
+    csv_path, html_path = write_review(rows, tmp_path / "data", tmp_path / "review")
+    assert '<img src="../data/black/1.jpg"' in html_path.read_text()
+    marked = csv_path.read_text().splitlines()
+    marked[1] += "grizzly"
+    marked[2] += "drop"
+    csv_path.write_text("\n".join(marked) + "\n")
+    labels = tmp_path / "cleaning.csv"
+    changes = apply_review(csv_path, labels, ["black", "grizzly", "teddy"])
+    assert changes == {"black/1.jpg": "grizzly", "black/2.jpg": ""}
+    assert read_labels(labels) == changes

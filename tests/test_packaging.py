@@ -1,0 +1,79 @@
+"""Packaging: pins are one source of truth, Binder gets CPU-only torch, the notebook stays short."""
+import json
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+
+def pins(path) -> dict[str, str]:
+    out = {}
+    for line in (ROOT / path).read_text().splitlines():
+        m = re.match(r"^([A-Za-z0-9_.\-]+)==([^\s#]+)", line)
+        if m:
+            out[m.group(1).lower().replace("_", "-")] = m.group(2)
+    return out
+
+
+def test_requirements_pin_what_the_model_card_was_exported_with():
+    card = json.loads((ROOT / "export.json").read_text())
+    req = pins("requirements.txt")
+    for lib in ["torch", "torchvision", "fastai", "fastcore", "timm", "pillow"]:
+        assert req[lib] == card["versions"][lib], lib
+    for lib in ["voila", "ipykernel", "ipywidgets", "jupyterlab-widgets"]:
+        assert lib in req, f"{lib} must be pinned for the app to render"
+
+
+def test_binder_uses_cpu_wheels_of_the_same_versions():
+    req, binder = pins("requirements.txt"), pins("binder/requirements.txt")
+    text = (ROOT / "binder" / "requirements.txt").read_text()
+    assert "--extra-index-url https://download.pytorch.org/whl/cpu" in text
+    assert "-r ../requirements.txt" in text
+    for lib in ["torch", "torchvision"]:
+        assert binder[lib] == req[lib] + "+cpu"
+
+
+def test_environment_yml_installs_the_same_pins():
+    env = (ROOT / "environment.yml").read_text()
+    assert "- -r requirements.txt" in env and "python=3.11" in env
+
+
+def test_repo2docker_builds_from_binder_with_cpu_torch(tmp_path):
+    exe = shutil.which("repo2docker") or str(ROOT / ".venv" / "bin" / "repo2docker")
+    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True).stdout.split()
+    if not files:
+        pytest.skip("not a git checkout")
+    repo = tmp_path / "repo"
+    for f in files:  # a clean copy: what Binder would clone
+        (repo / f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / f, repo / f)
+    r = subprocess.run([exe, "--no-build", "--debug", str(repo)], capture_output=True, text=True, timeout=300)
+    dockerfile = r.stdout + r.stderr
+    assert r.returncode == 0, dockerfile[-2000:]
+    assert "python=3.11" in dockerfile
+    assert 'pip install --no-cache-dir -r "binder/requirements.txt"' in dockerfile
+    assert "requirements.txt\" " not in dockerfile.replace('binder/requirements.txt"', "")  # root file not used alone
+
+
+def test_voila_config_for_a_public_deployment():
+    cfg = json.loads((ROOT / "voila.json").read_text())
+    voila = cfg["VoilaConfiguration"]
+    assert voila["show_tracebacks"] is False and voila["strip_sources"] is True
+    assert voila["file_allowlist"] == []
+    assert cfg["MappingKernelManager"]["cull_idle_timeout"] > 0
+
+
+def test_readme_binder_badge_opens_the_app():
+    readme = (ROOT / "README.md").read_text()
+    assert "urlpath=voila%2Frender%2Fapp.ipynb" in readme or "urlpath=voila/render/app.ipynb" in readme
+
+
+def test_app_notebook_is_short_and_committed_without_outputs():
+    nb = json.loads((ROOT / "app.ipynb").read_text())
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert sum(len("".join(c["source"]).splitlines()) for c in code) <= 10
+    assert all(not c.get("outputs") for c in code)

@@ -1,0 +1,74 @@
+"""A tiny end-to-end run of the real pipeline on generated images: train, evaluate, export, load, predict."""
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from bear_classifier.predict import Classifier, ModelError, load_model
+from bear_classifier.train import evaluate, export, train_model
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("model")
+    learn, card = train_model(tiny_dataset, size=64, bs=8, epochs=8, lr=1e-2, auto_clean=False,
+                              wild_threshold=1e-6, teddy_threshold=1e-6)  # generated images are no bears to ImageNet
+    metrics = evaluate(learn, out=out)
+    card = export(learn, out / "export.pkl", dict(card, valid_metrics=metrics))
+    return learn, card, out
+
+
+def test_training_learns_the_classes(trained):
+    learn, card, out = trained
+    assert card["valid_metrics"]["accuracy"] >= 0.8
+    assert card["data"]["per_class"] == {"black": 12, "grizzly": 12, "teddy": 12}
+    assert (out / "confusion_matrix.png").stat().st_size > 1000
+    assert (out / "top_losses.png").stat().st_size > 1000
+
+
+def test_model_card_describes_the_export(trained):
+    _, card, out = trained
+    saved = json.loads((out / "export.json").read_text())
+    assert saved["classes"] == ["black", "grizzly", "teddy", "not_bear"]
+    assert saved["arch"] == "tf_efficientnet_lite0"
+    assert set(saved["versions"]) >= {"python", "torch", "torchvision", "fastai", "timm", "pillow"}
+    import hashlib
+
+    assert saved["sha256"] == hashlib.sha256((out / "export.pkl").read_bytes()).hexdigest()
+
+
+def test_export_load_round_trip_gives_the_same_probabilities(trained, tiny_dataset):
+    learn, _, out = trained
+    loaded = load_model(out / "export.pkl")
+    files = sorted(tiny_dataset.rglob("*.jpg"))[:6]
+    dl_a, dl_b = learn.dls.test_dl(files), loaded.dls.test_dl(files)
+    a, _ = learn.get_preds(dl=dl_a)
+    b, _ = loaded.get_preds(dl=dl_b)
+    assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_fast_path_matches_learn_predict(trained, tiny_dataset):
+    _, _, out = trained
+    clf = Classifier.load(out / "export.pkl")
+    for path in sorted(tiny_dataset.rglob("*.jpg"))[::7]:
+        img = Image.open(path)
+        fast = clf.probabilities(img)
+        _, _, slow = clf.learn.predict(path)
+        assert torch.allclose(fast, slow, atol=1e-4), (path, fast, slow)
+
+
+def test_tampered_export_is_refused_before_unpickling(trained, tmp_path):
+    _, _, out = trained
+    data = bytearray((out / "export.pkl").read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (tmp_path / "export.pkl").write_bytes(bytes(data))
+    (tmp_path / "export.json").write_text((out / "export.json").read_text())
+    with pytest.raises(ModelError, match="does not match its model card"):
+        load_model(tmp_path / "export.pkl")
+
+
+def test_missing_model_card_is_a_clear_error(tmp_path):
+    (tmp_path / "export.pkl").write_bytes(b"x")
+    with pytest.raises(ModelError, match="model card"):
+        load_model(tmp_path / "export.pkl")
