@@ -63,7 +63,13 @@ def cmd_train(args) -> int:
 def cmd_evaluate(args) -> int:
     from .evaluate import evaluate_model
 
-    print(json.dumps(evaluate_model(args.model, args.data, args.valid, args.negatives), indent=2))
+    result = evaluate_model(args.model, args.data, args.valid, args.negatives)
+    print(json.dumps(result, indent=2))
+    if args.write_card:  # the card sits next to the pickle; its sha256 is unaffected
+        card_path = args.model.with_suffix(".json")
+        card = json.loads(card_path.read_text())
+        card["evaluation"] = result
+        card_path.write_text(json.dumps(card, indent=2) + "\n")
     return 0
 
 
@@ -128,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--data", type=Path, default=DATA)
     s.add_argument("--valid", type=Path, default=VALID)
     s.add_argument("--negatives", type=Path, default=DATA.parent / "not_bear")
+    s.add_argument("--write-card", action="store_true", help="store the results in the model card")
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("predict", help="print the label and probability for each photo")

@@ -111,24 +111,37 @@ def split_items(items: list, valid_pct: float = 0.2, seed: int = 42, valid_files
     return [i for i, v in enumerate(is_valid) if not v], [i for i, v in enumerate(is_valid) if v]
 
 
+class FolderLabel:
+    """get_y: the name of the file's folder, unless the cleaning CSV relabelled the file.
+
+    Keyed by "folder/name" (the cleaning CSV's form), so no machine paths end up in export.pkl.
+    """
+
+    def __init__(self, relabel: dict[str, str] | None = None):
+        self.relabel = relabel or {}
+
+    def __call__(self, path) -> str:
+        p = Path(path)
+        return self.relabel.get(f"{p.parent.name}/{p.name}", p.parent.name)
+
+
 def make_dataloaders(items: list[tuple[Path, str]], splits: tuple[list[int], list[int]], bs: int = 64,
                      size: int = SIZE, num_workers: int = 0):
     """fastai DataLoaders over (path, label) items with a fixed split.
 
+    Items stay plain paths, as in the lesson, so fastai's ImageClassifierCleaner works on them.
     Squish, not crop: a bear at the edge of a wide photo must stay in the picture. The vocab
     carries "not_bear" last, the class the model's gate produces.
     """
-    import pandas as pd
-    from fastai.vision.all import (CategoryBlock, ColReader, DataBlock, ImageBlock, IndexSplitter, Resize,
-                                   ResizeMethod, aug_transforms)
+    from fastai.vision.all import (CategoryBlock, DataBlock, ImageBlock, IndexSplitter, Resize, ResizeMethod,
+                                   aug_transforms)
 
-    df = pd.DataFrame({"file": [str(p) for p, _ in items], "label": [y for _, y in items]})
+    relabel = {f"{p.parent.name}/{p.name}": y for p, y in items if y != p.parent.name}
     dblock = DataBlock(
         blocks=(ImageBlock, CategoryBlock(vocab=CLASSES + [NOT_BEAR], sort=False)),
-        get_x=ColReader("file"),
-        get_y=ColReader("label"),
+        get_y=FolderLabel(relabel),
         splitter=IndexSplitter(splits[1]),
         item_tfms=Resize(size, method=ResizeMethod.Squish),
         batch_tfms=aug_transforms(max_rotate=10, max_warp=0.1),
     )
-    return dblock.dataloaders(df, bs=bs, num_workers=num_workers)
+    return dblock.dataloaders([p for p, _ in items], bs=bs, num_workers=num_workers)

@@ -66,7 +66,7 @@ def evaluate(learn, dl=None, out: Path | None = None) -> dict:
     dl = dl or learn.dls.valid.new(shuffle=False, drop_last=False)
     probs, targets, losses = (t.as_subclass(torch.Tensor) for t in learn.get_preds(dl=dl, with_loss=True))
     preds, vocab = probs.argmax(1), list(learn.dls.vocab)
-    files = list(dl.items["file"]) if hasattr(dl.items, "columns") else list(dl.items)
+    files = list(dl.items)
     confusion = torch.zeros(len(vocab), len(vocab), dtype=torch.long)
     for t, p in zip(targets.tolist(), preds.tolist()):
         confusion[t, p] += 1
@@ -193,7 +193,8 @@ def train_model(root: Path, labels_csv: Path | None = None, valid_csv: Path | No
     keep = torch.tensor([i not in dropped for i in range(len(train_feats[0]))])
     print(f"auto-clean: dropped {len(dropped)} of {len(keep)} training images")
     fit_head(learn, (train_feats[0][keep], train_feats[1][keep]), valid_feats, epochs=epochs, lr=lr)
-    train_items = [(Path(f), y) for f, y in zip(dls.train.items["file"], dls.train.items["label"])]
+    label_of = dict(items)
+    train_items = [(p, label_of[p]) for p in dls.train.items]
     kept = [item for item, k in zip(train_items, keep.tolist()) if k] + [items[i] for i in splits[1]]
     card = dict(
         arch=arch, size=size, epochs=epochs, lr=lr, seed=seed, gate=dict(

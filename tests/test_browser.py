@@ -37,6 +37,8 @@ def test_upload_photo_then_bad_files_then_photo_again(server):
         body = wait_answer(page, "Prediction:")
         assert (f"Prediction: {label}; Probability: 0." if label else "Probability: ") in body
         SCREENSHOT.parent.mkdir(exist_ok=True)
+        if label:  # a shared photo is not ours to publish: blur it in the README screenshot
+            page.add_style_tag(content=".bear-app img { filter: blur(10px); }")
         page.screenshot(path=str(SCREENSHOT), full_page=True)
 
         for name, payload, message in [
@@ -51,11 +53,3 @@ def test_upload_photo_then_bad_files_then_photo_again(server):
         upload_file(page, "again.jpg", data, "image/jpeg")
         body = wait_answer(page, "Prediction:")
         assert "Done: again.jpg" in body
-    assert "Traceback" not in page_text_or_empty(page)
-
-
-def page_text_or_empty(page) -> str:
-    try:
-        return page.inner_text("body")
-    except Exception:
-        return ""

@@ -72,3 +72,25 @@ def test_missing_model_card_is_a_clear_error(tmp_path):
     (tmp_path / "export.pkl").write_bytes(b"x")
     with pytest.raises(ModelError, match="model card"):
         load_model(tmp_path / "export.pkl")
+
+
+def test_image_classifier_cleaner_works_with_ipywidgets_8(trained, tiny_dataset, monkeypatch):
+    import builtins
+
+    from fastai.vision.widgets import ImageClassifierCleaner
+    from IPython.display import display
+
+    monkeypatch.setattr(builtins, "display", display, raising=False)  # a builtin inside Jupyter, as fastai assumes
+
+    from bear_classifier.clean import cleaner_changes
+
+    learn, _, _ = trained
+    cleaner = ImageClassifierCleaner(learn)
+    cleaner.dd_cats.value = "black"
+    boxes = cleaner.iw.widget.children
+    assert len(boxes) > 2  # thumbnails with dropdowns, highest loss first
+    boxes[0].children[1].value = "<Delete>"
+    boxes[1].children[1].value = "teddy"
+    changes = cleaner_changes(cleaner, tiny_dataset)
+    first, second = (cleaner.fns[i].relative_to(tiny_dataset).as_posix() for i in (0, 1))
+    assert changes == {first: "", second: "teddy"}

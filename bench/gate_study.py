@@ -1,0 +1,79 @@
+"""Why "not a bear" is a gate on the ImageNet head and not a trained fourth class: the numbers.
+
+Splits the not_bear photos by subject (file-name prefix) into halves: one half may be used for
+training, the other is never seen. Compares, on the hand-checked bears (data/valid.csv) and the
+held-out subjects:
+  - the untouched ImageNet head's bear/teddy probability against thresholds (zero-shot gate);
+  - a fourth class trained on the same frozen features with the seen half as negatives.
+Usage: python bench/gate_study.py   (about 10 minutes on 2 CPU cores: it embeds ~6,000 photos)
+"""
+from __future__ import annotations
+
+import hashlib
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bear_classifier.data import CLASSES, image_files, read_labels  # noqa: E402
+from bear_classifier.evaluate import subject  # noqa: E402
+from bear_classifier.predict import load_model  # noqa: E402
+from bear_classifier.train import pooled_features  # noqa: E402
+
+DATA = ROOT.parent / "shared" / "data"
+
+
+def embed(learn, files: list[Path]) -> torch.Tensor:
+    return pooled_features(learn, learn.dls.test_dl(files, num_workers=0))[0]
+
+
+def fourth_class(train_x, train_y, test_x) -> torch.Tensor:
+    """Logistic regression on the frozen features: species + not_bear, the usual recipe."""
+    from sklearn.linear_model import LogisticRegression
+
+    clf = LogisticRegression(C=0.5, max_iter=3000).fit(train_x.numpy(), train_y.numpy())
+    return torch.tensor(clf.predict(test_x.numpy()))
+
+
+def main() -> None:
+    learn = load_model(ROOT / "export.pkl")
+    net = learn.model
+    valid = read_labels(ROOT / "data" / "valid.csv")
+    valid_files = [DATA / "bears" / f for f in valid]
+    train_files = [p for p in image_files(DATA / "bears") if f"{p.parent.name}/{p.name}" not in valid
+                   and p.parent.name in CLASSES]
+    neg_files = image_files(DATA / "not_bear")
+    print(f"embedding {len(valid_files)} valid bears, {len(train_files)} training bears, {len(neg_files)} not_bear")
+    fv, ft, fn = embed(learn, valid_files), embed(learn, train_files), embed(learn, neg_files)
+    yv = torch.tensor([CLASSES.index(v) for v in valid.values()])
+    yt = torch.tensor([CLASSES.index(p.parent.name) for p in train_files])
+
+    with torch.inference_mode():
+        (wv, tv), (wn, tn) = net.bear_scores(fv), net.bear_scores(fn)
+    print("\nZero-shot ImageNet gate (no negatives seen), all 3,406 not_bear photos:")
+    print(f"{'wild thr':>9} {'teddy thr':>9} {'bears kept':>11} {'not_bear rejected':>18}")
+    for w_thr, t_thr in [(0.1, 0.1), (0.05, 0.05), (0.05, 0.02), (0.1, 0.03), (0.02, 0.02)]:
+        kept = ((wv > w_thr) | (tv > t_thr)).float().mean()
+        rejected = ((wn <= w_thr) & (tn <= t_thr)).float().mean()
+        print(f"{w_thr:>9} {t_thr:>9} {kept:>11.2%} {rejected:>18.2%}")
+
+    print("\nFourth class trained on half the subjects, tested on the other half:")
+    print(f"{'split':>5} {'held-out photos':>15} {'bears correct':>14} {'held-out rejected':>18}  most missed")
+    subjects = [subject(p) for p in neg_files]
+    for seed in range(3):
+        held = torch.tensor([int(hashlib.md5(f"{s}{seed}".encode()).hexdigest(), 16) % 2 == 0 for s in subjects])
+        x = torch.cat([ft, fn[~held]])
+        y = torch.cat([yt, torch.full((int((~held).sum()),), len(CLASSES))])
+        pv, pn = fourth_class(x, y, fv), fourth_class(x, y, fn[held])
+        missed = [s for s, h in zip(subjects, held.tolist()) if h]
+        missed = [s for s, p in zip(missed, pn.tolist()) if p != len(CLASSES)]
+        top = ", ".join(f"{s} {missed.count(s)}" for s in sorted(set(missed), key=missed.count, reverse=True)[:3])
+        print(f"{seed:>5} {int(held.sum()):>15} {(pv == yv).float().mean():>14.2%} "
+              f"{(pn == len(CLASSES)).float().mean():>18.2%}  {top}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,150 @@
+"""What a public `voila app.ipynb` must not expose: files, code execution, tracebacks, a tampered model.
+
+Every check runs against a real Voila server on loopback; protections that come from Voila's
+defaults are tested too, since defaults change between releases.
+"""
+import json
+import re
+import shutil
+import time
+import urllib.error
+import urllib.request
+import uuid
+
+import pytest
+
+from browser import ROOT, chromium, open_app, require_browser, upload_file, voila
+from corpus import encode, photo
+
+SECRETS = {  # file → a snippet that only that file contains
+    "export.pkl": (ROOT / "export.pkl").read_bytes()[:40],
+    "app.ipynb": b"from bear_classifier.app import BearApp",
+    "bear_classifier/app.py": b"class BearApp(widgets.VBox)",
+    "bear_classifier/predict.py": b"def check_sha256",
+    "requirements.txt": b"fastai==",
+    "export.json": b'"sha256"',
+    "voila.json": b"VoilaConfiguration",
+    "data/valid.csv": b"file,label",
+}
+PREFIXES = ["/voila/files/", "/files/", "/api/contents/", "/voila/static/", "/static/", "/notebooks/",
+            "/voila/render/", "/edit/", "/voila/files/bear_classifier/../", "/voila/files/%2e%2e/main/"]
+
+
+def get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=60) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+@pytest.fixture(scope="module")
+def server():
+    with voila() as (url, log):
+        yield url, log
+
+
+def test_no_project_file_is_downloadable(server):
+    url, _ = server
+    leaks = []
+    for name, snippet in SECRETS.items():
+        for prefix in PREFIXES:
+            status, body = get(url + prefix + name)
+            if status == 200 and snippet in body:
+                leaks.append(prefix + name)
+    for listing in ["/api/contents", "/api/contents/bear_classifier", "/tree", "/voila/tree", "/api/kernels",
+                    "/api/sessions", "/api/kernelspecs"]:
+        status, body = get(url + listing)
+        if status == 200 and (b"export.pkl" in body or b"bear_classifier" in body):
+            leaks.append(listing)
+    assert leaks == []
+
+
+def test_page_carries_no_notebook_source(server):
+    url, _ = server
+    status, body = get(url + "/")
+    assert status == 200
+    assert b"<html" in body
+    assert b"from bear_classifier.app import BearApp" not in body and b"app = BearApp()" not in body
+
+
+def kernel_id(page_html: bytes) -> str:
+    m = re.search(rb'"kernelId":\s*"([0-9a-f-]{36})"', page_html)
+    assert m, "no kernel id in the page"
+    return m.group(1).decode()
+
+
+def message(msg_type: str, content: dict) -> str:
+    return json.dumps({"header": {"msg_id": uuid.uuid4().hex, "msg_type": msg_type, "session": uuid.uuid4().hex,
+                                  "username": "attacker", "version": "5.3", "date": "2026-01-01T00:00:00Z"},
+                       "parent_header": {}, "metadata": {}, "content": content, "channel": "shell"})
+
+
+def test_execute_request_over_the_kernel_websocket_is_ignored(server, tmp_path):
+    import websocket
+
+    url, log = server
+    _, page = get(url + "/")
+    ws = websocket.create_connection(url.replace("http", "ws") + f"/api/kernels/{kernel_id(page)}/channels",
+                                     timeout=10)
+    marker = tmp_path / "pwned"
+    try:
+        ws.send(message("execute_request", {"code": f"open({str(marker)!r}, 'w').write('x')", "silent": False,
+                                            "store_history": False, "user_expressions": {}, "allow_stdin": False}))
+        ws.send(message("kernel_info_request", {}))  # positive control: allowed messages do get answers
+        replies, deadline = [], time.time() + 20
+        while time.time() < deadline and "kernel_info_reply" not in replies:
+            try:
+                replies.append(json.loads(ws.recv())["header"]["msg_type"])
+            except websocket.WebSocketTimeoutException:
+                break
+    finally:
+        ws.close()
+    assert "kernel_info_reply" in replies
+    assert "execute_reply" not in replies and "execute_input" not in replies
+    time.sleep(1)
+    assert not marker.exists()
+    assert 'Received message of type "execute_request", which is not allowed' in log.read_text()
+
+
+def project_copy(tmp_path, tamper: bool = False):
+    """The files a deployment has, in a fresh folder; optionally with export.pkl's bytes changed."""
+    dst = tmp_path / "deploy"
+    shutil.copytree(ROOT / "bear_classifier", dst / "bear_classifier", ignore=shutil.ignore_patterns("__pycache__"))
+    for f in ["app.ipynb", "export.json", "voila.json"]:
+        shutil.copy2(ROOT / f, dst / f)
+    data = bytearray((ROOT / "export.pkl").read_bytes())
+    if tamper:
+        data[len(data) // 2] ^= 0x01
+    (dst / "export.pkl").write_bytes(bytes(data))
+    return dst
+
+
+def test_tracebacks_stay_in_the_server_log(tmp_path):
+    import nbformat
+
+    dst = project_copy(tmp_path)
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("raise RuntimeError('internal-detail-4242')")]
+    nbformat.write(nb, dst / "boom.ipynb")
+    with voila(notebook="boom.ipynb", cwd=dst) as (url, log):
+        status, body = get(url + "/")
+        time.sleep(1)
+        server_log = log.read_text()
+    assert b"internal-detail-4242" not in body and b"Traceback" not in body
+    assert "internal-detail-4242" in server_log
+
+
+def test_tampered_model_is_refused_with_a_message_on_the_page_and_in_the_log(tmp_path):
+    require_browser()
+    dst = project_copy(tmp_path, tamper=True)
+    with voila(cwd=dst) as (url, log), chromium() as browser:
+        page = open_app(browser, url)
+        upload_file(page, "photo.jpg", encode(photo(), "JPEG"), "image/jpeg")
+        page.get_by_text("does not match its model card").wait_for(timeout=120_000)
+        body = page.inner_text("body")
+        time.sleep(0.5)
+        server_log = log.read_text()
+    assert "The model could not be loaded: export.pkl does not match its model card" in body
+    assert "Prediction:" not in body and "Traceback" not in body
+    assert "does not match its model card" in server_log
