@@ -15,7 +15,7 @@ import time
 import ipywidgets as widgets
 from PIL import Image
 
-from .images import ImageError, open_image
+from .images import MAX_BYTES, ImageError, check_size, open_image
 
 log = logging.getLogger("bear_classifier")
 if not log.handlers:  # the kernel's real stderr is the server log; the page never sees it
@@ -27,6 +27,21 @@ if not log.handlers:  # the kernel's real stderr is the server log; the page nev
 PREVIEW_SIDE = 320
 NICE = {"black": "black bear", "grizzly": "grizzly", "teddy": "teddy bear", "not_bear": "not a bear"}
 INSTRUCTIONS = "Upload a photo of a bear: I'll tell you if it is a grizzly, a black bear or a teddy bear."
+# A file too big for the kernel's websocket drops the connection, and uploads after that are lost.
+# So such files never leave the browser: FileUpload reads them with FileReader, which this script
+# makes read a few placeholder bytes instead. The upload's `size` still carries the real size,
+# and the kernel answers with a sentence.
+UPLOAD_GUARD_JS = """
+(function () {
+  if (window.bearUploadGuard) { return; }
+  window.bearUploadGuard = true;
+  const limit = %d;
+  const read = FileReader.prototype.readAsArrayBuffer;
+  FileReader.prototype.readAsArrayBuffer = function (blob) {
+    return read.call(this, blob && blob.size > limit ? new Blob(["too large"]) : blob);
+  };
+})();
+""" % MAX_BYTES
 
 
 def load_classifier():
@@ -76,6 +91,12 @@ class BearApp(widgets.VBox):
         self._loader.start()
         self.upload.observe(self._on_upload, names="value")
 
+    def _ipython_display_(self) -> None:
+        from IPython.display import Javascript, display
+
+        display(Javascript(UPLOAD_GUARD_JS))
+        display(self._repr_mimebundle_(), raw=True)
+
     def _load(self, loader) -> None:
         start = time.perf_counter()
         try:
@@ -107,6 +128,7 @@ class BearApp(widgets.VBox):
         self.answer.value = self.bars.value = ""
         self.status.value = f'<span class="bear-busy">Classifying {html.escape(name)}…</span>'
         try:
+            check_size(upload.get("size") or 0)  # as the browser reports it: the content may be a placeholder
             img = open_image(bytes(upload["content"]))
             self.preview.value = thumbnail(img)
             self.preview.layout.display = ""

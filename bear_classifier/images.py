@@ -48,6 +48,15 @@ def _sniff(data: bytes) -> str | None:
         return None
 
 
+def check_size(n_bytes: int, max_bytes: int = MAX_BYTES) -> None:
+    """Refuse a file by its byte count alone, before anything reads it."""
+    if n_bytes > max_bytes:
+        raise ImageError(
+            f"The file is too large ({n_bytes / 2**20:.1f} MB; the limit is {max_bytes / 2**20:.0f} MB). "
+            "Please upload a smaller photo."
+        )
+
+
 def open_image(data: bytes, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Decode `data` into an upright RGB image; raise ImageError with a human message otherwise.
 
@@ -56,11 +65,7 @@ def open_image(data: bytes, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PI
     """
     if not data:
         raise ImageError(f"The file is empty (0 bytes). {_ADVICE}")
-    if len(data) > max_bytes:
-        raise ImageError(
-            f"The file is too large ({len(data) / 2**20:.1f} MB; the limit is {max_bytes / 2**20:.0f} MB). "
-            "Please upload a smaller photo."
-        )
+    check_size(len(data), max_bytes)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

@@ -45,7 +45,7 @@ def free_port() -> int:
 
 @contextmanager
 def voila(*extra: str, notebook: str = "app.ipynb", cwd: Path = ROOT, log: Path | None = None, env: dict | None = None):
-    """Run `voila notebook` on 127.0.0.1:<free port>; yields (base_url, log_path)."""
+    """Run `voila notebook` on 127.0.0.1:<free port>; yields (base_url, log_path, process)."""
     port = free_port()
     log = log or Path(os.environ.get("TMPDIR", "/tmp")) / f"voila-{port}.log"
     cmd = [sys.executable, "-m", "voila", notebook, f"--port={port}", "--no-browser", "--Voila.ip=127.0.0.1", *extra]
@@ -65,13 +65,27 @@ def voila(*extra: str, notebook: str = "app.ipynb", cwd: Path = ROOT, log: Path 
                 time.sleep(0.3)
             else:
                 break
-        yield url, log
+        yield url, log, proc
     finally:
         proc.terminate()
         try:
             proc.wait(15)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def kernels(proc) -> list:
+    """The kernel processes a Voila server has started (psutil.Process objects)."""
+    import psutil
+
+    found = []
+    for child in psutil.Process(proc.pid).children(recursive=True):
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE and any("ipykernel" in part for part in child.cmdline()):
+                found.append(child)
+        except psutil.NoSuchProcess:  # ended while we looked
+            pass
+    return found
 
 
 @contextmanager
@@ -88,14 +102,17 @@ def chromium():
 
 def open_app(browser, url: str, timeout_ms: int = 120_000):
     """Open the app page and wait until the upload button is usable; returns the page."""
-    page = browser.new_page(viewport={"width": 900, "height": 900})
+    page = browser.new_page(viewport={"width": 900, "height": 900})  # a fresh context: a separate visitor
     page.goto(url, timeout=timeout_ms)
     page.get_by_role("button", name="Upload photo").wait_for(state="visible", timeout=timeout_ms)
     return page
 
 
-def upload_file(page, name: str, data: bytes, mime: str = "application/octet-stream") -> None:
-    """Upload through the FileUpload button's file chooser (ipywidgets 8 has no <input> in the DOM)."""
+def upload_file(page, name: str, data: bytes | Path, mime: str = "application/octet-stream") -> None:
+    """Upload through the FileUpload button's file chooser (ipywidgets 8 has no <input> in the DOM).
+
+    `data` is the file's bytes, or a Path for files over Playwright's 50 MB in-memory limit.
+    """
     with page.expect_file_chooser() as chooser:
         page.get_by_role("button", name="Upload photo").click()
-    chooser.value.set_files(files=[{"name": name, "mimeType": mime, "buffer": data}])
+    chooser.value.set_files(data if isinstance(data, Path) else [{"name": name, "mimeType": mime, "buffer": data}])

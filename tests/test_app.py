@@ -106,3 +106,38 @@ def test_two_files_at_once_classifies_the_first_and_says_so(app):
     app.upload.value = tuple({"name": f"{i}.jpg", "type": "", "size": len(data), "content": memoryview(data),
                               "last_modified": NOW} for i in range(2))
     assert "only the first of the 2 files" in app.status.value
+
+
+def test_every_corpus_kind_gets_an_answer_or_a_message_and_memory_stays_flat(app):
+    """The hardening corpus through the real callback: 29 kinds, then a normal photo still works."""
+    import gc
+
+    import psutil
+
+    from corpus import bad_uploads, valid_uploads
+
+    proc = psutil.Process()
+    upload(app, "warm-up.jpg", encode(photo(), "JPEG"))  # first prediction allocates the model's buffers
+    gc.collect()
+    before = proc.memory_info().rss
+    for name, data, _ in valid_uploads():
+        upload(app, name, data)
+        assert "Prediction: " in app.answer.value, (name, app.status.value)
+        assert "bear-error" not in app.status.value
+    for name, data, phrase in bad_uploads():
+        upload(app, name, data)
+        assert phrase.lower() in app.status.value.lower(), (name, app.status.value)
+        assert app.answer.value == "" and "Traceback" not in app.status.value
+    upload(app, "after.jpg", encode(photo(seed=5), "JPEG"))
+    assert "Prediction: " in app.answer.value
+    gc.collect()
+    grown = (proc.memory_info().rss - before) / 2**20
+    print(f"RSS after the corpus: {grown:+.1f} MiB")  # reported in the README (Hardening)
+    assert grown < 150, f"RSS grew by {grown:.0f} MiB"
+
+
+def test_size_reported_by_the_browser_is_enforced_before_reading(app):
+    """Files over the limit arrive as a placeholder (see UPLOAD_GUARD_JS) with their real size."""
+    app.upload.value = ({"name": "huge.jpg", "type": "image/jpeg", "size": 120 * 2**20,
+                         "content": memoryview(b"too large"), "last_modified": NOW},)
+    assert "huge.jpg: The file is too large (120.0 MB; the limit is 20 MB)." in app.status.value

@@ -11,7 +11,7 @@ SCREENSHOT = ROOT / "docs" / "screenshot.png"
 @pytest.fixture(scope="module")
 def server():
     require_browser()
-    with voila() as (url, log):
+    with voila() as (url, log, _):
         yield url, log
 
 
@@ -23,12 +23,19 @@ def grizzly() -> tuple[bytes, str | None]:
     return encode(photo(), "JPEG"), None
 
 
+def huge_file(tmp_path):
+    """60 MB: over the app's limit and over the kernel websocket's, so it must never be sent."""
+    path = tmp_path / "huge.jpg"
+    path.write_bytes(b"\xff\xd8\xff" + b"\0" * (60 * 2**20 - 3))
+    return path
+
+
 def wait_answer(page, text: str, timeout_ms: int = 120_000) -> str:
     page.get_by_text(text).first.wait_for(timeout=timeout_ms)
     return page.inner_text("body")
 
 
-def test_upload_photo_then_bad_files_then_photo_again(server):
+def test_upload_photo_then_bad_files_then_photo_again(server, tmp_path):
     url, log = server
     data, label = grizzly()
     with chromium() as browser:
@@ -45,6 +52,7 @@ def test_upload_photo_then_bad_files_then_photo_again(server):
             ("notes.pdf", PDF, "This file is a PDF document, not an image."),
             ("half.jpg", encode(photo(), "JPEG")[:2000], "damaged or incomplete"),
             ("bomb.png", png_bomb(), "far too large"),
+            ("huge.jpg", huge_file(tmp_path), "huge.jpg: The file is too large (60.0 MB"),
         ]:
             upload_file(page, name, payload)
             body = wait_answer(page, message)

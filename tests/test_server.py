@@ -40,7 +40,7 @@ def get(url: str) -> tuple[int, bytes]:
 
 @pytest.fixture(scope="module")
 def server():
-    with voila() as (url, log):
+    with voila() as (url, log, _):
         yield url, log
 
 
@@ -127,7 +127,7 @@ def test_tracebacks_stay_in_the_server_log(tmp_path):
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell("raise RuntimeError('internal-detail-4242')")]
     nbformat.write(nb, dst / "boom.ipynb")
-    with voila(notebook="boom.ipynb", cwd=dst) as (url, log):
+    with voila(notebook="boom.ipynb", cwd=dst) as (url, log, _):
         status, body = get(url + "/")
         time.sleep(1)
         server_log = log.read_text()
@@ -138,7 +138,7 @@ def test_tracebacks_stay_in_the_server_log(tmp_path):
 def test_tampered_model_is_refused_with_a_message_on_the_page_and_in_the_log(tmp_path):
     require_browser()
     dst = project_copy(tmp_path, tamper=True)
-    with voila(cwd=dst) as (url, log), chromium() as browser:
+    with voila(cwd=dst) as (url, log, _), chromium() as browser:
         page = open_app(browser, url)
         upload_file(page, "photo.jpg", encode(photo(), "JPEG"), "image/jpeg")
         page.get_by_text("does not match its model card").wait_for(timeout=120_000)

@@ -1,0 +1,55 @@
+"""Many visitors: one kernel each, every visitor sees their own answer, idle kernels are culled."""
+import csv
+import time
+
+import pytest
+
+from browser import ROOT, chromium, kernels, open_app, require_browser, upload_file, voila
+from conftest import BEARS
+from corpus import encode, photo
+
+VISITORS = 5
+
+
+def photos() -> list[tuple[str, bytes, str | None]]:
+    """One photo per visitor: real bears of different species when the shared data is here."""
+    if not BEARS.is_dir():
+        return [(f"generated{i}.jpg", encode(photo(seed=i), "JPEG"), None) for i in range(VISITORS)]
+    rows = list(csv.DictReader(open(ROOT / "data" / "valid.csv")))
+    picks = [next(r for r in rows[k::7] if r["label"] == label)
+             for k, label in enumerate(["grizzly", "black", "teddy", "grizzly", "black"])]
+    return [(f"visitor{i}_{r['label']}.jpg", (BEARS / r["file"]).read_bytes(), r["label"]) for i, r in enumerate(picks)]
+
+
+def wait_for(condition, timeout: float, step: float = 0.5) -> bool:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if condition():
+            return True
+        time.sleep(step)
+    return condition()
+
+
+def test_five_concurrent_visitors_then_idle_kernels_are_culled():
+    require_browser()
+    cull = ["--MappingKernelManager.cull_idle_timeout=10", "--MappingKernelManager.cull_interval=2"]
+    with voila(*cull) as (url, log, proc), chromium() as browser:
+        baseline = len(kernels(proc))
+        pages = [open_app(browser, url) for _ in range(VISITORS)]  # each page: its own context, its own kernel
+        assert len(kernels(proc)) == baseline + VISITORS
+
+        uploads = photos()
+        for page, (name, data, _) in zip(pages, uploads):  # all five upload before anyone gets an answer
+            upload_file(page, name, data, "image/jpeg")
+        for page, (name, _, label) in zip(pages, uploads):
+            page.get_by_text(f"Done: {name}").wait_for(timeout=180_000)
+            body = page.inner_text("body")
+            assert (f"Prediction: {label}; Probability: 0." if label else "Prediction: ") in body, body
+            others = [n for n, _, _ in uploads if n != name]
+            assert not any(n in body for n in others)  # nobody sees another visitor's photo
+
+        rss = [k.memory_info().rss / 2**20 for k in kernels(proc)]
+        print(f"kernel RSS with the model loaded: {min(rss):.0f}-{max(rss):.0f} MiB")  # README: Many visitors
+        for page in pages:
+            page.context.close()
+        assert wait_for(lambda: len(kernels(proc)) == baseline, timeout=90), "idle kernels were not culled"
