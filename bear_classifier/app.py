@@ -25,12 +25,20 @@ if not log.handlers:  # the kernel's real stderr is the server log; the page nev
     log.setLevel(logging.INFO)
 
 PREVIEW_SIDE = 320
+# The model loads in the background, but importing torch holds the GIL for seconds, which would
+# slow the kernel's replies while the browser builds the page. So loading waits this long, or
+# until the first upload, whichever comes first.
+LOAD_DELAY = 3.0
+DECODE_SIDE = 448  # decode big JPEGs only this far: enough for the 224 px model and the preview
 NICE = {"black": "black bear", "grizzly": "grizzly", "teddy": "teddy bear", "not_bear": "not a bear"}
 INSTRUCTIONS = "Upload a photo of a bear: I'll tell you if it is a grizzly, a black bear or a teddy bear."
-# A file too big for the kernel's websocket drops the connection, and uploads after that are lost.
-# So such files never leave the browser: FileUpload reads them with FileReader, which this script
-# makes read a few placeholder bytes instead. The upload's `size` still carries the real size,
-# and the kernel answers with a sentence.
+# Two fixes to ipywidgets' FileUpload in the browser:
+# - A file too big for the kernel's websocket drops the connection, and uploads after that are lost.
+#   So such files never leave the browser: FileUpload reads them with FileReader, which this script
+#   makes read a few placeholder bytes instead; the upload's `size` still carries the real size,
+#   and the kernel answers with a sentence.
+# - Its hidden <input type=file> keeps the last choice, so choosing the same photo again fired no
+#   change event and nothing happened: the input is emptied before each file dialog opens.
 UPLOAD_GUARD_JS = """
 (function () {
   if (window.bearUploadGuard) { return; }
@@ -39,6 +47,11 @@ UPLOAD_GUARD_JS = """
   const read = FileReader.prototype.readAsArrayBuffer;
   FileReader.prototype.readAsArrayBuffer = function (blob) {
     return read.call(this, blob && blob.size > limit ? new Blob(["too large"]) : blob);
+  };
+  const click = HTMLInputElement.prototype.click;
+  HTMLInputElement.prototype.click = function () {
+    if (this.type === "file") { this.value = ""; }
+    return click.call(this);
   };
 })();
 """ % MAX_BYTES
@@ -76,7 +89,7 @@ def bars_html(probs: dict[str, float]) -> str:
 class BearApp(widgets.VBox):
     """Upload button, status line, preview, answer and bars; one instance per visitor (kernel)."""
 
-    def __init__(self, loader=load_classifier):
+    def __init__(self, loader=load_classifier, load_delay: float = LOAD_DELAY):
         self.upload = widgets.FileUpload(accept="image/*", multiple=False, description="Upload photo")
         self.status = widgets.HTML(INSTRUCTIONS)
         self.preview = widgets.Image(format="jpeg", layout=widgets.Layout(max_width=f"{PREVIEW_SIDE}px"))
@@ -86,8 +99,8 @@ class BearApp(widgets.VBox):
         super().__init__([self.upload, self.status, self.preview, self.answer, self.bars])
         self.add_class("bear-app")
         self.classifier, self.load_error = None, None
-        self._loaded = threading.Event()
-        self._loader = threading.Thread(target=self._load, args=(loader,), daemon=True)
+        self._loaded, self._wanted = threading.Event(), threading.Event()
+        self._loader = threading.Thread(target=self._load, args=(loader, load_delay), daemon=True)
         self._loader.start()
         self.upload.observe(self._on_upload, names="value")
 
@@ -97,7 +110,8 @@ class BearApp(widgets.VBox):
         display(Javascript(UPLOAD_GUARD_JS))
         display(self._repr_mimebundle_(), raw=True)
 
-    def _load(self, loader) -> None:
+    def _load(self, loader, delay: float) -> None:
+        self._wanted.wait(delay)
         start = time.perf_counter()
         try:
             self.classifier = loader()
@@ -129,15 +143,19 @@ class BearApp(widgets.VBox):
         self.status.value = f'<span class="bear-busy">Classifying {html.escape(name)}…</span>'
         try:
             check_size(upload.get("size") or 0)  # as the browser reports it: the content may be a placeholder
-            img = open_image(bytes(upload["content"]))
+            img = open_image(bytes(upload["content"]), min_side=DECODE_SIDE)
             self.preview.value = thumbnail(img)
             self.preview.layout.display = ""
             if not self._loaded.is_set():
+                self._wanted.set()
                 self.status.value = '<span class="bear-busy">Classifying… (loading the model, first time only)</span>'
                 self._loaded.wait()
             if self.classifier is None:
                 return self._show_error(f"The model could not be loaded: {self.load_error}")
+            start = time.perf_counter()
             pred = self.classifier.predict(img)
+            log.info("classified %r: %s %.4f in %.0f ms", name, pred.label, pred.probability,
+                     (time.perf_counter() - start) * 1000)
         except ImageError as e:
             log.info("rejected upload %r: %s", name, e)
             return self._show_error(f"{name}: {e}")

@@ -57,11 +57,14 @@ def check_size(n_bytes: int, max_bytes: int = MAX_BYTES) -> None:
         )
 
 
-def open_image(data: bytes, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS) -> Image.Image:
+def open_image(data: bytes, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS,
+               min_side: int | None = None) -> Image.Image:
     """Decode `data` into an upright RGB image; raise ImageError with a human message otherwise.
 
     Limits are checked from the header, before the pixels are decoded, so a hostile file
-    cannot make the process allocate gigabytes.
+    cannot make the process allocate gigabytes. With `min_side`, a JPEG is decoded at the
+    smallest 1/2, 1/4 or 1/8 scale that keeps both sides >= min_side: a 12-megapixel phone
+    photo then decodes several times faster, and a 224-pixel model loses nothing.
     """
     if not data:
         raise ImageError(f"The file is empty (0 bytes). {_ADVICE}")
@@ -89,6 +92,8 @@ def open_image(data: bytes, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PI
     try:
         img.verify()  # chunk checksums (PNG) and structure, without decoding pixels
         img = Image.open(io.BytesIO(data))  # verify() leaves the image unusable: reopen
+        if min_side and img.format == "JPEG":
+            img.draft(img.mode if img.mode == "CMYK" else "RGB", (min_side, min_side))
         img.seek(0)  # animated GIF/WebP, multi-page TIFF: classify the first frame
         img.load()
         img = ImageOps.exif_transpose(img)  # phone photos are stored sideways with an EXIF flag

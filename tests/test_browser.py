@@ -61,3 +61,4 @@ def test_upload_photo_then_bad_files_then_photo_again(server, tmp_path):
         upload_file(page, "again.jpg", data, "image/jpeg")
         body = wait_answer(page, "Prediction:")
         assert "Done: again.jpg" in body
+

@@ -76,3 +76,18 @@ def test_cli_refuses_a_tampered_model(tmp_path):
     r = run(tmp_path / "x.jpg", "--model", tmp_path / "export.pkl")
     assert r.returncode == 2
     assert "does not match its model card" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_fast_path_matches_learn_predict_on_the_shipped_model(classifier, tmp_path):
+    import torch
+    from PIL import Image
+
+    files = [BEARS / f for f, _ in valid_photos(2)] if BEARS.is_dir() else []
+    for seed in range(2):
+        path = tmp_path / f"{seed}.png"
+        photo((500, 280), seed=seed).save(path)
+        files.append(path)
+    for path in files:
+        fast = classifier.probabilities(Image.open(path).convert("RGB"))
+        _, _, slow = classifier.learn.predict(path)
+        assert torch.allclose(fast, slow, atol=1e-4), (path, fast, slow)
