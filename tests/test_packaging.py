@@ -56,11 +56,17 @@ def test_repo2docker_builds_from_binder_with_cpu_torch(tmp_path):
     assert r.returncode == 0, dockerfile[-2000:]
     assert "python=3.11" in dockerfile
     assert 'pip install --no-cache-dir -r "binder/requirements.txt"' in dockerfile
+    assert "binder/postBuild" in dockerfile  # the websocket limit for large photos
     assert "requirements.txt\" " not in dockerfile.replace('binder/requirements.txt"', "")  # root file not used alone
 
 
 def test_voila_config_for_a_public_deployment():
     cfg = json.loads((ROOT / "voila.json").read_text())
+    limit = cfg["Voila"]["tornado_settings"]["websocket_max_message_size"]
+    from bear_classifier.images import MAX_BYTES
+
+    assert limit >= MAX_BYTES + 2**20  # uploads up to the app's limit (plus message framing) must reach the kernel
+    assert str(limit) in (ROOT / "binder" / "postBuild").read_text()
     voila = cfg["VoilaConfiguration"]
     assert voila["show_tracebacks"] is False and voila["strip_sources"] is True
     assert voila["file_allowlist"] == []
