@@ -1,0 +1,115 @@
+"""Per-image latency in a warm process: the reference's learn.predict, the app's path, and the floor.
+
+  reference  bytes → PILImage.create → learn.predict            (fastai resnet18, as bear_voila does)
+  app        bytes → open_image → Classifier.predict             (what the page runs per upload)
+  floor      the bare model forward pass on an already-prepared tensor (the app's model)
+Usage: python bench/latency.py [--n 20] [--repeat 3]
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+BEARS = ROOT.parent / "shared" / "data" / "bears"
+REFERENCE = ROOT / "bench" / "reference" / "export.pkl"
+
+
+def sample_photos(n: int) -> list[bytes]:
+    """Real photos from the validation list when the shared data is here, else generated ones."""
+    if BEARS.is_dir():
+        rows = list(csv.DictReader(open(ROOT / "data" / "valid.csv")))
+        return [(BEARS / r["file"]).read_bytes() for r in rows[:: max(1, len(rows) // n)][:n]]
+    from corpus import encode, photo
+
+    return [encode(photo((400, 300), seed=i), "JPEG") for i in range(n)]
+
+
+def phone_photo() -> bytes:
+    """A 12-megapixel (4000x3000) JPEG, the size a phone uploads."""
+    from corpus import encode, photo
+
+    return encode(photo((4000, 3000), seed=1), "JPEG", quality=90)
+
+
+def timed(paths: dict, items: list, repeat: int) -> dict[str, list[float]]:
+    """Milliseconds per call for each path, interleaved item by item so drift hits all alike."""
+    for fn, xs in paths.values():
+        fn(xs[0])  # warm-up: first calls allocate
+    out = {name: [] for name in paths}
+    for _ in range(repeat):
+        for i in range(len(items)):
+            for name, (fn, xs) in paths.items():
+                start = time.perf_counter()
+                fn(xs[i])
+                out[name].append((time.perf_counter() - start) * 1000)
+    return out
+
+
+def row(name: str, ms: list[float], base: float | None) -> str:
+    med = statistics.median(ms)
+    ratio = f"{med / base:6.2f}x" if base else "      "
+    return f"{name:<42} {med:8.1f} {min(ms):8.1f} {max(ms):8.1f}   {ratio}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=20)
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args()
+    if not REFERENCE.exists():
+        sys.path.insert(0, str(ROOT / "bench"))
+        from reference.make_reference import main as make_reference
+
+        make_reference()
+    from fastai.vision.all import PILImage, load_learner
+
+    from bear_classifier.app import DECODE_SIDE
+    from bear_classifier.images import open_image
+    from bear_classifier.predict import Classifier
+
+    photos, big = sample_photos(args.n), [phone_photo()]
+    reference = load_learner(REFERENCE, cpu=True)
+    app = Classifier.load()
+    prepared = [app.tensor(open_image(p)) for p in photos]
+
+    def floor(x):
+        with torch.inference_mode():
+            return app.learn.model(x)
+
+    def ref_predict(b):
+        return reference.predict(PILImage.create(b))
+
+    def app_predict(b):
+        return app.predict(open_image(b, min_side=DECODE_SIDE))
+
+    with reference.no_bar():  # keep fastai's per-call progress bar out of the table
+        small = timed({"ref": (ref_predict, photos), "app": (app_predict, photos), "floor": (floor, prepared)},
+                      photos, args.repeat)
+        large = timed({"ref": (ref_predict, big), "app": (app_predict, big)}, big, args.repeat * 3)
+    ref_ms, app_ms, floor_ms, ref_big, app_big = small["ref"], small["app"], small["floor"], large["ref"], large["app"]
+
+    source = "real photos" if BEARS.is_dir() else "generated photos"
+    print(f"{len(photos)} {source} x {args.repeat}, torch threads {torch.get_num_threads()}; milliseconds")
+    print(f"{'path':<42} {'median':>8} {'min':>8} {'max':>8}   vs floor")
+    f = statistics.median(floor_ms)
+    print(row("floor: model forward on a prepared tensor", floor_ms, f))
+    print(row("app: bytes → Classifier.predict", app_ms, f))
+    print(row("reference: bytes → learn.predict (resnet18)", ref_ms, f))
+    print(row("app, 12 MP phone photo", app_big, f))
+    print(row("reference, 12 MP phone photo", ref_big, f))
+    print(f"\napp / floor = {statistics.median(app_ms) / f:.2f}; "
+          f"reference / app = {statistics.median(ref_ms) / statistics.median(app_ms):.2f}; "
+          f"12 MP: reference / app = {statistics.median(ref_big) / statistics.median(app_big):.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,145 @@
+"""The page in headless Chromium, reference notebook vs app.ipynb, each under its own `voila` server:
+
+  time to interactive   navigation start → upload button visible and enabled; cold kernel, then
+                        with Voila's preheated kernels (--preheat_kernel, pool of 1)
+  upload → answer       a 12 MP phone photo, once the page has settled
+  kernel memory         peak RSS (VmHWM) after load, and after 50 predictions
+Usage: python bench/page.py [--runs 3]
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from browser import chromium, kernels, open_app, voila  # noqa: E402
+from corpus import encode, photo  # noqa: E402
+
+APPS = {"reference": ROOT / "bench" / "reference", "app": ROOT}
+CULL = ["--MappingKernelManager.cull_idle_timeout=4", "--MappingKernelManager.cull_interval=2"]
+PREHEAT = ["--preheat_kernel=True", "--pool_size=1", "--VoilaKernelManager.fill_delay=20"]
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def time_to_interactive(browser, url: str) -> tuple[float, object]:
+    start = time.perf_counter()
+    page = open_app(browser, url)
+    page.get_by_role("button", name="Upload photo").click(trial=True)  # actionable: visible, enabled, stable
+    return time.perf_counter() - start, page
+
+
+def answer_time(page, path: Path) -> float:
+    """From choosing the file (the dialog already open) until the answer shows."""
+    with page.expect_file_chooser() as chooser:
+        page.get_by_role("button", name="Upload photo").click()
+    start = time.perf_counter()
+    chooser.value.set_files(str(path))
+    page.get_by_text("Prediction:").first.wait_for(timeout=120_000)
+    return time.perf_counter() - start
+
+
+def settle(page, path: Path) -> None:
+    """Wait until the page has answered once (the app's model loads in the background)."""
+    answer_time(page, path)
+    clear(page)
+
+
+def clear(page) -> None:
+    page.evaluate("""() => { for (const el of document.querySelectorAll('.widget-label, .bear-answer'))
+                                 if (el.textContent.startsWith('Prediction:')) el.textContent = ''; }""")
+
+
+def copies(path: Path, data: bytes, n: int) -> list[Path]:
+    """n files with the same photo: a file input fires no change event for the same file twice."""
+    out = [path.with_name(f"{path.stem}{i}{path.suffix}") for i in range(n)]
+    for p in out:
+        p.write_bytes(data)
+    return out
+
+
+def measure(name: str, cwd: Path, runs: int, tmp: Path) -> dict:
+    bigs = copies(tmp / "phone.jpg", encode(photo((4000, 3000), seed=2), "JPEG", quality=90), runs)
+    smalls = copies(tmp / "small.jpg", encode(photo((640, 480), seed=3), "JPEG"), 51)
+    out = {}
+    with voila(*CULL, cwd=cwd) as (url, _, proc), chromium() as browser:
+        cold = []
+        for _ in range(runs):
+            t, page = time_to_interactive(browser, url)
+            cold.append(t)
+            page.context.close()
+        out["tti_cold"] = cold
+        t, page = time_to_interactive(browser, url)
+        settle(page, smalls[-1])
+        (kernel,) = [k for k in kernels(proc)][-1:]
+        out["rss_load"] = peak_rss_mib(kernel.pid)
+        answers = []
+        for i in range(runs):
+            answers.append(answer_time(page, bigs[i]))
+            clear(page)
+        for i in range(50 - runs):
+            answer_time(page, smalls[i])
+            clear(page)
+        out["answer"] = answers
+        out["rss_50"] = peak_rss_mib(kernel.pid)
+    with voila(*PREHEAT, cwd=cwd) as (url, _, proc), chromium() as browser:
+        hot = []
+        for _ in range(runs):
+            deadline = time.time() + 180
+            while len(kernels(proc)) < 1 + len(hot) and time.time() < deadline:  # wait for the pool to refill
+                time.sleep(0.5)
+            time.sleep(25)  # the pooled kernel finishes executing the notebook
+            t, page = time_to_interactive(browser, url)
+            hot.append(t)
+            page.context.close()
+        out["tti_preheated"] = hot
+    print(f"{name}: done", file=sys.stderr)
+    return out
+
+
+def fmt(xs) -> str:
+    if isinstance(xs, float):
+        return f"{xs:8.0f}"
+    return f"{statistics.median(xs):8.2f} ({min(xs):.2f}-{max(xs):.2f})"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=3)
+    args = ap.parse_args()
+    if not (APPS["reference"] / "export.pkl").exists():
+        from reference.make_reference import main as make_reference
+
+        make_reference()
+    with tempfile.TemporaryDirectory() as tmp:
+        res = {name: measure(name, cwd, args.runs, Path(tmp)) for name, cwd in APPS.items()}
+    rows = [("time to interactive, cold kernel (s)", "tti_cold"),
+            ("time to interactive, preheated kernel (s)", "tti_preheated"),
+            ("upload → answer, 12 MP photo (s)", "answer"),
+            ("kernel peak RSS after load (MiB)", "rss_load"),
+            ("kernel peak RSS after 50 predictions (MiB)", "rss_50")]
+    print(f"median (min-max) of {args.runs} runs")
+    print(f"{'':<44} {'reference':>24} {'app':>24}   app/ref")
+    for label, key in rows:
+        a, r = res["app"][key], res["reference"][key]
+        ratio = (statistics.median(a) / statistics.median(r)) if isinstance(a, list) else a / r
+        print(f"{label:<44} {fmt(r):>24} {fmt(a):>24}   {ratio:6.2f}")
+    size = {n: (APPS[n] / "export.pkl").stat().st_size / 2**20 for n in APPS}
+    print(f"{'export.pkl size (MiB)':<44} {size['reference']:>24.1f} {size['app']:>24.1f}   "
+          f"{size['app'] / size['reference']:6.2f}")
+
+
+if __name__ == "__main__":
+    main()
