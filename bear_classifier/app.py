@@ -39,6 +39,8 @@ INSTRUCTIONS = "Upload a photo of a bear: I'll tell you if it is a grizzly, a bl
 #   and the kernel answers with a sentence.
 # - Its hidden <input type=file> keeps the last choice, so choosing the same photo again fired no
 #   change event and nothing happened: the input is emptied before each file dialog opens.
+# (Shrinking big photos in the browser before sending was tried: decoding a 12 MP JPEG on a canvas
+# took longer than sending it.)
 UPLOAD_GUARD_JS = """
 (function () {
   if (window.bearUploadGuard) { return; }
@@ -154,8 +156,8 @@ class BearApp(widgets.VBox):
                 return self._show_error(f"The model could not be loaded: {self.load_error}")
             start = time.perf_counter()
             pred = self.classifier.predict(img)
-            log.info("classified %r: %s %.4f in %.0f ms", name, pred.label, pred.probability,
-                     (time.perf_counter() - start) * 1000)
+            log.info("classified %r (%d bytes received): %s %.4f in %.0f ms", name, len(upload["content"]),
+                     pred.label, pred.probability, (time.perf_counter() - start) * 1000)
         except ImageError as e:
             log.info("rejected upload %r: %s", name, e)
             return self._show_error(f"{name}: {e}")

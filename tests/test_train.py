@@ -94,3 +94,18 @@ def test_image_classifier_cleaner_works_with_ipywidgets_8(trained, tiny_dataset,
     changes = cleaner_changes(cleaner, tiny_dataset)
     first, second = (cleaner.fns[i].relative_to(tiny_dataset).as_posix() for i in (0, 1))
     assert changes == {first: "", second: "teddy"}
+
+
+def test_review_lists_the_highest_losses_as_html_and_csv(trained, tiny_dataset, tmp_path):
+    import csv
+
+    from bear_classifier.review import review
+
+    _, _, out = trained
+    csv_path, html_path = review(tiny_dataset, out / "export.pkl", tmp_path / "review", top=5)
+    rows = list(csv.DictReader(open(csv_path)))
+    assert len(rows) == 5
+    losses = [float(r["loss"]) for r in rows]
+    assert losses == sorted(losses, reverse=True)
+    assert all(r["new_label"] == "" and (tiny_dataset / r["file"]).exists() for r in rows)
+    assert html_path.read_text().count("<figure>") == 5
