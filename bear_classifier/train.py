@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from .data import CLASSES, NOT_BEAR, make_dataloaders
+from .data import CLASSES, make_dataloaders
 from .model import OFFLINE_ARCH, BearNet, bear_splitter, create_imagenet_model, imagenet_classifier, lite0_weights_file
 
 

@@ -3,7 +3,6 @@ import csv
 import subprocess
 import sys
 
-import pytest
 
 from bear_classifier.images import open_image
 from conftest import BEARS, ROOT, need_shared

@@ -2,7 +2,6 @@
 import csv
 import time
 
-import pytest
 
 from browser import ROOT, chromium, kernels, open_app, require_browser, upload_file, voila
 from conftest import BEARS
