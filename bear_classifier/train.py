@@ -33,16 +33,16 @@ def create_learner(dls, arch: str = OFFLINE_ARCH, **gate):
     return learn
 
 
-def pooled_features(learn, dl) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run the frozen body once over `dl`: pooled features (N, C) and targets (N,)."""
+def pooled_features(learn, dl) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Run the frozen body once over `dl`: pooled features (N, C), and targets (N,) if `dl` has labels."""
     from fastprogress.fastprogress import progress_bar
 
     feats, targets = [], []
     with torch.inference_mode():
-        for xb, yb in progress_bar(dl, leave=False):
+        for xb, *yb in progress_bar(dl, leave=False):
             feats.append(learn.model.features(xb).as_subclass(torch.Tensor))
-            targets.append(yb.as_subclass(torch.Tensor))
-    return torch.cat(feats), torch.cat(targets)
+            targets += [y.as_subclass(torch.Tensor) for y in yb]
+    return torch.cat(feats), (torch.cat(targets) if targets else None)
 
 
 def fit_head(learn, train: tuple, valid: tuple, epochs: int = 30, lr: float = 3e-3, wd: float = 0.1):
