@@ -53,7 +53,6 @@ def cmd_train(args) -> int:
     from .train import evaluate, export, train_model
 
     learn, card = train_model(args.data, args.labels, args.valid, arch=args.arch, epochs=args.epochs, lr=args.lr)
-    args.reports.mkdir(parents=True, exist_ok=True)
     card["valid_metrics"] = {k: v for k, v in evaluate(learn, out=args.reports).items() if k != "errors"}
     card = export(learn, args.out, card)
     print(json.dumps({k: card[k] for k in ("valid_metrics", "train_seconds", "size_mb", "sha256")}, indent=2))

@@ -76,6 +76,7 @@ def evaluate(learn, dl=None, out: Path | None = None) -> dict:
                    probability=round(probs[i, preds[i]].item(), 4))
               for i in losses.argsort(descending=True).tolist() if preds[i] != targets[i]]
     if out is not None:
+        Path(out).mkdir(parents=True, exist_ok=True)
         plot_confusion(confusion, vocab, Path(out) / "confusion_matrix.png")
         plot_top_losses(files, probs, targets, losses, vocab, Path(out) / "top_losses.png")
     return dict(n=len(targets), accuracy=round((preds == targets).float().mean().item(), 4),
