@@ -1,6 +1,6 @@
 # make app   — install (first time) and serve the app on http://localhost:8866
 # make test  — install (first time) and run the test suite
-# make train — retrain export.pkl from ../shared/data/bears and evaluate it (about 5 + 6 minutes on 2 CPU cores)
+# make train — retrain export.pkl (and export.pt) from ../shared/data/bears and evaluate it (about 5 + 6 minutes on 2 CPU cores)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin

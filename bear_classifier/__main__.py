@@ -14,6 +14,7 @@ DATA = ROOT.parent / "shared" / "data" / "bears"
 CLEANING = ROOT / "data" / "cleaning.csv"
 VALID = ROOT / "data" / "valid.csv"
 MODEL = ROOT / "export.pkl"
+SERVED = ROOT / "export.pt"  # written by `train` next to export.pkl
 
 
 def cmd_gather(args) -> int:
@@ -138,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
 
     s = sub.add_parser("predict", help="print the label and probability for each photo")
     s.add_argument("photos", nargs="+")
-    s.add_argument("--model", type=Path, default=MODEL)
+    s.add_argument("--model", type=Path, default=SERVED, help="the TorchScript model (export.pt)")
     s.set_defaults(func=cmd_predict)
 
     args = p.parse_args(argv)

@@ -1,7 +1,7 @@
 """The page's widgets: upload a photo, see the preview, the answer and every class's probability.
 
-Only ipywidgets and Pillow are imported up front, so the page shows at once; torch, fastai and
-the learner load in a background thread, and an upload during warm-up waits for them.
+Only ipywidgets and Pillow are imported up front, so the page shows at once; torch and the
+TorchScript model load in a background thread, and an upload during warm-up waits for them.
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ PREVIEW_SIDE = 320
 # slow the kernel's replies while the browser builds the page. So loading waits this long, or
 # until the first upload, whichever comes first.
 LOAD_DELAY = 3.0
-DECODE_SIDE = 448  # decode big JPEGs only this far: enough for the 224 px model and the preview
+DECODE_SIDE = PREVIEW_SIDE  # decode big JPEGs only this far: enough for the preview and the 224 px model
 NICE = {"black": "black bear", "grizzly": "grizzly", "teddy": "teddy bear", "not_bear": "not a bear"}
 INSTRUCTIONS = "Upload a photo of a bear: I'll tell you if it is a grizzly, a black bear or a teddy bear."
 # Two fixes to ipywidgets' FileUpload in the browser:
@@ -60,9 +60,15 @@ UPLOAD_GUARD_JS = """
 
 
 def load_classifier():
-    """The default Classifier from export.pkl (imported here: torch and fastai are slow to import)."""
+    """The default Classifier from export.pt (imported here: torch is slow to import)."""
+    import torch
+
     from .predict import Classifier
 
+    # A kernel serves one visitor, one photo at a time: one thread per forward pass. With two, the
+    # browser, the server or another visitor's kernel takes a core mid-forward and both threads wait
+    # (measured on 2 cores during an upload: 20-40 ms with one thread, 33-140 ms with two).
+    torch.set_num_threads(1)
     return Classifier.load()
 
 
@@ -124,6 +130,10 @@ class BearApp(widgets.VBox):
         finally:
             self._loaded.set()
 
+    def _show_preview(self, img: Image.Image) -> None:
+        self.preview.value = thumbnail(img)
+        self.preview.layout.display = ""
+
     def _show_error(self, message: str) -> None:
         self.status.value = f'<span class="bear-error" style="color:#b00020">{html.escape(message)}</span>'
         self.answer.value = self.bars.value = ""
@@ -142,13 +152,13 @@ class BearApp(widgets.VBox):
         """Show the answer for one uploaded file (a dict with `name` and `content`, as FileUpload gives)."""
         name = upload.get("name", "the file")
         self.answer.value = self.bars.value = ""
+        self.preview.layout.display = "none"
         self.status.value = f'<span class="bear-busy">Classifying {html.escape(name)}…</span>'
         try:
             check_size(upload.get("size") or 0)  # as the browser reports it: the content may be a placeholder
             img = open_image(bytes(upload["content"]), min_side=DECODE_SIDE)
-            self.preview.value = thumbnail(img)
-            self.preview.layout.display = ""
             if not self._loaded.is_set():
+                self._show_preview(img)
                 self._wanted.set()
                 self.status.value = '<span class="bear-busy">Classifying… (loading the model, first time only)</span>'
                 self._loaded.wait()
@@ -164,6 +174,8 @@ class BearApp(widgets.VBox):
         except Exception:
             log.exception("classifying %r failed", name)
             return self._show_error(f"Something went wrong while classifying {name}. Please try another photo.")
+        if self.preview.layout.display == "none":  # sent after predicting: the browser drawing it would slow the model
+            self._show_preview(img)
         note = f" (only the first of the {extra + 1} files was classified)" if extra else ""
         self.status.value = f"Done: {html.escape(name)}{note}. Upload another photo any time."
         verdict = ("<p>This doesn't look like a bear to me. Try a photo of a grizzly, a black bear or a teddy bear.</p>"

@@ -11,6 +11,7 @@ import torch
 
 from .data import CLASSES, make_dataloaders
 from .model import OFFLINE_ARCH, BearNet, bear_splitter, create_imagenet_model, imagenet_classifier, lite0_weights_file
+from .predict import save_torchscript
 
 
 def create_learner(dls, arch: str = OFFLINE_ARCH, **gate):
@@ -132,10 +133,13 @@ def library_versions() -> dict[str, str]:
 
 
 def export(learn, path: Path, card: dict) -> dict:
-    """`learn.export()` to `path` and write the model card next to it (same name, .json)."""
+    """`learn.export()` to `path`, the TorchScript the app serves next to it (.pt), and the model card (.json)."""
     path = Path(path).resolve()
     learn.export(path)
+    served = path.with_suffix(".pt")
+    save_torchscript(learn, served)
     card = dict(card, file=path.name, sha256=sha256(path), size_mb=round(path.stat().st_size / 2**20, 2),
+                serving=dict(file=served.name, sha256=sha256(served), size_mb=round(served.stat().st_size / 2**20, 2)),
                 versions=library_versions(), classes=list(learn.dls.vocab))
     path.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
     return card

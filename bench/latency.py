@@ -1,8 +1,8 @@
 """Per-image latency in a warm process: the reference's learn.predict, the app's path, and the floor.
 
   reference  bytes → PILImage.create → learn.predict            (fastai resnet18, as bear_voila does)
-  app        bytes → open_image → Classifier.predict             (what the page runs per upload)
-  floor      the bare model forward pass on an already-prepared tensor (the app's model)
+  app        bytes → open_image → Classifier.predict             (what the page runs per upload: export.pt)
+  floors     the bare forward pass on an already-prepared tensor: export.pt, and export.pkl's model in eager mode
 Usage: python bench/latency.py [--n 20] [--repeat 3]
 """
 from __future__ import annotations
@@ -74,16 +74,22 @@ def main() -> None:
 
     from bear_classifier.app import DECODE_SIDE
     from bear_classifier.images import open_image
-    from bear_classifier.predict import Classifier
+    from bear_classifier.predict import Classifier, load_model, serving_transforms
 
     photos, big = sample_photos(args.n), [phone_photo()]
     reference = load_learner(REFERENCE, cpu=True)
-    app = Classifier.load()
-    prepared = [app.tensor(open_image(p)) for p in photos]
+    app, learn = Classifier.load(), load_model()
+    pixels = [app.tensor(open_image(p)) for p in photos]
+    _, _, mean, std = serving_transforms(learn)
+    normalised = [(x.permute(0, 3, 1, 2).float() / 255 - mean) / std for x in pixels]
 
     def floor(x):
         with torch.inference_mode():
-            return app.learn.model(x)
+            return app.model(x)
+
+    def eager_floor(x):
+        with torch.inference_mode():
+            return learn.model(x)
 
     def ref_predict(b):
         return reference.predict(PILImage.create(b))
@@ -92,8 +98,8 @@ def main() -> None:
         return app.predict(open_image(b, min_side=DECODE_SIDE))
 
     with reference.no_bar():  # keep fastai's per-call progress bar out of the table
-        small = timed({"ref": (ref_predict, photos), "app": (app_predict, photos), "floor": (floor, prepared)},
-                      photos, args.repeat)
+        small = timed({"ref": (ref_predict, photos), "app": (app_predict, photos), "floor": (floor, pixels),
+                       "eager": (eager_floor, normalised)}, photos, args.repeat)
         large = timed({"ref": (ref_predict, big), "app": (app_predict, big)}, big, args.repeat * 3)
     ref_ms, app_ms, floor_ms, ref_big, app_big = small["ref"], small["app"], small["floor"], large["ref"], large["app"]
 
@@ -101,7 +107,8 @@ def main() -> None:
     print(f"{len(photos)} {source} x {args.repeat}, torch threads {torch.get_num_threads()}; milliseconds")
     print(f"{'path':<42} {'median':>8} {'min':>8} {'max':>8}   vs floor")
     f = statistics.median(floor_ms)
-    print(row("floor: model forward on a prepared tensor", floor_ms, f))
+    print(row("floor: export.pt forward on prepared pixels", floor_ms, f))
+    print(row("export.pkl's model, eager, prepared tensor", small["eager"], f))
     print(row("app: bytes → Classifier.predict", app_ms, f))
     print(row("reference: bytes → learn.predict (resnet18)", ref_ms, f))
     print(row("app, 12 MP phone photo", app_big, f))

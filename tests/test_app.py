@@ -81,11 +81,11 @@ def test_model_that_fails_to_load_is_explained_on_the_page():
     from bear_classifier.predict import ModelError
 
     def broken():
-        raise ModelError("export.pkl does not match its model card")
+        raise ModelError("export.pt does not match its model card")
 
     app = BearApp(loader=broken)
     upload(app, "photo.jpg", encode(photo(), "JPEG"))
-    assert "The model could not be loaded: export.pkl does not match its model card" in app.status.value
+    assert "The model could not be loaded: export.pt does not match its model card" in app.status.value
 
 
 def test_unexpected_errors_are_logged_not_shown(caplog):

@@ -1,4 +1,4 @@
-"""The shipped export.pkl: real photos get the right label, bad files one human line, a tampered pickle is refused."""
+"""The shipped model: real photos get the right label, bad files one human line, a tampered file is refused."""
 import csv
 import subprocess
 import sys
@@ -68,19 +68,22 @@ def test_cli_prints_label_per_file_and_one_line_per_bad_file(tmp_path):
 
 
 def test_cli_refuses_a_tampered_model(tmp_path):
-    data = bytearray((ROOT / "export.pkl").read_bytes())
+    data = bytearray((ROOT / "export.pt").read_bytes())
     data[-100] ^= 0xFF
-    (tmp_path / "export.pkl").write_bytes(bytes(data))
+    (tmp_path / "export.pt").write_bytes(bytes(data))
     (tmp_path / "export.json").write_text((ROOT / "export.json").read_text())
-    r = run(tmp_path / "x.jpg", "--model", tmp_path / "export.pkl")
+    r = run(tmp_path / "x.jpg", "--model", tmp_path / "export.pt")
     assert r.returncode == 2
     assert "does not match its model card" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_fast_path_matches_learn_predict_on_the_shipped_model(classifier, tmp_path):
+def test_served_model_matches_learn_predict_on_the_shipped_learner(classifier, tmp_path):
     import torch
     from PIL import Image
 
+    from bear_classifier.predict import load_model
+
+    learn = load_model()
     files = [BEARS / f for f, _ in valid_photos(2)] if BEARS.is_dir() else []
     for seed in range(2):
         path = tmp_path / f"{seed}.png"
@@ -88,5 +91,14 @@ def test_fast_path_matches_learn_predict_on_the_shipped_model(classifier, tmp_pa
         files.append(path)
     for path in files:
         fast = classifier.probabilities(Image.open(path).convert("RGB"))
-        _, _, slow = classifier.learn.predict(path)
+        _, _, slow = learn.predict(path)
         assert torch.allclose(fast, slow, atol=1e-4), (path, fast, slow)
+
+
+def test_serving_imports_neither_fastai_nor_torchvision():
+    # The app's kernel memory depends on it: fastai and timm import torchvision, which imports torch's compiler stack.
+    code = ("import sys; from bear_classifier.predict import Classifier; Classifier.load(); "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'fastai', 'timm', 'torchvision', 'sympy'}))")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"

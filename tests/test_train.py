@@ -37,6 +37,7 @@ def test_model_card_describes_the_export(trained):
     import hashlib
 
     assert saved["sha256"] == hashlib.sha256((out / "export.pkl").read_bytes()).hexdigest()
+    assert saved["serving"]["sha256"] == hashlib.sha256((out / "export.pt").read_bytes()).hexdigest()
 
 
 def test_export_load_round_trip_gives_the_same_probabilities(trained, tiny_dataset):
@@ -49,24 +50,26 @@ def test_export_load_round_trip_gives_the_same_probabilities(trained, tiny_datas
     assert torch.allclose(a, b, atol=1e-6)
 
 
-def test_fast_path_matches_learn_predict(trained, tiny_dataset):
+def test_served_model_matches_learn_predict(trained, tiny_dataset):
     _, _, out = trained
-    clf = Classifier.load(out / "export.pkl")
+    clf, learn = Classifier.load(out / "export.pt"), load_model(out / "export.pkl")
+    assert clf.vocab == list(learn.dls.vocab) and clf.size == (64, 64)
     for path in sorted(tiny_dataset.rglob("*.jpg"))[::7]:
         img = Image.open(path)
         fast = clf.probabilities(img)
-        _, _, slow = clf.learn.predict(path)
+        _, _, slow = learn.predict(path)
         assert torch.allclose(fast, slow, atol=1e-4), (path, fast, slow)
 
 
-def test_tampered_export_is_refused_before_unpickling(trained, tmp_path):
+@pytest.mark.parametrize("name, load", [("export.pkl", load_model), ("export.pt", Classifier.load)])
+def test_tampered_export_is_refused_before_loading(trained, tmp_path, name, load):
     _, _, out = trained
-    data = bytearray((out / "export.pkl").read_bytes())
+    data = bytearray((out / name).read_bytes())
     data[len(data) // 2] ^= 0x01
-    (tmp_path / "export.pkl").write_bytes(bytes(data))
+    (tmp_path / name).write_bytes(bytes(data))
     (tmp_path / "export.json").write_text((out / "export.json").read_text())
-    with pytest.raises(ModelError, match="does not match its model card"):
-        load_model(tmp_path / "export.pkl")
+    with pytest.raises(ModelError, match=f"{name} does not match its model card"):
+        load(tmp_path / name)
 
 
 def test_missing_model_card_is_a_clear_error(tmp_path):
