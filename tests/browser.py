@@ -100,9 +100,11 @@ def chromium():
             browser.close()
 
 
-def open_app(browser, url: str, timeout_ms: int = 120_000):
+def open_app(browser, url: str, timeout_ms: int = 120_000, init_script: str | None = None):
     """Open the app page and wait until the upload button is usable; returns the page."""
     page = browser.new_page(viewport={"width": 900, "height": 900})  # a fresh context: a separate visitor
+    if init_script:
+        page.add_init_script(init_script)
     page.goto(url, timeout=timeout_ms)
     page.get_by_role("button", name="Upload photo").wait_for(state="visible", timeout=timeout_ms)
     return page
