@@ -97,7 +97,7 @@ def measure(name: str, cwd: Path, runs: int, tmp: Path) -> dict:
     bigs = copies(tmp / "phone.jpg", encode(photo((4000, 3000), seed=2), "JPEG", quality=90), runs)
     smalls = copies(tmp / "small.jpg", encode(photo((640, 480), seed=3), "JPEG"), 51)
     out = {}
-    with voila(*CULL, cwd=cwd) as (url, _, proc), chromium() as browser:
+    with voila(*CULL, "--preheat_kernel=False", cwd=cwd) as (url, _, proc), chromium() as browser:
         cold = []
         for _ in range(runs):
             deadline = time.time() + 120

@@ -1,4 +1,6 @@
 """End to end, for real: voila app.ipynb on loopback, headless Chromium, uploads through the button."""
+import time
+
 import pytest
 
 from browser import ROOT, chromium, open_app, require_browser, upload_file, voila
@@ -62,3 +64,23 @@ def test_upload_photo_then_bad_files_then_photo_again(server, tmp_path):
         body = wait_answer(page, "Prediction:")
         assert "Done: again.jpg" in body
 
+
+
+def test_a_preheated_kernel_has_the_model_loaded_before_the_first_visitor():
+    # voila.json keeps one kernel with the notebook already run; its model loads with nobody on the
+    # page, so the first visitor's first upload is answered without "loading the model".
+    require_browser()
+    watch = """new MutationObserver(() => { if (document.body.innerText.includes('loading the model'))
+                                             window.sawLoading = true; })
+               .observe(document, {subtree: true, childList: true, characterData: true});"""
+    with voila() as (url, log, _), chromium() as browser:
+        deadline = time.time() + 120
+        while "model loaded" not in log.read_text():
+            assert time.time() < deadline, f"no kernel loaded the model before a visit:\n{log.read_text()}"
+            time.sleep(0.5)
+        page = open_app(browser, url, init_script=watch)
+        data, label = grizzly()
+        upload_file(page, "bear.jpg", data, "image/jpeg")
+        body = wait_answer(page, "Prediction:")
+        assert page.evaluate("window.sawLoading === undefined")
+    assert label is None or f"Prediction: {label}" in body
