@@ -11,11 +11,12 @@ import logging
 import sys
 import threading
 import time
+from pathlib import Path
 
 import ipywidgets as widgets
 from PIL import Image
 
-from .images import MAX_BYTES, ImageError, check_size, open_image
+from .images import MAX_BYTES, MAX_PIXELS, ImageError, check_size, open_image
 
 log = logging.getLogger("bear_classifier")
 if not log.handlers:  # the kernel's real stderr is the server log; the page never sees it
@@ -32,31 +33,11 @@ LOAD_DELAY = 3.0
 DECODE_SIDE = PREVIEW_SIDE  # decode big JPEGs only this far: enough for the preview and the 224 px model
 NICE = {"black": "black bear", "grizzly": "grizzly", "teddy": "teddy bear", "not_bear": "not a bear"}
 INSTRUCTIONS = "Upload a photo of a bear: I'll tell you if it is a grizzly, a black bear or a teddy bear."
-# Two fixes to ipywidgets' FileUpload in the browser:
-# - A file too big for the kernel's websocket drops the connection, and uploads after that are lost.
-#   So such files never leave the browser: FileUpload reads them with FileReader, which this script
-#   makes read a few placeholder bytes instead; the upload's `size` still carries the real size,
-#   and the kernel answers with a sentence.
-# - Its hidden <input type=file> keeps the last choice, so choosing the same photo again fired no
-#   change event and nothing happened: the input is emptied before each file dialog opens.
-# (Shrinking big photos in the browser before sending was tried: decoding a 12 MP JPEG on a canvas
-# took longer than sending it.)
-UPLOAD_GUARD_JS = """
-(function () {
-  if (window.bearUploadGuard) { return; }
-  window.bearUploadGuard = true;
-  const limit = %d;
-  const read = FileReader.prototype.readAsArrayBuffer;
-  FileReader.prototype.readAsArrayBuffer = function (blob) {
-    return read.call(this, blob && blob.size > limit ? new Blob(["too large"]) : blob);
-  };
-  const click = HTMLInputElement.prototype.click;
-  HTMLInputElement.prototype.click = function () {
-    if (this.type === "file") { this.value = ""; }
-    return click.call(this);
-  };
-})();
-""" % MAX_BYTES
+# JPEGs this big are shrunk in the browser before sending (upload.js): moving 4 MB through the
+# websocket and decoding it here took longer than decoding it at 1/8 scale in the browser.
+SHRINK_FROM = 2**20
+UPLOAD_JS = (Path(__file__).with_name("upload.js").read_text()
+             + f"({MAX_BYTES}, {SHRINK_FROM}, {DECODE_SIDE}, {MAX_PIXELS});")
 
 
 def load_classifier():
@@ -115,7 +96,7 @@ class BearApp(widgets.VBox):
     def _ipython_display_(self) -> None:
         from IPython.display import Javascript, display
 
-        display(Javascript(UPLOAD_GUARD_JS))
+        display(Javascript(UPLOAD_JS))
         display(self._repr_mimebundle_(), raw=True)
 
     def _load(self, loader, delay: float) -> None:

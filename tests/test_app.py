@@ -137,7 +137,7 @@ def test_every_corpus_kind_gets_an_answer_or_a_message_and_memory_stays_flat(app
 
 
 def test_size_reported_by_the_browser_is_enforced_before_reading(app):
-    """Files over the limit arrive as a placeholder (see UPLOAD_GUARD_JS) with their real size."""
+    """Files over the limit arrive as a placeholder (see upload.js) with their real size."""
     app.upload.value = ({"name": "huge.jpg", "type": "image/jpeg", "size": 120 * 2**20,
                          "content": memoryview(b"too large"), "last_modified": NOW},)
     assert "huge.jpg: The file is too large (120.0 MB; the limit is 20 MB)." in app.status.value

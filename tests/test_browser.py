@@ -1,7 +1,10 @@
 """End to end, for real: voila app.ipynb on loopback, headless Chromium, uploads through the button."""
+import io
+import re
 import time
 
 import pytest
+from PIL import Image
 
 from browser import ROOT, chromium, open_app, require_browser, upload_file, voila
 from conftest import BEARS
@@ -64,6 +67,41 @@ def test_upload_photo_then_bad_files_then_photo_again(server, tmp_path):
         body = wait_answer(page, "Prediction:")
         assert "Done: again.jpg" in body
 
+
+def phone_photo(data: bytes, orientation: int | None = None) -> bytes:
+    """`data` enlarged to 12 MP with a sensor's grain (so 3-4 MB, as a phone saves it), optionally
+    stored sideways with an EXIF flag."""
+    import numpy as np
+
+    pixels = np.asarray(Image.open(io.BytesIO(data)).convert("RGB").resize((4000, 3000)), dtype=np.float32)
+    grainy = np.clip(pixels + np.random.default_rng(0).normal(0, 8, pixels.shape), 0, 255).astype(np.uint8)
+    exif = Image.Exif()
+    if orientation:
+        exif[0x0112] = orientation
+    return encode(Image.fromarray(grainy), "JPEG", quality=90, exif=exif.tobytes())
+
+
+def test_big_photos_are_shrunk_in_the_browser_and_keep_their_answer(server):
+    url, log = server
+    data, label = grizzly()
+    big, sideways = phone_photo(data), phone_photo(data, orientation=6)  # 6: shown turned 90° clockwise
+    with chromium() as browser:
+        page = open_app(browser, url)
+        upload_file(page, "phone.jpg", big, "image/jpeg")
+        body = wait_answer(page, "Done: phone.jpg")
+        assert (f"Prediction: {label}; " if label else "Prediction: ") in body
+
+        upload_file(page, "sideways.jpg", sideways, "image/jpeg")
+        wait_answer(page, "Done: sideways.jpg")
+        width, height = page.locator(".bear-app img").evaluate("img => [img.naturalWidth, img.naturalHeight]")
+        assert height > width  # the EXIF rotation was applied before the photo was shrunk
+
+        upload_file(page, "cut.jpg", big[: len(big) // 2], "image/jpeg")  # the browser can't decode it...
+        body = wait_answer(page, "cut.jpg: The image file is damaged or incomplete")  # ...so the kernel says why
+        assert "Prediction:" not in body
+    received = dict(re.findall(r"classified '(phone|sideways)\.jpg' \((\d+) bytes received\)", log.read_text()))
+    assert len(big) > 2 * 2**20 and len(received) == 2, (len(big), received)
+    assert all(int(n) < len(big) / 4 for n in received.values()), (received, len(big))
 
 
 def test_a_preheated_kernel_has_the_model_loaded_before_the_first_visitor():
