@@ -104,6 +104,29 @@ def test_big_photos_are_shrunk_in_the_browser_and_keep_their_answer(server):
     assert all(int(n) < len(big) / 4 for n in received.values()), (received, len(big))
 
 
+def test_choosing_the_same_photo_twice_classifies_it_twice(server):
+    # A file input keeps its last choice, and choosing the same file again fires no change event.
+    # Playwright always fires one, so record what the input holds when FileUpload opens the dialog:
+    # upload.js must have emptied it.
+    url, log = server
+    record = """const click = HTMLInputElement.prototype.click;
+                window.valuesAtClick = [];
+                HTMLInputElement.prototype.click = function () {
+                  if (this.type === 'file') { window.valuesAtClick.push(this.value); }
+                  return click.call(this);
+                };"""
+    data, _ = grizzly()
+    with chromium() as browser:
+        page = open_app(browser, url, init_script=record)
+        for times in [1, 2]:
+            upload_file(page, "same.jpg", data, "image/jpeg")
+            deadline = time.time() + 120
+            while log.read_text().count("classified 'same.jpg'") < times:
+                assert time.time() < deadline, f"upload {times} of the same photo was not classified"
+                time.sleep(0.2)
+        assert page.evaluate("window.valuesAtClick") == ["", ""]
+
+
 def test_a_preheated_kernel_has_the_model_loaded_before_the_first_visitor():
     # voila.json keeps one kernel with the notebook already run; its model loads with nobody on the
     # page, so the first visitor's first upload is answered without "loading the model".
