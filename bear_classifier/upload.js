@@ -7,10 +7,10 @@
 //   kernel answers from the size with a sentence.
 // - Big JPEG (a phone photo): 4 MB through the websocket takes longer than the model. The photo
 //   is decoded at 1/2, 1/4 or 1/8 scale (never below minSide pixels, the same scale the kernel
-//   would use) and sent as plain pixels (a 12 MP photo: 0.56 MB instead of 4). Any doubt (not a baseline/progressive JPEG, a header we
-//   can't read, too many pixels, a decoding error or a decoder still busy after 5 s, no
-//   ImageDecoder outside https or localhost) sends the original bytes: the kernel then decodes
-//   them itself, or says what is wrong.
+//   would use) and sent as plain pixels: 0.56 MB for 12 MP instead of 4. Any doubt (not a
+//   baseline or progressive JPEG, a header we can't read, too many pixels, a decoding error or a
+//   decoder still busy after 5 s, no ImageDecoder outside https or localhost) sends the original
+//   bytes: the kernel then decodes them itself, or says what is wrong.
 // - Same photo twice: the hidden <input type=file> keeps the last choice, so choosing it again
 //   fired no change event. The input is emptied before each file dialog opens.
 (function (limit, shrinkFrom, minSide, maxPixels) {
@@ -39,13 +39,13 @@
       desiredWidth: Math.ceil(size.width / scale), desiredHeight: Math.ceil(size.height / scale) });
     const frame = (await decoder.decode()).image;  // complete frames only: a truncated file throws
     const width = frame.displayWidth, height = frame.displayHeight;  // EXIF rotation applied
-    const canvas = new OffscreenCanvas(width, height).getContext("2d");
-    canvas.drawImage(frame, 0, 0);
+    const context = new OffscreenCanvas(width, height).getContext("2d");
+    context.drawImage(frame, 0, 0);
     frame.close();
     decoder.close();
     // The pixels go as a PPM file (a header, then RGB bytes), not as a JPEG: the canvas's JPEG
     // encoder waits for the page to be idle, which a Voila page seldom is (1 s, measured).
-    const rgba = canvas.getImageData(0, 0, width, height).data;
+    const rgba = context.getImageData(0, 0, width, height).data;
     const header = new TextEncoder().encode(`P6\n${width} ${height}\n255\n`);
     const ppm = new Uint8Array(header.length + width * height * 3);
     ppm.set(header);
