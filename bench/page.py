@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from browser import chromium, kernels, open_app, voila  # noqa: E402
+from browser import chromium, kernels, open_app, voila, wait_for  # noqa: E402
 from corpus import encode, photo  # noqa: E402
 
 APPS = {"reference": ROOT / "bench" / "reference", "app": ROOT}
@@ -100,9 +100,7 @@ def measure(name: str, cwd: Path, runs: int, tmp: Path) -> dict:
     with voila(*CULL, "--preheat_kernel=False", cwd=cwd) as (url, _, proc), chromium() as browser:
         cold = []
         for _ in range(runs):
-            deadline = time.time() + 120
-            while kernels(proc) and time.time() < deadline:  # the last visitor's kernel is culled first
-                time.sleep(0.5)
+            wait_for(lambda: not kernels(proc), 120)  # the last visitor's kernel is culled first
             t, page = time_to_interactive(browser, url)
             cold.append(t)
             page.context.close()
@@ -123,9 +121,7 @@ def measure(name: str, cwd: Path, runs: int, tmp: Path) -> dict:
     with voila(*PREHEAT, cwd=cwd) as (url, _, proc), chromium() as browser:
         hot = []
         for _ in range(runs):
-            deadline = time.time() + 180
-            while len(kernels(proc)) < 1 + len(hot) and time.time() < deadline:  # wait for the pool to refill
-                time.sleep(0.5)
+            wait_for(lambda: len(kernels(proc)) >= 1 + len(hot), 180)  # wait for the pool to refill
             time.sleep(25)  # the pooled kernel finishes executing the notebook
             t, page = time_to_interactive(browser, url)
             hot.append(t)

@@ -74,6 +74,16 @@ def voila(*extra: str, notebook: str = "app.ipynb", cwd: Path = ROOT, log: Path 
             proc.kill()
 
 
+def wait_for(condition, timeout: float, step: float = 0.5) -> bool:
+    """Poll `condition` until it holds or `timeout` seconds pass; its last value."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if condition():
+            return True
+        time.sleep(step)
+    return condition()
+
+
 def kernels(proc) -> list:
     """The kernel processes a Voila server has started (psutil.Process objects)."""
     import psutil

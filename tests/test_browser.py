@@ -1,12 +1,11 @@
 """End to end, for real: voila app.ipynb on loopback, headless Chromium, uploads through the button."""
 import io
 import re
-import time
 
 import pytest
 from PIL import Image
 
-from browser import ROOT, chromium, open_app, require_browser, upload_file, voila
+from browser import ROOT, chromium, open_app, require_browser, upload_file, voila, wait_for
 from conftest import BEARS
 from corpus import PDF, encode, photo, png_bomb
 
@@ -120,10 +119,8 @@ def test_choosing_the_same_photo_twice_classifies_it_twice(server):
         page = open_app(browser, url, init_script=record)
         for times in [1, 2]:
             upload_file(page, "same.jpg", data, "image/jpeg")
-            deadline = time.time() + 120
-            while log.read_text().count("classified 'same.jpg'") < times:
-                assert time.time() < deadline, f"upload {times} of the same photo was not classified"
-                time.sleep(0.2)
+            assert wait_for(lambda: log.read_text().count("classified 'same.jpg'") >= times, 120, step=0.2), \
+                f"upload {times} of the same photo was not classified"
         assert page.evaluate("window.valuesAtClick") == ["", ""]
 
 
@@ -135,10 +132,8 @@ def test_a_preheated_kernel_has_the_model_loaded_before_the_first_visitor():
                                              window.sawLoading = true; })
                .observe(document, {subtree: true, childList: true, characterData: true});"""
     with voila() as (url, log, _), chromium() as browser:
-        deadline = time.time() + 120
-        while "model loaded" not in log.read_text():
-            assert time.time() < deadline, f"no kernel loaded the model before a visit:\n{log.read_text()}"
-            time.sleep(0.5)
+        assert wait_for(lambda: "model loaded" in log.read_text(), 120), \
+            f"no kernel loaded the model before a visit:\n{log.read_text()}"
         page = open_app(browser, url, init_script=watch)
         data, label = grizzly()
         upload_file(page, "bear.jpg", data, "image/jpeg")

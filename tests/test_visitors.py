@@ -1,9 +1,8 @@
 """Many visitors: one kernel each, every visitor sees their own answer, idle kernels are culled."""
 import csv
 import json
-import time
 
-from browser import ROOT, chromium, kernels, open_app, require_browser, upload_file, voila
+from browser import ROOT, chromium, kernels, open_app, require_browser, upload_file, voila, wait_for
 from conftest import BEARS
 from corpus import encode, photo
 
@@ -18,15 +17,6 @@ def photos() -> list[tuple[str, bytes, str | None]]:
     picks = [next(r for r in rows[k::7] if r["label"] == label)
              for k, label in enumerate(["grizzly", "black", "teddy", "grizzly", "black"])]
     return [(f"visitor{i}_{r['label']}.jpg", (BEARS / r["file"]).read_bytes(), r["label"]) for i, r in enumerate(picks)]
-
-
-def wait_for(condition, timeout: float, step: float = 0.5) -> bool:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if condition():
-            return True
-        time.sleep(step)
-    return condition()
 
 
 def test_five_concurrent_visitors_then_idle_kernels_are_culled():
