@@ -13,8 +13,10 @@ $(BIN)/.installed: requirements.txt requirements-dev.txt
 
 install: $(BIN)/.installed
 
+# The "bear" template (share/jupyter/voila/templates/bear) shows a working upload button before
+# Voila's JavaScript has loaded; plain `voila app.ipynb` works too, without that button.
 app: install
-	$(BIN)/voila app.ipynb
+	JUPYTER_PATH=$(CURDIR)/share/jupyter $(BIN)/voila --template=bear app.ipynb
 
 test: install
 	$(BIN)/python -m pytest

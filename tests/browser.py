@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+SHARE = ROOT / "share" / "jupyter"  # the app's Voila template, as `make app` finds it
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
@@ -44,24 +45,39 @@ def free_port() -> int:
 
 
 @contextmanager
-def voila(*extra: str, notebook: str = "app.ipynb", cwd: Path = ROOT, log: Path | None = None, env: dict | None = None):
-    """Run `voila notebook` on 127.0.0.1:<free port>; yields (base_url, log_path, process)."""
+def voila(*extra: str, notebook: str = "app.ipynb", cwd: Path = ROOT, log: Path | None = None, env: dict | None = None,
+          template: str | None = "bear"):
+    """Run `voila notebook` on 127.0.0.1:<free port> as `make app` does; yields (base_url, log_path, process).
+
+    `template` is the Voila template, found in this repository's share/jupyter; None for Voila's default.
+    """
+    env = {**os.environ, **(env or {})}
     port = free_port()
-    log = log or Path(os.environ.get("TMPDIR", "/tmp")) / f"voila-{port}.log"
     cmd = [sys.executable, "-m", "voila", notebook, f"--port={port}", "--no-browser", "--Voila.ip=127.0.0.1", *extra]
+    if template:
+        cmd.append(f"--template={template}")
+        env["JUPYTER_PATH"] = os.pathsep.join(filter(None, [str(SHARE), env.get("JUPYTER_PATH")]))
+    with serve(cmd, port, "/voila/static/", cwd, log, env) as started:
+        yield started
+
+
+@contextmanager
+def serve(cmd: list[str], port: int, probe: str, cwd: Path, log: Path | None, env: dict):
+    """Start a server process and wait until http://127.0.0.1:port<probe> answers; yields (base_url, log_path, process)."""
+    log = log or Path(os.environ.get("TMPDIR", "/tmp")) / f"server-{port}.log"
     with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+        proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 60
         while True:
             try:
-                urllib.request.urlopen(url + "/voila/static/", timeout=2)
+                urllib.request.urlopen(url + probe, timeout=2)
             except urllib.error.HTTPError:
                 break  # the server answers
             except OSError:
                 if proc.poll() is not None or time.time() > deadline:
-                    raise RuntimeError(f"voila did not start:\n{log.read_text()}")
+                    raise RuntimeError(f"{cmd[2]} did not start:\n{log.read_text()}")
                 time.sleep(0.3)
             else:
                 break
@@ -111,12 +127,12 @@ def chromium():
 
 
 def open_app(browser, url: str, timeout_ms: int = 120_000, init_script: str | None = None):
-    """Open the app page and wait until the upload button is usable; returns the page."""
+    """Open the app page and wait until the FileUpload widget is live (not just the early button); returns the page."""
     page = browser.new_page(viewport={"width": 900, "height": 900})  # a fresh context: a separate visitor
     if init_script:
         page.add_init_script(init_script)
     page.goto(url, timeout=timeout_ms)
-    page.get_by_role("button", name="Upload photo").wait_for(state="visible", timeout=timeout_ms)
+    page.locator("#rendered_cells .widget-upload").wait_for(state="visible", timeout=timeout_ms)
     return page
 
 

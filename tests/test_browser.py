@@ -1,11 +1,14 @@
 """End to end, for real: voila app.ipynb on loopback, headless Chromium, uploads through the button."""
 import io
+import os
 import re
+import subprocess
+import sys
 
 import pytest
 from PIL import Image
 
-from browser import ROOT, chromium, open_app, require_browser, upload_file, voila, wait_for
+from browser import ROOT, chromium, free_port, open_app, require_browser, serve, upload_file, voila, wait_for
 from conftest import BEARS
 from corpus import PDF, encode, photo, png_bomb
 
@@ -19,12 +22,12 @@ def server():
         yield url, log
 
 
-def grizzly() -> tuple[bytes, str | None]:
-    """A real grizzly photo when the shared data is here, else a generated image (label unknown)."""
+def real_photo(label: str = "grizzly") -> tuple[bytes, str | None]:
+    """A real validation photo of `label` when the shared data is here, else a generated image (label unknown)."""
     if BEARS.is_dir():
-        row = next(l for l in (ROOT / "data" / "valid.csv").read_text().splitlines() if l.endswith(",grizzly"))
-        return (BEARS / row.split(",")[0]).read_bytes(), "grizzly"
-    return encode(photo(), "JPEG"), None
+        row = next(l for l in (ROOT / "data" / "valid.csv").read_text().splitlines() if l.endswith("," + label))
+        return (BEARS / row.split(",")[0]).read_bytes(), label
+    return encode(photo(seed=len(label)), "JPEG"), None
 
 
 def huge_file(tmp_path):
@@ -41,7 +44,7 @@ def wait_answer(page, text: str, timeout_ms: int = 120_000) -> str:
 
 def test_upload_photo_then_bad_files_then_photo_again(server, tmp_path):
     url, log = server
-    data, label = grizzly()
+    data, label = real_photo()
     with chromium() as browser:
         page = open_app(browser, url)
         upload_file(page, "bear.jpg", data, "image/jpeg")
@@ -82,7 +85,7 @@ def phone_photo(data: bytes, orientation: int | None = None) -> bytes:
 
 def test_big_photos_are_shrunk_in_the_browser_and_keep_their_answer(server):
     url, log = server
-    data, label = grizzly()
+    data, label = real_photo()
     big, sideways = phone_photo(data), phone_photo(data, orientation=6)  # 6: shown turned 90° clockwise
     with chromium() as browser:
         page = open_app(browser, url)
@@ -114,7 +117,7 @@ def test_choosing_the_same_photo_twice_classifies_it_twice(server):
                   if (this.type === 'file') { window.valuesAtClick.push(this.value); }
                   return click.call(this);
                 };"""
-    data, _ = grizzly()
+    data, _ = real_photo()
     with chromium() as browser:
         page = open_app(browser, url, init_script=record)
         for times in [1, 2]:
@@ -122,6 +125,58 @@ def test_choosing_the_same_photo_twice_classifies_it_twice(server):
             assert wait_for(lambda: log.read_text().count("classified 'same.jpg'") >= times, 120, step=0.2), \
                 f"upload {times} of the same photo was not classified"
         assert page.evaluate("window.valuesAtClick") == ["", ""]
+
+
+def test_the_early_button_takes_a_photo_before_voilas_javascript_has_loaded(server):
+    # Over a slow network Voila's 2 MB of JavaScript and CSS take seconds. The template's plain button
+    # works from the first paint; a photo chosen with it is answered once the FileUpload widget is up,
+    # and that widget takes the next photo.
+    url, log = server
+    seen = """new MutationObserver((records, observer) => {
+                if (document.body && document.body.innerText.includes('Got early.jpg')) {
+                  window.sawWaiting = !document.querySelector('.widget-upload');
+                  observer.disconnect();
+                }
+              }).observe(document, {subtree: true, childList: true, characterData: true});"""
+    first, label = real_photo("grizzly")
+    second, second_label = real_photo("teddy")
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": 900, "height": 900})
+        page.add_init_script(seen)
+        cdp = page.context.new_cdp_session(page)
+        cdp.send("Network.enable")
+        cdp.send("Network.emulateNetworkConditions",  # a slow connection: 300 ms round trips, 1 MB/s
+                 {"offline": False, "latency": 300, "downloadThroughput": 2**20, "uploadThroughput": 2**20})
+        page.goto(url, wait_until="commit")
+        upload_file(page, "early.jpg", first, "image/jpeg")  # the only "Upload photo" button yet: the early one
+        body = wait_answer(page, "Done: early.jpg")
+        assert page.evaluate("window.sawWaiting") is True  # it waited, with no widget on the page yet
+        assert (f"Prediction: {label}; " if label else "Prediction: ") in body
+        assert page.locator("#bear-early").count() == 0 and page.get_by_role("button", name="Upload photo").count() == 1
+
+        upload_file(page, "next.jpg", second, "image/jpeg")
+        body = wait_answer(page, "Done: next.jpg")
+        assert (f"Prediction: {second_label}; " if second_label else "Prediction: ") in body
+    assert "classified 'early.jpg'" in log.read_text()
+
+
+def test_binder_setup_serves_the_app_with_its_template(tmp_path):
+    # Binder runs binder/postBuild, then Voila inside a Jupyter server at /voila/render/app.ipynb.
+    require_browser()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTER")} | {"HOME": str(tmp_path)}
+    subprocess.run(["bash", "binder/postBuild"], cwd=ROOT, env=env, check=True)
+    port = free_port()
+    cmd = [sys.executable, "-m", "jupyter_server", f"--port={port}", "--no-browser", "--ServerApp.ip=127.0.0.1",
+           "--IdentityProvider.token=", "--allow-root"]
+    with serve(cmd, port, "/api", ROOT, None, env) as (url, log, _), chromium() as browser:
+        page = browser.new_page(viewport={"width": 900, "height": 900})
+        page.goto(url + "/voila/render/app.ipynb", wait_until="commit")
+        page.locator("#bear-early button").wait_for(timeout=60_000)  # the template is in use
+        page.locator("#rendered_cells .widget-upload").wait_for(timeout=120_000)
+        data, label = real_photo()
+        upload_file(page, "bear.jpg", data, "image/jpeg")
+        body = wait_answer(page, "Done: bear.jpg")
+    assert (f"Prediction: {label}; " if label else "Prediction: ") in body
 
 
 def test_a_preheated_kernel_has_the_model_loaded_before_the_first_visitor():
@@ -135,7 +190,7 @@ def test_a_preheated_kernel_has_the_model_loaded_before_the_first_visitor():
         assert wait_for(lambda: "model loaded" in log.read_text(), 120), \
             f"no kernel loaded the model before a visit:\n{log.read_text()}"
         page = open_app(browser, url, init_script=watch)
-        data, label = grizzly()
+        data, label = real_photo()
         upload_file(page, "bear.jpg", data, "image/jpeg")
         body = wait_answer(page, "Prediction:")
         assert page.evaluate("window.sawLoading === undefined")
