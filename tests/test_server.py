@@ -149,3 +149,15 @@ def test_tampered_model_is_refused_with_a_message_on_the_page_and_in_the_log(tmp
     assert "The model could not be loaded: export.pt does not match its model card" in body
     assert "Prediction:" not in body and "Traceback" not in body
     assert "does not match its model card" in server_log
+
+
+def test_a_deployment_that_cannot_start_says_so_instead_of_leaving_a_dead_button(tmp_path):
+    require_browser()
+    dst = project_copy(tmp_path)
+    shutil.rmtree(dst / "bear_classifier")  # the notebook's import fails: no widget will ever come
+    with voila(cwd=dst) as (url, _, _), chromium() as browser:
+        page = browser.new_page()
+        page.goto(url)
+        page.get_by_text("The app could not start. Please reload the page.").wait_for(timeout=90_000)
+        assert page.locator("#bear-early button").is_disabled()
+        assert "Traceback" not in page.inner_text("body")
