@@ -127,7 +127,19 @@ def test_choosing_the_same_photo_twice_classifies_it_twice(server):
         assert page.evaluate("window.valuesAtClick") == ["", ""]
 
 
-def test_the_early_button_takes_a_photo_before_voilas_javascript_has_loaded(server):
+def slow_page(browser, url: str, init_script: str = ""):
+    """The app over a slow connection (300 ms round trips, 1 MB/s), returned as soon as navigation starts."""
+    page = browser.new_page(viewport={"width": 900, "height": 900})
+    page.add_init_script(init_script)
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Network.enable")
+    cdp.send("Network.emulateNetworkConditions",
+             {"offline": False, "latency": 300, "downloadThroughput": 2**20, "uploadThroughput": 2**20})
+    page.goto(url, wait_until="commit")
+    return page
+
+
+def test_the_early_button_takes_a_photo_before_voilas_javascript_has_loaded(server, tmp_path):
     # Over a slow network Voila's 2 MB of JavaScript and CSS take seconds. The template's plain button
     # works from the first paint; a photo chosen with it is answered once the FileUpload widget is up,
     # and that widget takes the next photo.
@@ -141,13 +153,7 @@ def test_the_early_button_takes_a_photo_before_voilas_javascript_has_loaded(serv
     first, label = real_photo("grizzly")
     second, second_label = real_photo("teddy")
     with chromium() as browser:
-        page = browser.new_page(viewport={"width": 900, "height": 900})
-        page.add_init_script(seen)
-        cdp = page.context.new_cdp_session(page)
-        cdp.send("Network.enable")
-        cdp.send("Network.emulateNetworkConditions",  # a slow connection: 300 ms round trips, 1 MB/s
-                 {"offline": False, "latency": 300, "downloadThroughput": 2**20, "uploadThroughput": 2**20})
-        page.goto(url, wait_until="commit")
+        page = slow_page(browser, url, seen)
         upload_file(page, "early.jpg", first, "image/jpeg")  # the only "Upload photo" button yet: the early one
         body = wait_answer(page, "Done: early.jpg")
         assert page.evaluate("window.sawWaiting") is True  # it waited, with no widget on the page yet
@@ -157,6 +163,11 @@ def test_the_early_button_takes_a_photo_before_voilas_javascript_has_loaded(serv
         upload_file(page, "next.jpg", second, "image/jpeg")
         body = wait_answer(page, "Done: next.jpg")
         assert (f"Prediction: {second_label}; " if second_label else "Prediction: ") in body
+
+        # A file too big for the websocket, chosen early, is kept off it too (upload.js is in place first).
+        page = slow_page(browser, url)
+        upload_file(page, "huge.jpg", huge_file(tmp_path))
+        wait_answer(page, "huge.jpg: The file is too large (60.0 MB")
     assert "classified 'early.jpg'" in log.read_text()
 
 
