@@ -157,9 +157,10 @@ class BearApp(widgets.VBox):
             return self._show_error(f"Something went wrong while classifying {name}. Please try another photo.")
         if self.preview.layout.display == "none":  # sent after predicting: the browser drawing it would slow the model
             self._show_preview(img)
-        note = f" (only the first of the {extra + 1} files was classified)" if extra else ""
-        self.status.value = f"Done: {html.escape(name)}{note}. Upload another photo any time."
         verdict = ("<p>This doesn't look like a bear to me. Try a photo of a grizzly, a black bear or a teddy bear.</p>"
                    if not pred.is_bear else "")
         self.answer.value = f'<p class="bear-answer"><b>{html.escape(str(pred))}</b></p>{verdict}'
         self.bars.value = bars_html(pred.probs)
+        # "Done" last: the browser applies updates in order, so once it shows, the answer is on the page.
+        note = f" (only the first of the {extra + 1} files was classified)" if extra else ""
+        self.status.value = f"Done: {html.escape(name)}{note}. Upload another photo any time."
