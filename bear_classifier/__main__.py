@@ -1,4 +1,4 @@
-"""Command line: python -m bear_classifier {gather,verify,review,train,evaluate,predict} ..."""
+"""Command line: python -m bear_classifier {gather,verify,review,train,cv,evaluate,predict} ..."""
 from __future__ import annotations
 
 import argparse
@@ -13,8 +13,10 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data" / "bears"
 CLEANING = ROOT / "data" / "cleaning.csv"
 VALID = ROOT / "data" / "valid.csv"
+NEGATIVES = DATA.parent / "not_bear"
 MODEL = ROOT / "export.pkl"
-SERVED = ROOT / "export.pt"  # written by `train` next to export.pkl
+SERVED = ROOT / "export.onnx"  # written by `train` next to export.pkl
+REPORTS = ROOT / "reports"
 
 
 def cmd_gather(args) -> int:
@@ -43,6 +45,17 @@ def cmd_review(args) -> int:
         changes = apply_review(args.apply, args.labels, CLASSES)
         print(f"applied {len(changes)} changes to {args.labels}")
         return 0
+    if args.feedback:
+        from .feedback import FeedbackStore
+        from .review import review_feedback
+
+        store = FeedbackStore.from_env()
+        if store is None:
+            raise ValueError("Storing feedback is turned off (BEAR_FEEDBACK=off): there is nothing to review.")
+        csv_path, html_path = review_feedback(store, args.out)
+        print(f"open {html_path}: the photos visitors flagged, under {args.out / 'feedback'}/<label>/. "
+              f"Copy the ones you agree with into the data folders, then retrain.")
+        return 0
     from .review import review
 
     csv_path, html_path = review(args.data, args.model, args.out, top=args.top, labels_csv=args.labels)
@@ -51,19 +64,36 @@ def cmd_review(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from .train import evaluate, export, train_model
+    from .evaluate import evaluate
+    from .export import export
+    from .train import train_model
 
-    learn, card = train_model(args.data, args.labels, args.valid, arch=args.arch, epochs=args.epochs, lr=args.lr)
+    learn, card = train_model(args.data, args.labels, args.valid, args.negatives, arch=args.arch, epochs=args.epochs,
+                              freeze_epochs=args.freeze_epochs, lr=args.lr, workers=args.workers,
+                              forget_weight=args.forget_weight)
     card["valid_metrics"] = {k: v for k, v in evaluate(learn, out=args.reports).items() if k != "errors"}
+    cv = args.reports / "cv.json"
+    if cv.exists():  # the grouped folds' figures: what to expect on photos from elsewhere
+        card["cross_validation"] = {k: v for k, v in json.loads(cv.read_text()).items() if k != "folds"}
     card = export(learn, args.out, card)
     print(json.dumps({k: card[k] for k in ("valid_metrics", "train_seconds", "size_mb", "sha256")}, indent=2))
+    return 0
+
+
+def cmd_cv(args) -> int:
+    from .crossval import cross_validate
+
+    result = cross_validate(args.data, args.labels, args.valid, args.negatives, args.reports, n_folds=args.folds,
+                            arch=args.arch, epochs=args.epochs, freeze_epochs=args.freeze_epochs, lr=args.lr,
+                            workers=args.workers, forget_weight=args.forget_weight)
+    print(json.dumps({k: v for k, v in result.items() if k != "folds"}, indent=2))
     return 0
 
 
 def cmd_evaluate(args) -> int:
     from .evaluate import evaluate_model
 
-    result = evaluate_model(args.model, args.data, args.valid, args.negatives)
+    result = evaluate_model(args.model, args.data, args.valid, args.negatives, args.reports)
     print(json.dumps(result, indent=2))
     if args.write_card:  # the card sits next to the pickle; its sha256 is unaffected
         card_path = args.model.with_suffix(".json")
@@ -74,6 +104,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_predict(args) -> int:
+    from .heatmap import heatmap_image, overlay
     from .images import ImageError, open_image
     from .predict import Classifier, ModelError
 
@@ -85,14 +116,30 @@ def cmd_predict(args) -> int:
     status = 0
     for photo in args.photos:
         try:
-            pred = clf.predict(open_image(Path(photo).read_bytes()))
+            img = open_image(Path(photo).read_bytes())
         except (ImageError, OSError) as e:
             print(f"{photo}: error: {e.strerror if isinstance(e, OSError) else e}", file=sys.stderr)
             status = 1
             continue
+        pred = clf.predict(img)
         note = "" if pred.is_bear else "  (not a bear)"
         print(f"{photo}: {pred}{note}")
+        if args.heatmap:
+            args.heatmap.mkdir(parents=True, exist_ok=True)
+            heat = heatmap_image(pred.heatmap, img.size)
+            heat.save(args.heatmap / f"{Path(photo).stem}.png")
+            overlay(img, heat).save(args.heatmap / f"{Path(photo).stem}_overlay.jpg", quality=90)
     return status
+
+
+def add_recipe(s) -> None:
+    """The training recipe's knobs, shared by `train` and `cv` so both measure the same thing."""
+    s.add_argument("--arch", default=OFFLINE_ARCH, choices=[OFFLINE_ARCH, *COURSE_ARCHS])
+    s.add_argument("--freeze-epochs", type=int, default=1, help="epochs of the head alone (fine_tune's first phase)")
+    s.add_argument("--epochs", type=int, default=3, help="epochs with the tail unfrozen")
+    s.add_argument("--lr", type=float, default=2e-3)
+    s.add_argument("--forget-weight", type=float, default=1.0, help="weight of learning without forgetting's loss")
+    s.add_argument("--workers", type=int, default=0, help="processes decoding images (worth it on a GPU machine)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,30 +163,44 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--top", type=int, default=100)
     s.add_argument("--labels", type=Path, default=CLEANING)
     s.add_argument("--apply", type=Path, help="a marked-up review.csv to merge into --labels")
+    s.add_argument("--feedback", action="store_true",
+                   help="review the photos visitors flagged with \"That's wrong\" (BEAR_FEEDBACK_URL / BEAR_FEEDBACK_DB)")
     s.set_defaults(func=cmd_review)
 
     s = sub.add_parser("train", help="train on the cleaned folders and export the learner")
     s.add_argument("--data", type=Path, default=DATA)
     s.add_argument("--labels", type=Path, default=CLEANING)
     s.add_argument("--valid", type=Path, default=VALID)
-    s.add_argument("--arch", default=OFFLINE_ARCH, choices=[OFFLINE_ARCH, *COURSE_ARCHS])
-    s.add_argument("--epochs", type=int, default=30)
-    s.add_argument("--lr", type=float, default=3e-3)
+    s.add_argument("--negatives", type=Path, default=NEGATIVES, help="not-bear photos (subject = file-name prefix)")
+    add_recipe(s)
     s.add_argument("--out", type=Path, default=MODEL)
-    s.add_argument("--reports", type=Path, default=ROOT / "reports", help="where the confusion matrix and top losses go")
+    s.add_argument("--reports", type=Path, default=REPORTS, help="where the confusion matrix, top losses and reliability go")
     s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("cv", help="leave-sources-out cross-validation of the training recipe (reports/cv.json)")
+    s.add_argument("--data", type=Path, default=DATA)
+    s.add_argument("--labels", type=Path, default=CLEANING)
+    s.add_argument("--valid", type=Path, default=VALID, help="hand-checked photos, scored separately in each fold")
+    s.add_argument("--negatives", type=Path, default=NEGATIVES)
+    s.add_argument("--folds", type=int, default=5)
+    add_recipe(s)
+    s.add_argument("--reports", type=Path, default=REPORTS)
+    s.set_defaults(func=cmd_cv)
 
     s = sub.add_parser("evaluate", help="accuracy on the clean validation set and on non-bear photos")
     s.add_argument("--model", type=Path, default=MODEL)
     s.add_argument("--data", type=Path, default=DATA)
     s.add_argument("--valid", type=Path, default=VALID)
-    s.add_argument("--negatives", type=Path, default=DATA.parent / "not_bear")
+    s.add_argument("--negatives", type=Path, default=NEGATIVES)
+    s.add_argument("--reports", type=Path, default=REPORTS)
     s.add_argument("--write-card", action="store_true", help="store the results in the model card")
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("predict", help="print the label and probability for each photo")
     s.add_argument("photos", nargs="+")
-    s.add_argument("--model", type=Path, default=SERVED, help="the TorchScript model (export.pt)")
+    s.add_argument("--model", type=Path, default=SERVED, help="the served model (export.onnx)")
+    s.add_argument("--heatmap", type=Path, metavar="DIR",
+                   help="also write DIR/<stem>.png (where the model looked) and DIR/<stem>_overlay.jpg")
     s.set_defaults(func=cmd_predict)
 
     args = p.parse_args(argv)

@@ -100,6 +100,42 @@ def label_items(root: Path, files: list[Path], relabel: dict[str, str] | None = 
     return items
 
 
+def read_sources(root: Path) -> dict[str, str]:
+    """{file relative to root: the repository it came from}, from root/SOURCES.csv."""
+    with open(Path(root) / "SOURCES.csv", newline="") as f:
+        return {row["file"]: row["source_repo"] for row in csv.DictReader(f)}
+
+
+def subject(path: Path) -> str:
+    """The subject of a not_bear photo, from its file name: `golden_retriever_3fa2c1.jpg` → golden_retriever."""
+    return Path(path).stem.rsplit("_", 1)[0]
+
+
+def grouped_folds(groups: list[str], n_folds: int = 5) -> list[tuple[list[int], list[int]]]:
+    """(train, valid) index lists such that no group (a source repository, a subject) is on both sides.
+
+    Scikit-learn's GroupKFold balances the folds' sizes; each item is in exactly one valid fold.
+    """
+    from sklearn.model_selection import GroupKFold
+
+    folds = GroupKFold(n_splits=n_folds).split(groups, groups=groups)
+    return [(sorted(t.tolist()), sorted(v.tolist())) for t, v in folds]
+
+
+def negatives_split(files: list[Path], max_train: int = 600, seed: int = 42) -> tuple[list[Path], list[Path]]:
+    """Not-bear photos split by subject: (a sample of at most `max_train` for training, all held-out ones).
+
+    A subject's side comes from a hash of its name, so adding or removing photos never moves
+    another subject across. Training sees these photos only to keep the "not a bear" gate as it
+    was (train.LearningWithoutForgetting); the held-out subjects measure that gate on things it never saw.
+    """
+    def held_out(f: Path) -> bool:
+        return hashlib.sha256(subject(f).encode()).digest()[0] % 2 == 1
+
+    train = sorted(f for f in files if not held_out(f))
+    return sorted(random.Random(seed).sample(train, min(max_train, len(train)))), sorted(f for f in files if held_out(f))
+
+
 def split_items(items: list, valid_pct: float = 0.2, seed: int = 42, valid_files: set[str] | None = None,
                 root: Path | None = None) -> tuple[list[int], list[int]]:
     """Train/valid indices: the hand-checked `valid_files` when given, else a seeded random split."""
@@ -126,15 +162,17 @@ class FolderLabel:
 
 
 def make_dataloaders(items: list[tuple[Path, str]], splits: tuple[list[int], list[int]], bs: int = 64,
-                     size: int = SIZE, num_workers: int = 0):
+                     size: int = SIZE, num_workers: int = 0, stats: tuple = ((0.5,) * 3, (0.5,) * 3)):
     """fastai DataLoaders over (path, label) items with a fixed split.
 
     Items stay plain paths, as in the lesson, so fastai's ImageClassifierCleaner works on them.
     Squish, not crop: a bear at the edge of a wide photo must stay in the picture. The vocab
-    carries "not_bear" last, the class the model's gate produces.
+    carries "not_bear" last, the class the model's gate produces. `aug_transforms` run on every
+    training batch (flips, small rotations, zoom, warp, lighting), `Normalize` with the
+    backbone's own `stats` on every batch.
     """
-    from fastai.vision.all import (CategoryBlock, DataBlock, ImageBlock, IndexSplitter, Resize, ResizeMethod,
-                                   aug_transforms)
+    from fastai.vision.all import (CategoryBlock, DataBlock, ImageBlock, IndexSplitter, Normalize, Resize,
+                                   ResizeMethod, aug_transforms)
 
     relabel = {f"{p.parent.name}/{p.name}": y for p, y in items if y != p.parent.name}
     dblock = DataBlock(
@@ -142,6 +180,6 @@ def make_dataloaders(items: list[tuple[Path, str]], splits: tuple[list[int], lis
         get_y=FolderLabel(relabel),
         splitter=IndexSplitter(splits[1]),
         item_tfms=Resize(size, method=ResizeMethod.Squish),
-        batch_tfms=aug_transforms(max_rotate=10, max_warp=0.1),
+        batch_tfms=[*aug_transforms(max_rotate=10, max_warp=0.1), Normalize.from_stats(*stats)],
     )
     return dblock.dataloaders([p for p, _ in items], bs=bs, num_workers=num_workers)

@@ -1,12 +1,14 @@
-"""Measure an exported learner: species accuracy on the hand-checked bears, "not a bear" on everyday photos."""
+"""Measure a learner: accuracy, confusion matrix, calibration and top losses, through fastai's ClassificationInterpretation."""
 from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
 
 import torch
+from fastai.interpret import ClassificationInterpretation
 
-from .data import image_files, read_labels
+from .calibrate import expected_calibration_error, plot_reliability
+from .data import image_files, negatives_split, read_labels, subject
 from .predict import load_model
 
 
@@ -17,35 +19,48 @@ def predict_files(learn, files: list[Path], bs: int = 64) -> torch.Tensor:
     return probs
 
 
-def subject(path: Path) -> str:
-    """The subject of a not_bear photo, from its file name: `golden_retriever_3fa2c1.jpg` → golden_retriever."""
-    return Path(path).stem.rsplit("_", 1)[0]
+def evaluate(learn, dl=None, out: Path | None = None) -> dict:
+    """Accuracy overall and per class on `dl` (default: the validation set), the confusion matrix,
+    expected calibration error, the errors; with `out`, fastai's confusion-matrix and top-losses
+    plots and a reliability diagram there. One pass over the images, through ClassificationInterpretation."""
+    dl = dl or learn.dls.valid.new(shuffle=False, drop_last=False)
+    probs, targets, losses = (t.as_subclass(torch.Tensor).cpu() for t in learn.get_preds(dl=dl, with_loss=True))
+    interp = ClassificationInterpretation(learn, dl, losses)
+    vocab, files = list(learn.dls.vocab), list(dl.items)
+    preds = probs.argmax(1)
+    confusion = torch.zeros(len(vocab), len(vocab), dtype=torch.long).index_put_(
+        (targets, preds), torch.ones_like(targets), accumulate=True)
+    per_class = {vocab[c]: round(confusion[c, c].item() / confusion[c].sum().item(), 4)
+                 for c in range(len(vocab)) if confusion[c].sum() > 0}
+    errors = [dict(file=str(files[i]), label=vocab[targets[i]], predicted=vocab[preds[i]],
+                   probability=round(probs[i, preds[i]].item(), 4))
+              for i in losses.argsort(descending=True).tolist() if preds[i] != targets[i]]
+    if out is not None:
+        import matplotlib.pyplot as plt
+
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        interp.plot_confusion_matrix()  # a second pass over `dl`: fastai recomputes the matrix it draws
+        plt.savefig(out / "confusion_matrix.png", bbox_inches="tight")
+        interp.plot_top_losses(9, nrows=3)
+        plt.savefig(out / "top_losses.png", bbox_inches="tight")
+        plt.close("all")
+        plot_reliability(probs, targets, out / "reliability.png")
+    return dict(n=len(targets), accuracy=round((preds == targets).float().mean().item(), 4), per_class=per_class,
+                ece=round(expected_calibration_error(probs, targets), 4), confusion=confusion.tolist(), errors=errors)
 
 
-def evaluate_model(model: Path, data: Path, valid_csv: Path, negatives: Path | None = None) -> dict:
-    """Accuracy on the clean validation bears and the share of non-bear photos answered "not_bear"."""
+def evaluate_model(model: Path, data: Path, valid_csv: Path, negatives: Path | None = None,
+                   out: Path | None = None) -> dict:
+    """`evaluate` for an exported learner on the hand-checked bears plus the not-bear photos of subjects
+    it never trained on (see data.negatives_split), with which subjects it took for bears."""
     learn = load_model(model)
-    vocab = list(learn.dls.vocab)
-    labels = read_labels(valid_csv)
-    files = [Path(data) / f for f in labels]
-    probs = predict_files(learn, files)
-    preds = [vocab[i] for i in probs.argmax(1).tolist()]
-    truth = list(labels.values())
-    result = dict(bears=dict(
-        n=len(files),
-        accuracy=round(sum(p == t for p, t in zip(preds, truth)) / len(files), 4),
-        per_class={c: round(sum(p == t for p, t in zip(preds, truth) if t == c) / truth.count(c), 4)
-                   for c in sorted(set(truth))},
-        answered_not_bear=sum(p == "not_bear" for p in preds),
-        errors=[dict(file=f, label=t, predicted=p) for f, t, p in zip(labels, truth, preds) if p != t],
-    ))
-    if negatives is not None and Path(negatives).is_dir():
-        neg_files = image_files(negatives)
-        neg_preds = [vocab[i] for i in predict_files(learn, neg_files).argmax(1).tolist()]
-        missed = [f for f, p in zip(neg_files, neg_preds) if p != "not_bear"]
-        result["not_bear"] = dict(
-            n=len(neg_files), subjects=len({subject(f) for f in neg_files}),
-            rejected=round(1 - len(missed) / len(neg_files), 4),
-            missed_by_subject=dict(Counter(subject(f) for f in missed).most_common()),
-        )
+    files = [Path(data) / f for f in read_labels(valid_csv)]
+    held_out = negatives_split(image_files(negatives))[1] if negatives and Path(negatives).is_dir() else []
+    result = evaluate(learn, learn.dls.test_dl(files + held_out, with_labels=True), out)
+    if held_out:
+        missed = [Path(e["file"]) for e in result["errors"] if e["label"] == "not_bear"]
+        result["not_bear"] = dict(n=len(held_out), subjects=len({subject(f) for f in held_out}),
+                                  rejected=result["per_class"]["not_bear"],
+                                  missed_by_subject=dict(Counter(subject(f) for f in missed).most_common()))
     return result

@@ -1,8 +1,10 @@
-"""The network: a frozen ImageNet backbone, a trained species head, and a "not a bear" gate.
+"""The network: an ImageNet CNN whose late layers are fine-tuned, a species head, and a "not a bear" gate.
 
-Why frozen: the gate reads the backbone's own ImageNet head (its bear and teddy classes),
-which only stays meaningful while the backbone's features are the ones it was trained on.
-A frozen backbone also makes a full retrain a few minutes on a 2-core CPU.
+The ImageNet network is cut in two. The trunk (early layers: edges, textures) stays frozen; the
+tail (late layers: parts, objects) is fine-tuned with the species head. The "not a bear" gate reads
+the network's own ImageNet head: its bear and teddy classes. Fine-tuning moves the tail, so while
+it trains, `train.LearningWithoutForgetting` holds the ImageNet head's answers to those of a frozen
+copy of the original tail; one forward pass then still serves both heads.
 """
 from __future__ import annotations
 
@@ -18,6 +20,8 @@ COURSE_ARCHS = ("resnet18", "resnet34")
 # (toyshop, piggy bank...), while a little wild-bear mass shows up in many forest scenes.
 IMAGENET_WILD_BEARS = [294, 295, 296, 297]
 IMAGENET_TEDDY = [850]
+# What ImageNet already knows about our classes: the species head starts from these rows.
+SPECIES_IMAGENET_ROWS = {"black": 295, "grizzly": 294, "teddy": 850}  # American black bear, brown bear, teddy
 CACHE = Path.home() / ".cache" / "bear_classifier"
 
 
@@ -68,10 +72,25 @@ def create_imagenet_model(arch: str = OFFLINE_ARCH) -> nn.Module:
     raise ValueError(f"Unknown arch {arch!r}; choose {OFFLINE_ARCH} or one of {', '.join(COURSE_ARCHS)}.")
 
 
-def imagenet_classifier(model: nn.Module) -> nn.Linear:
-    """The final 1000-way linear layer of a timm or torchvision ImageNet model."""
-    head = model.get_classifier() if hasattr(model, "get_classifier") else model.fc
-    return head
+def normalization(arch: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) of the pixels `arch` was trained on: tf_efficientnet_lite0 used 0.5, torchvision ImageNet's stats."""
+    if arch == OFFLINE_ARCH:
+        return (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+    return (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def split_imagenet_model(model: nn.Module) -> tuple[nn.Module, nn.Module, nn.Linear]:
+    """(trunk, tail, ImageNet head) of a timm EfficientNet or a torchvision ResNet.
+
+    The cut sits before the last stages (7×7 and 14×14 pixels at 224 px input): fine-tuning them
+    adapts the parts and objects the network sees, and costs a fraction of a full backward pass.
+    """
+    if hasattr(model, "conv_stem"):  # timm EfficientNet: blocks 0-3 frozen, 4-6 and the 1×1 head conv tuned
+        trunk = nn.Sequential(model.conv_stem, model.bn1, *model.blocks[:4])
+        tail = nn.Sequential(*model.blocks[4:], model.conv_head, model.bn2)
+        return trunk, tail, model.classifier
+    trunk = nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool, model.layer1, model.layer2)
+    return trunk, nn.Sequential(model.layer3, model.layer4), model.fc
 
 
 class Frozen(nn.Module):
@@ -88,27 +107,47 @@ class Frozen(nn.Module):
         return self.module(x)
 
 
+def species_head(imagenet: nn.Linear, vocab: list[str], ps: float = 0.25) -> nn.Sequential:
+    """Dropout and a linear layer whose rows start as ImageNet's rows for our classes (see SPECIES_IMAGENET_ROWS)."""
+    rows = [SPECIES_IMAGENET_ROWS[c] for c in vocab]
+    linear = nn.Linear(imagenet.in_features, len(rows))
+    with torch.no_grad():
+        linear.weight.copy_(imagenet.weight[rows])
+        linear.bias.copy_(imagenet.bias[rows])
+    return nn.Sequential(nn.Dropout(ps), linear)
+
+
 class BearNet(nn.Module):
     """Outputs log-probabilities for (*species, "not_bear").
 
-    p(species_i) = p(bear) * softmax(head)_i and p(not_bear) = 1 - p(bear). p(bear) comes from
-    the untouched ImageNet head: its probability mass on wild bears against `wild_threshold`,
-    or on teddy against `teddy_threshold`, whichever is more convincing (p(bear) = 0.5 exactly
-    at a threshold). The output is log p, so fastai's cross-entropy, argmax decoding and
-    `learn.predict` work as for any classifier.
+    p(species_i) = p(bear) * softmax(head / temperature)_i and p(not_bear) = 1 - p(bear). p(bear)
+    comes from the ImageNet head: its probability mass on wild bears against `wild_threshold`, or
+    on teddy against `teddy_threshold`, whichever is more convincing (p(bear) = 0.5 exactly at a
+    threshold). The output is log p, so fastai's cross-entropy, argmax decoding and
+    `learn.predict` work as for any classifier. `temperature` is fitted after training (calibrate.py).
     """
 
-    def __init__(self, body: nn.Module, head: nn.Module, imagenet: nn.Linear,
+    def __init__(self, trunk: nn.Module, tail: nn.Module, head: nn.Sequential, imagenet: nn.Linear,
                  wild_threshold: float = 0.05, teddy_threshold: float = 0.02, sharpness: float = 2.0):
         super().__init__()
-        self.body, self.head, self.imagenet = Frozen(body), head, Frozen(imagenet)
+        self.trunk, self.tail, self.head, self.imagenet = Frozen(trunk), tail, head, Frozen(imagenet)
         self.register_buffer("wild_ids", torch.tensor(IMAGENET_WILD_BEARS))
         self.register_buffer("teddy_ids", torch.tensor(IMAGENET_TEDDY))
+        self.register_buffer("temperature", torch.tensor(1.0))
         self.wild_threshold, self.teddy_threshold, self.sharpness = wild_threshold, teddy_threshold, sharpness
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Globally average-pooled body features (N, C): what both heads read."""
-        return self.body(x).mean((2, 3))
+    def train(self, mode: bool = True) -> "BearNet":
+        """Train mode, except that every BatchNorm keeps ImageNet's statistics: batches of bears would
+        re-estimate them for bears alone, and the ImageNet head (the gate) reads through them."""
+        super().train(mode)
+        for m in self.tail.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
+        return self
+
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        """The last convolutional features (N, C, h, w): what both heads read, and what the heatmap shows."""
+        return self.tail(self.trunk(x))
 
     def bear_scores(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """ImageNet probability mass on (wild bears, teddy), from pooled features (N, C)."""
@@ -121,17 +160,31 @@ class BearNet(nn.Module):
         ratio = torch.maximum(wild / self.wild_threshold, teddy / self.teddy_threshold)
         return self.sharpness * ratio.clamp_min(1e-12).log()
 
+    def species_logits(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head(features) / self.temperature
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.combine(self.features(x))
+        return self.combine(self.feature_map(x).mean((2, 3)))
 
     def combine(self, features: torch.Tensor) -> torch.Tensor:
         """Log-probabilities from pooled features: the species head, weighted by the bear gate."""
-        species = self.head(features).log_softmax(-1)
+        species = self.species_logits(features).log_softmax(-1)
         gate = self.gate(features)
         log_bear, log_not = nn.functional.logsigmoid(gate), nn.functional.logsigmoid(-gate)
         return torch.cat([species + log_bear[:, None], log_not[:, None]], dim=1)
 
+    def class_maps(self, fmap: torch.Tensor) -> torch.Tensor:
+        """Class activation maps (N, classes, h, w), fastbook chapter 18: where each class's evidence lies.
+
+        The species head is linear on averaged features, so its logit is the average over the map
+        of `weight · feature`: that map, per species. "not a bear" has no weights of its own; its
+        map is the opposite of the strongest species map (least bear where it is brightest).
+        """
+        linear = self.head[-1]
+        species = torch.einsum("kc,nchw->nkhw", linear.weight, fmap) / self.temperature
+        return torch.cat([species, -species.amax(1, keepdim=True)], dim=1)
+
 
 def bear_splitter(model: BearNet) -> list:
-    """Parameter groups for fastai: the frozen body, then the trainable head."""
-    return [list(model.body.parameters()), list(model.head.parameters())]
+    """Parameter groups for fastai's discriminative learning rates: the tail, then the species head."""
+    return [list(model.tail.parameters()), list(model.head.parameters())]

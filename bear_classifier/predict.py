@@ -1,4 +1,4 @@
-"""Load the exported model safely (export.pkl for fastai, export.pt for serving) and classify one image fast."""
+"""Load the exported model safely (export.pkl for fastai, export.onnx for serving) and classify one image fast."""
 from __future__ import annotations
 
 import hashlib
@@ -10,13 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
-from torch import nn
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL_PATH = ROOT / "export.pkl"  # the fastai learner: retrain, evaluate, inspect
-SERVE_PATH = ROOT / "export.pt"  # the same model as TorchScript: what the app and the CLI serve
+SERVE_PATH = ROOT / "export.onnx"  # the same network for ONNX Runtime: what the app and the CLI serve
 LABELS = {"black": "black bear", "grizzly": "grizzly bear", "teddy": "teddy bear", "not_bear": "not a bear"}
 
 
@@ -29,6 +27,7 @@ class Prediction:
     label: str  # a vocab entry: "black", "grizzly", "teddy" or "not_bear"
     probability: float
     probs: dict[str, float]  # every class, in vocab order
+    heatmap: np.ndarray | None = None  # (h, w) class activation map of `label`: higher = more evidence
 
     @property
     def is_bear(self) -> bool:
@@ -64,7 +63,7 @@ def check_sha256(path: Path, expected: str | None) -> None:
 
 def version_drift(card: dict) -> dict[str, tuple[str, str]]:
     """{library: (needed, installed)} for every library whose installed version differs from the card."""
-    from .train import library_versions
+    from .export import library_versions
 
     installed = library_versions()
     return {k: (v, installed.get(k)) for k, v in card.get("versions", {}).items()
@@ -92,87 +91,71 @@ def load_model(path: Path = MODEL_PATH):
     return learn
 
 
-class Serving(nn.Module):
-    """A learner's model with its input normalisation and softmax: uint8 pixels (1, H, W, 3) in, probabilities out."""
-
-    def __init__(self, model: nn.Module, mean: torch.Tensor, std: torch.Tensor):
-        super().__init__()
-        self.model = model
-        self.register_buffer("mean", mean.reshape(1, 3, 1, 1))
-        self.register_buffer("std", std.reshape(1, 3, 1, 1))
-
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        x = pixels.permute(0, 3, 1, 2).float() / 255
-        return self.model((x - self.mean) / self.std).exp()  # the model outputs log-probabilities
-
-
-def serving_transforms(learn) -> tuple[tuple[int, int], int, torch.Tensor, torch.Tensor]:
-    """(size as PIL's (w, h), resample, mean, std): what the learner's validation transforms do to one image.
-
-    For our DataBlock they come down to a squish resize and a normalisation; anything else is refused.
-    """
-    from fastai.vision.all import Normalize, Resize, ResizeMethod
-
-    resize = [t for t in learn.dls.valid.after_item.fs if isinstance(t, Resize)]
-    norm = [t for t in learn.dls.valid.after_batch.fs if isinstance(t, Normalize)]
-    if len(resize) != 1 or resize[0].method != ResizeMethod.Squish or len(norm) != 1:
-        raise ModelError("This learner's transforms are not the ones bear_classifier trains with "
-                         "(a squish Resize and a Normalize); retrain it with `python -m bear_classifier train`.")
-    return tuple(resize[0].size)[::-1], int(resize[0].mode), norm[0].mean.cpu(), norm[0].std.cpu()
-
-
-def save_torchscript(learn, path: Path) -> None:
-    """Compile the learner's model, normalisation included, to the TorchScript file the app serves."""
-    size, resample, mean, std = serving_transforms(learn)
-    example = torch.zeros(1, size[1], size[0], 3, dtype=torch.uint8)
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore", FutureWarning)  # see Classifier.load on TorchScript's deprecation
-        traced = torch.jit.freeze(torch.jit.trace(Serving(learn.model.cpu(), mean, std).eval(), example))
-        meta = {"vocab": list(learn.dls.vocab), "size": list(size), "resample": resample}
-        torch.jit.save(traced, str(path), _extra_files={"meta.json": json.dumps(meta)})
-
-
 class Classifier:
-    """export.pt, the learner compiled to TorchScript at export time: one PIL image in, a Prediction out.
+    """export.onnx on ONNX Runtime: one PIL image in, a Prediction (with its heatmap) out.
 
-    Serving this way needs torch only. Unpickling export.pkl imports fastai, timm and torchvision
-    (torchvision in turn imports torch's compiler stack): half the kernel's memory and seconds of
-    start-up, for nothing a single prediction uses. `learn.predict` also builds a DataLoader per
-    call; here one image is a PIL resize and one forward pass (tested equal to `learn.predict`).
+    Serving this way needs onnxruntime, numpy and Pillow: no torch, no fastai. Unpickling
+    export.pkl would import fastai, timm, torchvision and torch (about 650 MiB and seconds per
+    kernel) for what is one resize and one forward pass (tested equal to `learn.predict`).
     """
 
-    def __init__(self, model: torch.jit.ScriptModule, vocab: list[str], size: tuple[int, int], resample: int):
-        self.model, self.vocab, self.size, self.resample = model, vocab, tuple(size), resample
+    def __init__(self, session, vocab: list[str], size: tuple[int, int], resample: int, sha256: str = ""):
+        self.session, self.vocab, self.size, self.resample = session, vocab, tuple(size), resample
+        self.sha256 = sha256  # of the model file: stored with every "That's wrong" answer
 
     @classmethod
-    def load(cls, path: Path = SERVE_PATH) -> "Classifier":
+    def load(cls, path: Path = SERVE_PATH, threads: int = 1) -> "Classifier":
+        """Load after the sha256 check. One thread by default: a kernel serves one visitor, one photo at a time."""
+        import onnxruntime as ort
+
         card = read_card(path)
         check_sha256(path, card.get("serving", {}).get("sha256"))
-        meta = {"meta.json": ""}
+        options = ort.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
         try:
-            # torch 2.14 marks torch.jit deprecated in favour of torch.export, but loading an
-            # ExportedProgram imports the compiler stack (+180 MiB, +3 s, measured) and runs slower.
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", FutureWarning)
-                model = torch.jit.load(str(path), map_location="cpu", _extra_files=meta)
-            meta = json.loads(meta["meta.json"])
+            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            meta = json.loads(session.get_modelmeta().custom_metadata_map["bear_classifier"])
         except Exception as e:
             raise ModelError(f"Could not load {Path(path).name} ({type(e).__name__}: {e}). "
-                             f"It needs torch=={card.get('versions', {}).get('torch')}: `pip install -r requirements.txt`.") from None
-        clf = cls(model.eval(), meta["vocab"], meta["size"], meta["resample"])
-        for _ in range(2):  # TorchScript optimises the graph during the first calls: make them here, not on an upload
-            clf.probabilities(Image.new("RGB", clf.size))
-        return clf
+                             f"Reinstall the serving requirements, or re-export the model.") from None
+        return cls(session, meta["vocab"], meta["size"], meta["resample"], card["serving"]["sha256"])
 
-    def tensor(self, img: Image.Image) -> torch.Tensor:
+    def pixels(self, img: Image.Image) -> np.ndarray:
         """The model's input for one image: squish-resized uint8 pixels, (1, H, W, 3)."""
-        return torch.from_numpy(np.asarray(img.convert("RGB").resize(self.size, self.resample)).copy())[None]
+        return np.asarray(img.convert("RGB").resize(self.size, self.resample))[None]
 
-    def probabilities(self, img: Image.Image) -> torch.Tensor:
-        with torch.inference_mode():
-            return self.model(self.tensor(img))[0]
+    def run(self, img: Image.Image) -> tuple[np.ndarray, np.ndarray]:
+        """(probabilities (classes,), class activation maps (classes, h, w)) for one image."""
+        probs, maps = self.session.run(None, {"pixels": self.pixels(img)})
+        return probs[0], maps[0]
+
+    def probabilities(self, img: Image.Image) -> np.ndarray:
+        return self.run(img)[0]
 
     def predict(self, img: Image.Image) -> Prediction:
-        probs = self.probabilities(img)
+        probs, maps = self.run(img)
         i = int(probs.argmax())
-        return Prediction(self.vocab[i], float(probs[i]), dict(zip(self.vocab, probs.tolist())))
+        return Prediction(self.vocab[i], float(probs[i]), dict(zip(self.vocab, probs.tolist())), maps[i])
+
+
+class LessonClassifier:
+    """The course's own code path: `load_learner("export.pkl")` and `learn.predict`, for people who want it
+    (the app uses it when BEAR_MODEL names a .pkl file). Needs requirements.txt (torch, fastai); slower."""
+
+    def __init__(self, learn, sha256: str = ""):
+        self.learn, self.vocab, self.sha256 = learn, list(learn.dls.vocab), sha256
+
+    @classmethod
+    def load(cls, path: Path = MODEL_PATH) -> "LessonClassifier":
+        return cls(load_model(path), read_card(path).get("sha256", ""))
+
+    def predict(self, img: Image.Image) -> Prediction:
+        import torch
+        from fastai.vision.core import PILImage
+
+        _, _, probs = self.learn.predict(PILImage.create(np.asarray(img.convert("RGB"))))
+        i = int(probs.argmax())
+        with torch.inference_mode():  # where it looked: the same maps the ONNX file exports, from one more pass
+            xb = self.learn.dls.test_dl([PILImage.create(np.asarray(img.convert("RGB")))]).one_batch()[0]
+            maps = self.learn.model.class_maps(self.learn.model.feature_map(xb))[0].cpu().numpy()
+        return Prediction(self.vocab[i], float(probs[i]), dict(zip(self.vocab, probs.tolist())), maps[i])

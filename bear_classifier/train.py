@@ -1,163 +1,140 @@
-"""Build the learner, train its head with fastai, evaluate, and export with a model card."""
+"""Build the learner, clean the labels, fine-tune with fastai, and evaluate with ClassificationInterpretation."""
 from __future__ import annotations
 
-import hashlib
-import json
+import copy
 import platform
 import time
 from pathlib import Path
 
 import torch
+from fastai.callback.core import Callback
+from fastai.callback.hook import hook_outputs
+from fastai.vision.all import Learner, accuracy, set_seed
+from torch import nn
+from torch.nn import functional as F
 
-from .data import CLASSES, make_dataloaders
-from .model import OFFLINE_ARCH, BearNet, bear_splitter, create_imagenet_model, imagenet_classifier, lite0_weights_file
-from .predict import save_torchscript
+from .data import CLASSES, NOT_BEAR, make_dataloaders
+from .model import (OFFLINE_ARCH, BearNet, Frozen, bear_splitter, create_imagenet_model, normalization,
+                    species_head, split_imagenet_model)
+
+# Fitted on the grouped cross-validation folds (`python -m bear_classifier cv`, reports/cv.json):
+# the temperature that makes the shown probability right as often as it says on unseen sources.
+TEMPERATURE = 0.92
+
+
+class SpeciesLoss(nn.Module):
+    """What training minimises: the species head's cross-entropy on bear photos, and nothing on not-bear photos.
+
+    The model outputs log p for (species..., not_bear) = log softmax(head) + log p(bear), then log p(not
+    a bear). Subtracting the species' logsumexp cancels log p(bear) exactly, so no gradient reaches
+    the gate: "not a bear" stays the ImageNet head's business, held there by LearningWithoutForgetting
+    (fine-tuning the gate on bears taught it that forests are bears: measured, README). Per item
+    (`reduction="none"`, fastai's top losses), the loss is that of the whole answer, gate included.
+    """
+
+    def __init__(self, reduction: str = "mean"):
+        super().__init__()
+        self.reduction = reduction
+
+    def forward(self, logp: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        target = target.as_subclass(torch.Tensor).long()
+        if self.reduction == "none":
+            return F.nll_loss(logp.as_subclass(torch.Tensor), target, reduction="none")
+        species = logp[:, :-1] - logp[:, :-1].logsumexp(1, keepdim=True)
+        bear = target < species.shape[1]
+        return F.nll_loss(species[bear], target[bear]) if bear.any() else species.sum() * 0
+
+    def activation(self, logp: torch.Tensor) -> torch.Tensor:
+        return logp.exp()
+
+    def decodes(self, probs: torch.Tensor) -> torch.Tensor:
+        return probs.argmax(-1)
 
 
 def create_learner(dls, arch: str = OFFLINE_ARCH, **gate):
-    """A fastai vision learner whose model is a BearNet on an ImageNet-pretrained `arch`.
+    """A fastai Learner whose model is a BearNet on an ImageNet-pretrained `arch`, frozen but for its head.
 
-    vision_learner loads the body and adds the right input normalisation to `dls`; the ImageNet
-    classifier it drops is taken back from the same weights to drive the "not a bear" gate.
+    The species head starts from ImageNet's own rows for brown bear, American black bear and teddy,
+    so before any training it already answers like the ImageNet classifier does.
     """
-    from fastai.vision.all import accuracy, create_head, models, vision_learner
-
-    imagenet = create_imagenet_model(arch)  # first, so missing weights fail with a clear message
-    kwargs = dict(pretrained_cfg_overlay=dict(file=str(lite0_weights_file()))) if arch == OFFLINE_ARCH else {}
-    nf = imagenet_classifier(imagenet).in_features
-    head = create_head(nf, len(CLASSES), lin_ftrs=[], pool=False, ps=0.25)  # acts on pooled features
-    learn = vision_learner(dls, arch if arch == OFFLINE_ARCH else getattr(models, arch),
-                           n_out=len(CLASSES), custom_head=head, metrics=accuracy, **kwargs)
-    learn.model = BearNet(learn.model[0], head, imagenet_classifier(imagenet), **gate)
-    learn.splitter = bear_splitter
+    trunk, tail, imagenet = split_imagenet_model(create_imagenet_model(arch))
+    model = BearNet(trunk, tail, species_head(imagenet, CLASSES), imagenet, **gate)
+    learn = Learner(dls, model, loss_func=SpeciesLoss(), metrics=accuracy, splitter=bear_splitter)
     learn.freeze()
     return learn
 
 
+class LearningWithoutForgetting(Callback):
+    """Keep the ImageNet head's answers while the tail is fine-tuned (Li & Hoiem, 2016).
+
+    Adds to the loss the KL divergence between the ImageNet head reading the tail being trained
+    and reading a frozen copy of the original tail, on the same augmented batch: bear photos and
+    not-bear photos alike. The trunk is frozen, so both read the same trunk output and the copy
+    costs a forward pass of the tail only. The copy is made when the callback is created, so one
+    callback serves both of `fine_tune`'s fits.
+    """
+
+    order = 60  # after the loss is computed, before the backward pass
+
+    def __init__(self, model: BearNet, weight: float = 1.0, temperature: float = 2.0):
+        self.teacher = Frozen(copy.deepcopy(model.tail))
+        self.weight, self.temperature = weight, temperature
+
+    def before_fit(self):
+        self.teacher.to(self.dls.device)
+        self.hooks = hook_outputs([self.learn.model.trunk, self.learn.model.tail], detach=False)
+
+    def after_fit(self):
+        self.hooks.remove()
+
+    def after_loss(self):
+        if not self.training:
+            return
+        trunk_out, fmap = self.hooks.stored
+        imagenet, t = self.learn.model.imagenet, self.temperature
+        with torch.no_grad():
+            target = imagenet(self.teacher(trunk_out).mean((2, 3))) / t
+        student = imagenet(fmap.mean((2, 3))) / t
+        kl = F.kl_div(student.log_softmax(-1), target.log_softmax(-1), log_target=True, reduction="batchmean")
+        self.learn.loss_grad = self.learn.loss_grad + self.weight * kl * t * t
+        self.learn.loss = self.learn.loss_grad.clone()
+
+
+def fine_tune(learn, epochs: int = 3, base_lr: float = 2e-3, freeze_epochs: int = 1, forget_weight: float = 1.0):
+    """The lesson's `learn.fine_tune`: the head alone for `freeze_epochs`, then head and tail with
+    discriminative learning rates, every batch augmented, the ImageNet head held by LwF."""
+    lwf = LearningWithoutForgetting(learn.model, weight=forget_weight)
+    learn.fine_tune(epochs, base_lr, freeze_epochs=freeze_epochs, cbs=[lwf])
+    return learn
+
+
 def pooled_features(learn, dl) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Run the frozen body once over `dl`: pooled features (N, C), and targets (N,) if `dl` has labels."""
+    """One pass of the (so far untrained) network over `dl`: pooled features (N, C), and targets (N,) if labelled."""
     from fastprogress.fastprogress import progress_bar
 
     feats, targets = [], []
+    learn.model.to(dl.device).eval()
     with torch.inference_mode():
         for xb, *yb in progress_bar(dl, leave=False):
-            feats.append(learn.model.features(xb).as_subclass(torch.Tensor))
-            targets += [y.as_subclass(torch.Tensor) for y in yb]
+            feats.append(learn.model.feature_map(xb).mean((2, 3)).as_subclass(torch.Tensor).cpu())
+            targets += [y.as_subclass(torch.Tensor).cpu() for y in yb]
     return torch.cat(feats), (torch.cat(targets) if targets else None)
-
-
-def fit_head(learn, train: tuple, valid: tuple, epochs: int = 30, lr: float = 3e-3, wd: float = 0.1):
-    """Train the species head with fastai on cached body features (seconds, not an hour).
-
-    The body is frozen, so the features of an image never change: computing them once and
-    training the head on them (fastai v0.7's `precompute=True`) gives the same model as
-    passing every image through the body every epoch, at a fraction of the cost.
-    """
-    from fastai.vision.all import CrossEntropyLossFlat, DataLoaders, Learner, accuracy
-
-    dls = DataLoaders.from_dsets(list(zip(*train)), list(zip(*valid)), bs=64, device="cpu")
-    head_learn = Learner(dls, learn.model.head, loss_func=CrossEntropyLossFlat(), metrics=accuracy, wd=wd)
-    head_learn.fit_one_cycle(epochs, lr)
-    return head_learn
-
-
-def evaluate(learn, dl=None, out: Path | None = None) -> dict:
-    """Accuracy overall and per class on `dl` (default: the validation set), the errors, and,
-    with `out`, confusion-matrix and top-losses PNGs there. One pass over the images."""
-    dl = dl or learn.dls.valid.new(shuffle=False, drop_last=False)
-    probs, targets, losses = (t.as_subclass(torch.Tensor) for t in learn.get_preds(dl=dl, with_loss=True))
-    preds, vocab = probs.argmax(1), list(learn.dls.vocab)
-    files = list(dl.items)
-    confusion = torch.zeros(len(vocab), len(vocab), dtype=torch.long)
-    for t, p in zip(targets.tolist(), preds.tolist()):
-        confusion[t, p] += 1
-    per_class = {vocab[c]: round(confusion[c, c].item() / confusion[c].sum().item(), 4)
-                 for c in range(len(vocab)) if confusion[c].sum() > 0}
-    errors = [dict(file=str(files[i]), label=vocab[targets[i]], predicted=vocab[preds[i]],
-                   probability=round(probs[i, preds[i]].item(), 4))
-              for i in losses.argsort(descending=True).tolist() if preds[i] != targets[i]]
-    if out is not None:
-        Path(out).mkdir(parents=True, exist_ok=True)
-        plot_confusion(confusion, vocab, Path(out) / "confusion_matrix.png")
-        plot_top_losses(files, probs, targets, losses, vocab, Path(out) / "top_losses.png")
-    return dict(n=len(targets), accuracy=round((preds == targets).float().mean().item(), 4),
-                per_class=per_class, confusion=confusion.tolist(), errors=errors)
-
-
-def plot_confusion(confusion: torch.Tensor, vocab: list[str], path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 5))
-    ax.imshow(confusion.numpy(), cmap="Blues")
-    for (i, j), n in zip(torch.cartesian_prod(torch.arange(len(vocab)), torch.arange(len(vocab))).tolist(),
-                         confusion.flatten().tolist()):
-        ax.text(j, i, n, ha="center", va="center", color="white" if n > confusion.max() / 2 else "black")
-    ax.set(xticks=range(len(vocab)), yticks=range(len(vocab)), xticklabels=vocab, yticklabels=vocab,
-           xlabel="Predicted", ylabel="Actual", title="Confusion matrix")
-    fig.savefig(path, bbox_inches="tight")
-    plt.close(fig)
-
-
-def plot_top_losses(files: list, probs, targets, losses, vocab: list[str], path: Path, k: int = 9) -> None:
-    import matplotlib.pyplot as plt
-    from PIL import Image
-
-    top = losses.argsort(descending=True)[:k].tolist()
-    fig, axes = plt.subplots(3, 3, figsize=(10, 10))
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, i in zip(axes.flat, top):
-        p = probs[i].argmax().item()
-        ax.imshow(Image.open(files[i]).convert("RGB"))
-        ax.set_title(f"{vocab[targets[i]]} → {vocab[p]} {probs[i, p]:.2f}\nloss {losses[i]:.2f}", fontsize=9)
-    fig.suptitle("Top losses: actual → predicted probability")
-    fig.savefig(path, bbox_inches="tight")
-    plt.close(fig)
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def library_versions() -> dict[str, str]:
-    """Exact versions of everything the pickle in export.pkl depends on."""
-    import fastai
-    import fastcore
-    import PIL
-    import timm
-    import torchvision
-
-    return {"python": platform.python_version(), "torch": torch.__version__.split("+")[0],
-            "torchvision": torchvision.__version__.split("+")[0], "fastai": fastai.__version__,
-            "fastcore": fastcore.__version__, "timm": timm.__version__, "pillow": PIL.__version__}
-
-
-def export(learn, path: Path, card: dict) -> dict:
-    """`learn.export()` to `path`, the TorchScript the app serves next to it (.pt), and the model card (.json)."""
-    path = Path(path).resolve()
-    learn.export(path)
-    served = path.with_suffix(".pt")
-    save_torchscript(learn, served)
-    card = dict(card, file=path.name, sha256=sha256(path), size_mb=round(path.stat().st_size / 2**20, 2),
-                serving=dict(file=served.name, sha256=sha256(served), size_mb=round(served.stat().st_size / 2**20, 2)),
-                versions=library_versions(), classes=list(learn.dls.vocab))
-    path.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
-    return card
 
 
 def suspicious_labels(learn, feats: torch.Tensor, targets: torch.Tensor, min_prob: float = 0.1,
                       min_bear: float = 0.01) -> dict[int, str]:
-    """Training items to drop automatically, {index: reason}, from two independent signals:
+    """Bear items to drop automatically, {index: reason}, from two signals of the pretrained network:
 
-    - the backbone's ImageNet head sees no bear at all (drawings, footprints, placeholders);
-    - a linear probe that never saw the item (5-fold cross-validation) gives its label < min_prob
-      (brown bears filed under black/, plush toys under black/, cubs under teddy/...).
+    - its ImageNet head sees no bear at all (drawings, footprints, placeholders);
+    - a linear probe on its features that never saw the item (5-fold cross-validation) gives its
+      label < min_prob (brown bears filed under black/, plush toys under black/, cubs under teddy/...).
+    These are computed on un-augmented images of the pretrained network, before any fine-tuning.
     """
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import cross_val_predict
 
     with torch.inference_mode():
-        wild, teddy = learn.model.bear_scores(feats)
+        wild, teddy = (s.cpu() for s in learn.model.bear_scores(feats.to(learn.model.wild_ids.device)))
     probe = LogisticRegression(C=0.5, max_iter=2000)
     oof = cross_val_predict(probe, feats.numpy(), targets.numpy(), cv=5, method="predict_proba")
     vocab, out = list(learn.dls.vocab), {}
@@ -169,47 +146,102 @@ def suspicious_labels(learn, feats: torch.Tensor, targets: torch.Tensor, min_pro
     return out
 
 
-def train_model(root: Path, labels_csv: Path | None = None, valid_csv: Path | None = None, arch: str = OFFLINE_ARCH,
-                epochs: int = 30, lr: float = 3e-3, size: int = 224, bs: int = 64, seed: int = 42,
-                auto_clean: bool = True, **gate):
-    """The lesson-2 pipeline from folders to a trained learner: verify, clean, split, fit the head.
+def bear_items(root: Path, kept: list[Path], labels_csv: Path | None = None, valid_csv: Path | None = None,
+               seed: int = 42) -> tuple[list, list]:
+    """(train, valid) lists of (path, label) for the bear photos `kept` by verify_images: the folder's
+    label unless the cleaning CSV says otherwise; valid = the hand-checked photos of `valid_csv`."""
+    from .data import label_items, read_labels, split_items
 
-    Returns (learn, card): card holds the data counts and timings for the model card.
+    items = [(p, y) for p, y in label_items(root, kept, read_labels(labels_csv) if labels_csv else None) if y in CLASSES]
+    valid = set(read_labels(valid_csv)) if valid_csv else None
+    train_idx, valid_idx = split_items(items, seed=seed, valid_files=valid, root=root)
+    return [items[i] for i in train_idx], [items[i] for i in valid_idx]
+
+
+def with_negatives(train: list, valid: list, negatives: Path | None, seed: int = 42) -> tuple[list, list]:
+    """Add not-bear photos: a sample of half the subjects to training (what LwF keeps the gate on),
+    a few hundred photos of the other half to validation (so the per-epoch metric sees the gate)."""
+    from .data import image_files, negatives_split
+
+    if negatives is None:
+        return train, valid
+    neg_train, neg_valid = negatives_split(image_files(negatives), seed=seed)
+    neg_valid = neg_valid[::max(1, len(neg_valid) // 300)]
+    return train + [(p, NOT_BEAR) for p in neg_train], valid + [(p, NOT_BEAR) for p in neg_valid]
+
+
+def split_dataloaders(train: list, valid: list, **kwargs):
+    """`make_dataloaders` over train + valid (path, label) lists, split where they meet."""
+    return make_dataloaders(train + valid, (list(range(len(train))), list(range(len(train), len(train) + len(valid)))),
+                            **kwargs)
+
+
+def auto_clean(learn, items: list) -> dict[Path, str]:
+    """{path: why} for the training bears to drop (see suspicious_labels), from the untrained network."""
+    dl = learn.dls.test_dl([p for p, _ in items], with_labels=True)  # validation transforms: no augmentation
+    dropped = suspicious_labels(learn, *pooled_features(learn, dl))
+    print(f"auto-clean: dropped {len(dropped)} of {len(items)} training images")
+    return {items[i][0]: why for i, why in dropped.items()}
+
+
+def train_model(root: Path, labels_csv: Path | None = None, valid_csv: Path | None = None,
+                negatives: Path | None = None, arch: str = OFFLINE_ARCH, epochs: int = 3, freeze_epochs: int = 1,
+                lr: float = 2e-3, size: int = 224, bs: int = 64, workers: int = 0, seed: int = 42,
+                clean: bool = True, temperature: float = TEMPERATURE, forget_weight: float = 1.0,
+                items: list | None = None, valid_items: list | None = None, **gate):
+    """The lesson-2 pipeline from folders to a trained learner: verify, label, clean, fine-tune.
+
+    train.ipynb runs the same steps one cell each. `negatives` is a folder of not-bear photos (see
+    with_negatives). `workers` decode images in parallel (a GPU machine's cores; on a 2-core CPU the
+    main process is as fast). `items`/`valid_items` ((path, label) lists) replace the folders' own,
+    for the cross-validation folds. Returns (learn, card).
     """
-    from fastai.vision.all import set_seed
-
-    from .data import image_files, label_items, read_labels, split_items, verify_images
+    from .data import image_files, verify_images
 
     start, root = time.perf_counter(), Path(root)
     set_seed(seed, reproducible=True)
-    report = verify_images(image_files(root))
-    print("verify:", report.summary())
-    items = label_items(root, report.kept, read_labels(labels_csv) if labels_csv else None)
-    items = [(p, y) for p, y in items if y in CLASSES]
-    valid = set(read_labels(valid_csv)) if valid_csv else None
-    splits = split_items(items, seed=seed, valid_files=valid, root=root)
-    dls = make_dataloaders(items, splits, bs=bs, size=size)
-    learn = create_learner(dls, arch, **gate)
-    # Features of un-augmented images (test_dl applies validation transforms): the body is frozen,
-    # so they are exactly what inference sees.
-    train_feats = pooled_features(learn, dls.test_dl(dls.train.items, with_labels=True))
-    valid_feats = pooled_features(learn, dls.test_dl(dls.valid.items, with_labels=True))
-    dropped = suspicious_labels(learn, *train_feats) if auto_clean else {}
-    keep = torch.tensor([i not in dropped for i in range(len(train_feats[0]))])
-    print(f"auto-clean: dropped {len(dropped)} of {len(keep)} training images")
-    fit_head(learn, (train_feats[0][keep], train_feats[1][keep]), valid_feats, epochs=epochs, lr=lr)
-    label_of = dict(items)
-    train_items = [(p, label_of[p]) for p in dls.train.items]
-    kept = [item for item, k in zip(train_items, keep.tolist()) if k] + [items[i] for i in splits[1]]
-    card = dict(
-        arch=arch, size=size, epochs=epochs, lr=lr, seed=seed, gate=dict(
-            wild_threshold=learn.model.wild_threshold, teddy_threshold=learn.model.teddy_threshold),
-        data=dict(root=root.name, files=len(report.kept) + len(report.dropped), dropped_by_verify=len(report.dropped),
-                  relabelled_or_dropped_by_hand=len(read_labels(labels_csv)) if labels_csv else 0,
-                  dropped_by_auto_clean=len(dropped), train=int(keep.sum()), valid=len(splits[1]),
-                  per_class={c: sum(1 for _, y in kept if y == c) for c in CLASSES}),
-        auto_cleaned=sorted(f"{train_items[i][0].relative_to(root).as_posix()}: {why}" for i, why in dropped.items()),
-        train_seconds=round(time.perf_counter() - start, 1),
-        machine=f"{platform.machine()} CPU, {torch.get_num_threads()} threads",
-    )
+    report = None
+    if items is None:
+        report = verify_images(image_files(root))
+        print("verify:", report.summary())
+        items, valid_items = bear_items(root, report.kept, labels_csv, valid_csv, seed)
+    loaders = dict(bs=bs, size=size, stats=normalization(arch), num_workers=workers)
+    learn = create_learner(split_dataloaders(items, valid_items, **loaders), arch, **gate)
+    dropped = auto_clean(learn, items) if clean else {}
+    kept = [item for item in items if item[0] not in dropped]
+    learn.dls = split_dataloaders(*with_negatives(kept, valid_items, negatives, seed), **loaders)
+    fine_tune(learn, epochs, lr, freeze_epochs=freeze_epochs, forget_weight=forget_weight)
+    learn.model.temperature.fill_(temperature)
+    card = model_card(learn, root, report, labels_csv, dropped, arch=arch, size=size, epochs=dict(frozen=freeze_epochs, unfrozen=epochs), lr=lr, seed=seed,
+                      forget_weight=forget_weight, temperature=temperature)
+    card["train_seconds"] = round(time.perf_counter() - start, 1)
     return learn, card
+
+
+def model_card(learn, root: Path, report, labels_csv: Path | None, dropped: dict, **recipe) -> dict:
+    """What the model card says about the recipe and the data, read off the trained learner itself."""
+    from collections import Counter
+
+    from .data import read_labels
+
+    def counts(ds) -> Counter:
+        return Counter(learn.dls.vocab[int(y)] for y in ds.tls[1])  # labels only: no image is opened
+
+    train, valid = counts(learn.dls.train_ds), counts(learn.dls.valid_ds)
+    return dict(
+        recipe, gate=dict(wild_threshold=learn.model.wild_threshold, teddy_threshold=learn.model.teddy_threshold),
+        data=dict(root=Path(root).name, files=(len(report.kept) + len(report.dropped)) if report else None,
+                  dropped_by_verify=len(report.dropped) if report else None,
+                  relabelled_or_dropped_by_hand=len(read_labels(labels_csv)) if labels_csv else 0,
+                  dropped_by_auto_clean=len(dropped), train={c: train[c] for c in learn.dls.vocab},
+                  valid={c: valid[c] for c in learn.dls.vocab}),
+        auto_cleaned=sorted(f"{Path(p).relative_to(root).as_posix()}: {why}" for p, why in dropped.items()),
+        machine=machine(),
+    )
+
+
+def machine() -> str:
+    """Where training ran, for the model card: the GPU's name, or the CPU and its threads."""
+    if torch.cuda.is_available():
+        return f"GPU {torch.cuda.get_device_name(0)}"
+    return f"{platform.machine()} CPU, {torch.get_num_threads()} threads"

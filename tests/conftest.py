@@ -41,3 +41,17 @@ def tiny_dataset(tmp_path_factory):
             arr = np.clip(np.array(rgb) + rng.normal(0, 40, (96, 96, 3)), 0, 255).astype(np.uint8)
             Image.fromarray(arr).save(root / label / f"{i}.jpg", quality=90)
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_negatives(tmp_path_factory):
+    """Generated not-bear photos named `<subject>_<n>.jpg`, as in the shared not_bear folder."""
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("not_bear")
+    rng = np.random.default_rng(1)
+    for subject in ["noise", "sky", "grass", "brick_wall", "sand", "night"]:
+        for i in range(4):
+            Image.fromarray(rng.integers(0, 255, (96, 96, 3), dtype=np.uint8)).save(root / f"{subject}_{i}.jpg")
+    return root

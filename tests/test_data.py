@@ -77,3 +77,35 @@ def test_review_sheet_round_trip(tmp_path):
     changes = apply_review(csv_path, labels, ["black", "grizzly", "teddy"])
     assert changes == {"black/1.jpg": "grizzly", "black/2.jpg": ""}
     assert read_labels(labels) == changes
+
+
+def test_grouped_folds_never_put_a_source_on_both_sides():
+    import random
+
+    from bear_classifier.data import grouped_folds
+
+    rng = random.Random(0)
+    sources = [f"user{rng.randrange(18)}/bears" for _ in range(500)]  # a generated SOURCES table: 18 repositories
+    folds = grouped_folds(sources, n_folds=5)
+    assert len(folds) == 5
+    seen_valid = []
+    for train, valid in folds:
+        assert not {sources[i] for i in train} & {sources[i] for i in valid}
+        assert sorted(train + valid) == list(range(500))
+        seen_valid += valid
+    assert sorted(seen_valid) == list(range(500))  # every photo is held out exactly once
+
+
+def test_read_sources_and_not_bear_split_by_subject(tmp_path):
+    from bear_classifier.data import negatives_split, read_sources, subject
+
+    (tmp_path / "SOURCES.csv").write_text("file,label,source_repo\nblack/a.jpg,black,u1/bears\ngrizzly/b.jpg,grizzly,u2/x\n")
+    assert read_sources(tmp_path) == {"black/a.jpg": "u1/bears", "grizzly/b.jpg": "u2/x"}
+    files = [Path(f"{s}_{i:04x}.jpg") for s in ["cat", "tabby_cat", "sports_car", "pine_forest", "espresso", "kite"]
+             for i in range(10)]
+    train, held_out = negatives_split(files, max_train=15)
+    assert len(train) == 15 and held_out
+    assert not {subject(f) for f in train} & {subject(f) for f in held_out}
+    # Removing photos never moves a subject across: the split is a property of the subject's name.
+    _, held_again = negatives_split(files[::3])
+    assert {subject(f) for f in held_again} <= {subject(f) for f in held_out}

@@ -4,8 +4,9 @@ import pytest
 import torch
 from PIL import Image
 
+from bear_classifier.data import CLASSES
 from bear_classifier.model import (IMAGENET_TEDDY, IMAGENET_WILD_BEARS, BearNet, WeightsUnavailable,
-                                   create_imagenet_model)
+                                   create_imagenet_model, species_head, split_imagenet_model)
 
 
 def imagenet_tensor(arr: np.ndarray) -> torch.Tensor:
@@ -33,6 +34,7 @@ def test_offline_backbone_names_shipped_images(imagenet_model):
 def test_random_weights_would_fail_that_check():
     import timm
 
+    torch.manual_seed(0)  # a fixed random network: some unseeded draws happen to be confident
     model = timm.create_model("tf_efficientnet_lite0", pretrained=False).eval()
     from skimage import data
 
@@ -53,9 +55,9 @@ def test_course_arch_without_internet_says_how_to_proceed(monkeypatch):
 
 
 def test_gate_turns_imagenet_bear_mass_into_not_bear_probability(imagenet_model):
-    head = torch.nn.Linear(1280, 3)
     classifier = imagenet_model.get_classifier()
-    net = BearNet(torch.nn.Identity(), head, classifier, wild_threshold=0.05, teddy_threshold=0.02).eval()
+    net = BearNet(torch.nn.Identity(), torch.nn.Identity(), species_head(classifier, CLASSES), classifier,
+                  wild_threshold=0.05, teddy_threshold=0.02).eval()
     # Features that make the ImageNet head put all its mass on one class: a bear, a teddy, an espresso.
     def features_for(cls: int) -> torch.Tensor:
         return (classifier.weight[cls] * 50)[None]
@@ -68,10 +70,32 @@ def test_gate_turns_imagenet_bear_mass_into_not_bear_probability(imagenet_model)
             assert (p[3] < 0.01) if is_bear else (p[3] > 0.99)
 
 
-def test_body_stays_frozen_in_train_mode(imagenet_model):
-    net = BearNet(torch.nn.BatchNorm2d(3), torch.nn.Linear(3, 3), torch.nn.Linear(3, 1000))
-    net.train()
-    assert not net.body.training and not net.imagenet.training and net.head.training
-    before = net.body.module.running_mean.clone()
-    net.features(torch.randn(4, 3, 8, 8) + 5)
-    assert torch.equal(before, net.body.module.running_mean)
+def test_species_head_starts_from_imagenet_knowledge(imagenet_model):
+    """Before any training, the species head answers what ImageNet's brown bear / black bear / teddy rows say."""
+    classifier = imagenet_model.get_classifier()
+    head = species_head(classifier, CLASSES).eval()
+    features = (classifier.weight[295] * 50)[None]  # features ImageNet reads as an American black bear
+    assert CLASSES[head(features).argmax().item()] == "black"
+
+
+def test_trunk_and_batchnorm_statistics_stay_frozen_in_train_mode():
+    trunk, tail = torch.nn.BatchNorm2d(3), torch.nn.Sequential(torch.nn.Conv2d(3, 3, 1), torch.nn.BatchNorm2d(3))
+    net = BearNet(trunk, tail, torch.nn.Sequential(torch.nn.Linear(3, 3)), torch.nn.Linear(3, 1000)).train()
+    assert not net.trunk.training and not net.imagenet.training and net.head.training
+    assert net.tail[0].training and not net.tail[1].training  # convolutions learn; BatchNorm keeps ImageNet's statistics
+    before = (trunk.running_mean.clone(), tail[1].running_mean.clone())
+    net.feature_map(torch.randn(4, 3, 8, 8) + 5)
+    assert torch.equal(before[0], trunk.running_mean) and torch.equal(before[1], tail[1].running_mean)
+    assert not any(p.requires_grad for p in net.trunk.parameters())
+
+
+def test_class_maps_average_to_the_species_logits(imagenet_model):
+    """The heatmap is honest: averaged over the picture, each species map is that species' logit (minus the bias)."""
+    trunk, tail, classifier = split_imagenet_model(imagenet_model)
+    net = BearNet(trunk, tail, species_head(classifier, CLASSES), classifier).eval()
+    with torch.no_grad():
+        fmap = net.feature_map(torch.randn(2, 3, 224, 224))
+        maps = net.class_maps(fmap)
+        logits = net.species_logits(fmap.mean((2, 3)))
+    assert maps.shape == (2, 4, 7, 7)
+    assert torch.allclose(maps[:, :3].mean((2, 3)) + net.head[-1].bias, logits, atol=1e-4)
