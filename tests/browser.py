@@ -115,32 +115,87 @@ def kernels(proc) -> list:
 
 
 @contextmanager
-def chromium():
+def chromium(*extra_args: str):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS + list(extra_args), headless=True)
         try:
             yield browser
         finally:
             browser.close()
 
 
-def open_app(browser, url: str, timeout_ms: int = 120_000, init_script: str | None = None):
-    """Open the app page and wait until the FileUpload widget is live (not just the early button); returns the page."""
-    page = browser.new_page(viewport={"width": 900, "height": 900})  # a fresh context: a separate visitor
+def open_app(browser, url: str, timeout_ms: int = 120_000, init_script: str | None = None, **context):
+    """Open the app page and wait until the photo input widget is live (not just the early button); returns the page.
+
+    Each call is a fresh browser context: a separate visitor. `context` goes to new_context (viewport, permissions...).
+    """
+    page = browser.new_context(**{"viewport": {"width": 900, "height": 900}, **context}).new_page()
     if init_script:
         page.add_init_script(init_script)
     page.goto(url, timeout=timeout_ms)
-    page.locator("#rendered_cells .widget-upload").wait_for(state="visible", timeout=timeout_ms)
+    page.locator(WIDGET_BUTTON).wait_for(state="visible", timeout=timeout_ms)
     return page
 
 
-def upload_file(page, name: str, data: bytes | Path, mime: str = "application/octet-stream") -> None:
-    """Upload through the FileUpload button's file chooser (ipywidgets 8 has no <input> in the DOM).
+WIDGET_BUTTON = "#rendered_cells .bear-input button.bear-upload"  # the widget's "Upload photos"
 
-    `data` is the file's bytes, or a Path for files over Playwright's 50 MB in-memory limit.
-    """
+
+def as_payload(name: str, data: bytes | Path, mime: str = "application/octet-stream"):
+    return data if isinstance(data, Path) else {"name": name, "mimeType": mime, "buffer": data}
+
+
+def upload_files(page, *files, button: str = WIDGET_BUTTON) -> None:
+    """Choose files through an "Upload photos" button's file dialog: each (name, data[, mime]); data may be a Path
+    for files over Playwright's 50 MB in-memory limit."""
     with page.expect_file_chooser() as chooser:
-        page.get_by_role("button", name="Upload photo").click()
-    chooser.value.set_files(data if isinstance(data, Path) else [{"name": name, "mimeType": mime, "buffer": data}])
+        page.locator(button).click()
+    chooser.value.set_files([as_payload(*f) for f in files])
+
+
+def upload_file(page, name: str, data: bytes | Path, mime: str = "application/octet-stream", **kw) -> None:
+    upload_files(page, (name, data, mime), **kw)
+
+
+_MAKE_FILES = """files => { const dt = new DataTransfer();
+    for (const [name, type, b64] of files) {
+      const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+      dt.items.add(new File([bytes], name, { type }));
+    }
+    return dt; }"""
+
+
+def _encoded(files) -> list:
+    import base64
+
+    return [[name, mime, base64.b64encode(data).decode()] for name, data, mime in files]
+
+
+def drop_files(page, *files, check_highlight: bool = True) -> None:
+    """Drag (name, data, mime) files over the page and drop them in the middle, as a person drags from their desktop."""
+    dt = page.evaluate_handle(_MAKE_FILES, _encoded(files))
+    page.dispatch_event("body", "dragenter", {"dataTransfer": dt})
+    page.dispatch_event("body", "dragover", {"dataTransfer": dt})
+    if check_highlight:
+        assert page.evaluate("document.body.classList.contains('bear-dropping')"), "no drop highlight"
+    page.dispatch_event("body", "drop", {"dataTransfer": dt})
+
+
+def paste_file(page, name: str, data: bytes, mime: str) -> None:
+    """Paste an image file anywhere on the page (Ctrl/Cmd+V with a copied image file)."""
+    page.evaluate(f"""files => {{ const dt = ({_MAKE_FILES})(files);
+        document.body.dispatchEvent(new ClipboardEvent('paste', {{ clipboardData: dt, bubbles: true }})); }}""",
+                  _encoded([(name, data, mime)]))
+
+
+def card(page, name: str):
+    """The answer card of the photo called `name`."""
+    return page.locator(".bear-card", has=page.locator(".bear-card-name", has_text=name)).first
+
+
+def wait_card(page, name: str, timeout_ms: int = 120_000) -> str:
+    """Wait for the card of `name`; its text."""
+    c = card(page, name)
+    c.wait_for(timeout=timeout_ms)
+    return c.inner_text()

@@ -18,7 +18,7 @@ from corpus import encode, photo
 
 SECRETS = {  # file → a snippet that only that file contains
     "export.pkl": (ROOT / "export.pkl").read_bytes()[:40],
-    "export.pt": (ROOT / "export.pt").read_bytes()[:40],
+    "export.onnx": (ROOT / "export.onnx").read_bytes()[:40],
     "app.ipynb": b"from bear_classifier.app import BearApp",
     "bear_classifier/app.py": b"class BearApp(widgets.VBox)",
     "bear_classifier/predict.py": b"def check_sha256",
@@ -56,7 +56,7 @@ def test_no_project_file_is_downloadable(server):
     for listing in ["/api/contents", "/api/contents/bear_classifier", "/tree", "/voila/tree", "/api/kernels",
                     "/api/sessions", "/api/kernelspecs"]:
         status, body = get(url + listing)
-        if status == 200 and (b"export.p" in body or b"bear_classifier" in body):
+        if status == 200 and (b"export." in body or b"bear_classifier" in body):
             leaks.append(listing)
     assert leaks == []
 
@@ -114,10 +114,10 @@ def project_copy(tmp_path, tamper: bool = False):
     shutil.copytree(ROOT / "bear_classifier", dst / "bear_classifier", ignore=shutil.ignore_patterns("__pycache__"))
     for f in ["app.ipynb", "export.json", "voila.json"]:
         shutil.copy2(ROOT / f, dst / f)
-    data = bytearray((ROOT / "export.pt").read_bytes())
+    data = bytearray((ROOT / "export.onnx").read_bytes())
     if tamper:
         data[len(data) // 2] ^= 0x01
-    (dst / "export.pt").write_bytes(bytes(data))
+    (dst / "export.onnx").write_bytes(bytes(data))
     return dst
 
 
@@ -146,7 +146,7 @@ def test_tampered_model_is_refused_with_a_message_on_the_page_and_in_the_log(tmp
         body = page.inner_text("body")
         time.sleep(0.5)
         server_log = log.read_text()
-    assert "The model could not be loaded: export.pt does not match its model card" in body
+    assert "The model could not be loaded: export.onnx does not match its model card" in body
     assert "Prediction:" not in body and "Traceback" not in body
     assert "does not match its model card" in server_log
 

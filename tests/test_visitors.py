@@ -2,7 +2,7 @@
 import csv
 import json
 
-from browser import ROOT, chromium, kernels, open_app, require_browser, upload_file, voila, wait_for
+from browser import ROOT, chromium, kernels, open_app, require_browser, upload_file, voila, wait_card, wait_for
 from conftest import BEARS
 from corpus import encode, photo
 
@@ -35,9 +35,9 @@ def test_five_concurrent_visitors_then_idle_kernels_are_culled():
         for page, (name, data, _) in zip(pages, uploads):  # all five upload before anyone gets an answer
             upload_file(page, name, data, "image/jpeg")
         for page, (name, _, label) in zip(pages, uploads):
-            page.get_by_text(f"Done: {name}").wait_for(timeout=180_000)
+            text = wait_card(page, name, timeout_ms=180_000)
+            assert (f"Prediction: {label}; Probability: 0." if label else "Prediction: ") in text, text
             body = page.inner_text("body")
-            assert (f"Prediction: {label}; Probability: 0." if label else "Prediction: ") in body, body
             others = [n for n, _, _ in uploads if n != name]
             assert not any(n in body for n in others)  # nobody sees another visitor's photo
 

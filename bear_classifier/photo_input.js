@@ -1,0 +1,194 @@
+// The page's photo input (an anywidget ES module): an upload button for several photos, drop and
+// paste anywhere on the page, and the device's camera. It owns its <input type=file>; nothing of
+// ipywidgets or the browser is patched.
+//
+// Each photo goes to the kernel as one custom message, its bytes as a binary buffer:
+// - over the size limit: never sent; the kernel gets the name and size and says why;
+// - big, and decodable by the browser: decoded here (EXIF orientation applied), scaled so its
+//   short side is `shrink_side`, and sent as PPM pixels (a header, then RGB bytes). A 4 MB phone
+//   photo crosses the websocket as ~0.3 MB. The canvas's JPEG encoder is not used: it waits for
+//   the page to be idle, which a Voila page seldom is;
+// - anything else (small, or HEIC that Chromium can't decode, or a damaged file): sent as is, for
+//   the kernel to decode or explain.
+
+const CAMERA_ERRORS = {
+  insecure: "The camera needs a secure page (https or localhost), and this one is plain http. Upload a photo instead.",
+  NotAllowedError: "Camera permission was denied. Allow the camera for this site in your browser's settings, or upload a photo instead.",
+  NotFoundError: "No camera was found on this device. Upload a photo instead.",
+  NotReadableError: "The camera is busy in another app. Close that app, or upload a photo instead.",
+};
+
+let active = null; // the view that receives dropped and pasted photos: the last one rendered
+// The kernel answers a ping every few seconds. When the server behind the page is gone (a restart,
+// a replica that died), nothing else on a Voila page says so: without this, photos would vanish
+// into a dead connection.
+const PING_EVERY_MS = 4000, LOST_AFTER_MS = 20000;
+const LOST = "The connection to the server was lost. Please reload the page to keep going.";
+
+function element(tag, props = {}, ...children) {
+  const node = Object.assign(document.createElement(tag), props);
+  node.append(...children);
+  return node;
+}
+
+async function shrink(blob, side) {
+  const bitmap = await createImageBitmap(blob, { imageOrientation: "from-image" });
+  const scale = side / Math.min(bitmap.width, bitmap.height);
+  if (scale >= 1) { bitmap.close(); return null; } // already small: the file itself is smaller than its pixels
+  const width = Math.round(bitmap.width * scale), height = Math.round(bitmap.height * scale);
+  const context = new OffscreenCanvas(width, height).getContext("2d");
+  context.drawImage(bitmap, 0, 0, width, height);
+  bitmap.close();
+  const rgba = context.getImageData(0, 0, width, height).data;
+  const header = new TextEncoder().encode(`P6\n${width} ${height}\n255\n`);
+  const ppm = new Uint8Array(header.length + width * height * 3);
+  ppm.set(header);
+  for (let i = 0, j = header.length; i < rgba.length; i += 4, j += 3) {
+    ppm[j] = rgba[i]; ppm[j + 1] = rgba[i + 1]; ppm[j + 2] = rgba[i + 2];
+  }
+  return ppm.buffer;
+}
+
+async function prepare(file, model) {
+  const meta = { kind: "photo", name: file.name || "pasted image", size: file.size, type: file.type };
+  if (file.size > model.get("max_bytes")) { return [{ ...meta, kind: "too_large" }, []]; }
+  if (file.size >= model.get("shrink_from")) {
+    try {
+      const patience = new Promise((_, reject) => setTimeout(reject, 5000)); // a decoder that hangs: send as is
+      const pixels = await Promise.race([shrink(file, model.get("shrink_side")), patience]);
+      if (pixels) { return [{ ...meta, shrunk: true }, [pixels]]; }
+    } catch (e) { /* not decodable here: the kernel decodes it or says what is wrong */ }
+  }
+  return [meta, [await file.arrayBuffer()]];
+}
+
+async function sendAll(files, model) {
+  files = Array.from(files);
+  if (!files.length) { return; }
+  const limit = model.get("max_files");
+  model.send({ kind: "batch", count: Math.min(files.length, limit), total: files.length });
+  for (const file of files.slice(0, limit)) {
+    const [meta, buffers] = await prepare(file, model);
+    model.send(meta, undefined, buffers);
+  }
+}
+
+function installPageListeners() {
+  if (window.bearPageListeners) { return; }
+  window.bearPageListeners = true;
+  const hasFiles = (event) => Array.from(event.dataTransfer?.types || []).includes("Files");
+  let depth = 0;
+  document.addEventListener("dragenter", (event) => {
+    if (hasFiles(event)) { depth += 1; document.body.classList.add("bear-dropping"); }
+  });
+  document.addEventListener("dragleave", (event) => {
+    if (hasFiles(event) && --depth <= 0) { depth = 0; document.body.classList.remove("bear-dropping"); }
+  });
+  document.addEventListener("dragover", (event) => { if (hasFiles(event)) { event.preventDefault(); } });
+  document.addEventListener("drop", (event) => {
+    if (!hasFiles(event)) { return; }
+    event.preventDefault();
+    depth = 0;
+    document.body.classList.remove("bear-dropping");
+    if (active) { active(event.dataTransfer.files); }
+  });
+  document.addEventListener("paste", (event) => {
+    const files = Array.from(event.clipboardData?.files || []);
+    if (files.length && active) { event.preventDefault(); active(files); }
+  });
+}
+
+function cameraPanel(model, say) {
+  const video = element("video", { autoplay: true, muted: true, playsInline: true, className: "bear-video" });
+  const choose = element("select", { className: "bear-camera-choice", title: "Camera" });
+  const capture = element("button", { type: "button", className: "bear-button bear-primary", textContent: "Capture" });
+  const close = element("button", { type: "button", className: "bear-button", textContent: "Close camera" });
+  const panel = element("div", { className: "bear-camera", hidden: true }, video,
+    element("div", { className: "bear-camera-controls" }, choose, capture, close));
+  let stream = null;
+
+  function stop() {
+    stream?.getTracks().forEach((track) => track.stop());
+    stream = null;
+    panel.hidden = true;
+  }
+
+  async function start(deviceId) {
+    if (!window.isSecureContext || !navigator.mediaDevices?.getUserMedia) { say(CAMERA_ERRORS.insecure); return; }
+    stream?.getTracks().forEach((track) => track.stop());
+    try {
+      // The rear camera first: on a phone, the photo of a bear is taken facing away from you.
+      const video_ = deviceId ? { deviceId: { exact: deviceId } } : { facingMode: { ideal: "environment" } };
+      stream = await navigator.mediaDevices.getUserMedia({ video: video_, audio: false });
+    } catch (e) {
+      stop();
+      say(CAMERA_ERRORS[e.name] || `The camera could not be started (${e.name}). Upload a photo instead.`);
+      return;
+    }
+    video.srcObject = stream;
+    panel.hidden = false;
+    const current = stream.getVideoTracks()[0]?.getSettings().deviceId;
+    const cameras = (await navigator.mediaDevices.enumerateDevices()).filter((d) => d.kind === "videoinput");
+    const rearFirst = cameras.sort((a, b) => /back|rear|environment/i.test(b.label) - /back|rear|environment/i.test(a.label));
+    choose.replaceChildren(...rearFirst.map((d, i) => element("option", {
+      value: d.deviceId, textContent: d.label || `Camera ${i + 1}`, selected: d.deviceId === current })));
+    choose.hidden = cameras.length < 2;
+    say("Point the camera at a bear, then press Capture.");
+  }
+
+  choose.addEventListener("change", () => start(choose.value));
+  close.addEventListener("click", () => { stop(); say(""); });
+  capture.addEventListener("click", async () => {
+    if (!video.videoWidth) { say("The camera has not started yet: wait a moment, then press Capture."); return; }
+    const canvas = element("canvas", { width: video.videoWidth, height: video.videoHeight });
+    canvas.getContext("2d").drawImage(video, 0, 0);
+    const pixels = await shrink(canvas, model.get("shrink_side"))
+      ?? await shrink(canvas, Math.min(canvas.width, canvas.height) - 1);
+    const name = `camera-${new Date().toISOString().slice(11, 19).replaceAll(":", "")}.ppm`;
+    model.send({ kind: "batch", count: 1, total: 1 });
+    model.send({ kind: "photo", name, size: pixels.byteLength, type: "image/x-portable-pixmap", shrunk: true },
+      undefined, [pixels]);
+  });
+  return { panel, start, stop };
+}
+
+function render({ model, el }) {
+  installPageListeners();
+  const input = element("input", { type: "file", accept: "image/*", multiple: true, hidden: true });
+  const upload = element("button", { type: "button", className: "bear-button bear-primary bear-upload", textContent: "Upload photos" });
+  const cameraButton = element("button", { type: "button", className: "bear-button", textContent: "Take a photo" });
+  const note = element("p", { className: "bear-input-note", role: "status" });
+  const say = (text) => { note.textContent = text; };
+  const camera = cameraPanel(model, say);
+  const hint = element("p", { className: "bear-input-hint",
+    textContent: "…or drop photos anywhere on this page, or paste one (Ctrl+V / ⌘V)." });
+  el.classList.add("bear-input");
+  el.append(element("div", { className: "bear-input-buttons" }, upload, cameraButton, input), hint, camera.panel, note);
+
+  let lastPong = Date.now(), lost = false;
+  model.on("msg:custom", (msg) => { if (msg.kind === "pong") { lastPong = Date.now(); } });
+  const heartbeat = setInterval(() => {
+    if (!lost && Date.now() - lastPong > LOST_AFTER_MS) {
+      lost = true;
+      el.classList.add("bear-lost");
+      upload.disabled = cameraButton.disabled = true;
+      say(LOST);
+    }
+    if (!lost) { model.send({ kind: "ping" }); }
+  }, PING_EVERY_MS);
+
+  const send = (files) => {
+    if (lost) { say(LOST); return; }
+    say("");
+    sendAll(files, model);
+  };
+  active = send;
+  upload.addEventListener("click", () => { input.value = ""; input.click(); }); // empty: the same photo again still fires change
+  input.addEventListener("change", () => send(input.files));
+  cameraButton.addEventListener("click", () => camera.start());
+  // Photos chosen with the early button of the `bear` Voila template, before this widget existed.
+  window.bearEarly?.handOff(send);
+  return () => { clearInterval(heartbeat); camera.stop(); if (active === send) { active = null; } };
+}
+
+export default { render };

@@ -1,0 +1,92 @@
+"""The "That's wrong" store: one row per flag, no metadata kept, a size cap, and many writers at once."""
+import multiprocessing
+from io import BytesIO
+
+import pytest
+from PIL import Image
+
+from bear_classifier.feedback import FeedbackError, FeedbackStore
+from corpus import photo
+
+
+def flag_many(url: str, visitor: int, n: int) -> None:
+    store = FeedbackStore(url)  # a kernel of its own, as each visitor has
+    for i in range(n):
+        store.add(photo((300, 200), seed=i), f"v{visitor}-{i}.jpg", "grizzly", 0.9, "black", "abc")
+
+
+def test_five_visitors_flagging_at_once_lose_nothing(tmp_path):
+    url = f"sqlite:///{tmp_path / 'feedback.db'}"
+    FeedbackStore(url)  # creates the table, as the first kernel does
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=flag_many, args=(url, v, 10)) for v in range(5)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    rows = FeedbackStore(url).all()
+    assert len(rows) == 50
+    assert sorted(r.name for r in rows) == sorted(f"v{v}-{i}.jpg" for v in range(5) for i in range(10))
+    assert all(Image.open(BytesIO(r.photo)).size == (300, 200) for r in rows)
+
+
+def test_a_full_store_refuses_with_a_sentence_and_keeps_what_it_has(tmp_path):
+    store = FeedbackStore(f"sqlite:///{tmp_path / 'feedback.db'}", max_mb=0.3)
+    with pytest.raises(FeedbackError, match="the feedback store is full"):
+        for i in range(100):
+            store.add(photo((448, 448), seed=i), f"{i}.jpg", "teddy", 0.8, "grizzly", "abc")
+    assert 0 < len(store.all()) < 100
+
+
+def test_big_photos_are_kept_small(tmp_path):
+    store = FeedbackStore(f"sqlite:///{tmp_path / 'feedback.db'}")
+    store.add(photo((4000, 3000)), "big.jpg", "teddy", 0.8, "grizzly", "abc")
+    assert Image.open(BytesIO(store.all()[0].photo)).size == (448, 336)
+
+
+def test_three_replicas_share_one_postgresql_store_without_losing_a_row():
+    from postgres import postgres_server
+
+    with postgres_server() as url:
+        FeedbackStore(url)
+        ctx = multiprocessing.get_context("spawn")
+        procs = [ctx.Process(target=flag_many, args=(url, v, 10)) for v in range(3)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(120)
+            assert p.exitcode == 0
+        rows = FeedbackStore(url).all()
+        assert sorted(r.name for r in rows) == sorted(f"v{v}-{i}.jpg" for v in range(3) for i in range(10))
+        assert all(Image.open(BytesIO(r.photo)).size == (300, 200) for r in rows)
+
+
+def test_the_store_is_chosen_by_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("BEAR_FEEDBACK_DB", str(tmp_path / "here.db"))
+    assert FeedbackStore.from_env().url == f"sqlite:///{tmp_path / 'here.db'}"
+    monkeypatch.setenv("BEAR_FEEDBACK_URL", f"sqlite:///{tmp_path / 'other.db'}")
+    assert FeedbackStore.from_env().url.endswith("other.db")
+    monkeypatch.setenv("BEAR_FEEDBACK", "off")
+    assert FeedbackStore.from_env() is None
+
+
+def test_review_feedback_puts_flagged_photos_in_the_review_sheet(tmp_path):
+    import csv
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    db = tmp_path / "feedback.db"
+    store = FeedbackStore(f"sqlite:///{db}")
+    store.add(photo(seed=1), "a.jpg", "grizzly", 0.61, "black", "abc")
+    store.add(photo(seed=2), "b.jpg", "not_bear", 0.9, "teddy", "abc")
+    r = subprocess.run([sys.executable, "-m", "bear_classifier", "review", "--feedback", "--out", str(tmp_path / "review")],
+                       cwd=ROOT, capture_output=True, text=True, env={**__import__("os").environ, "BEAR_FEEDBACK_DB": str(db)})
+    assert r.returncode == 0, r.stderr
+    rows = list(csv.DictReader(open(tmp_path / "review" / "review.csv")))
+    assert [(r["file"], r["label"], r["predicted"]) for r in rows] == [
+        ("feedback/black/flag-1.jpg", "black", "grizzly"), ("feedback/teddy/flag-2.jpg", "teddy", "not_bear")]
+    assert Image.open(tmp_path / "review" / "feedback" / "teddy" / "flag-2.jpg").size == (320, 240)
+    assert (tmp_path / "review" / "review.html").read_text().count("<figure>") == 2
