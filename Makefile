@@ -1,22 +1,37 @@
-# make app   — install (first time) and serve the app on http://localhost:8866
-# make test  — install (first time) and run the test suite
-# make train — retrain export.pkl (and export.pt) from ../shared/data/bears and evaluate it (about 5 + 6 minutes on 2 CPU cores)
+# make app      — install the serving set (first time) and serve the app on http://localhost:8866
+# make replicas — REPLICAS (default 3) Voila replicas behind HAProxy on http://127.0.0.1:$(PORT) (default 8080)
+# make test     — install everything (first time) and run the test suite
+# make train    — retrain export.pkl and export.onnx from ../shared/data/bears and evaluate them
+# make cv       — leave-sources-out cross-validation of the training recipe (reports/cv.json)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# The serving set only (requirements-serve.txt): no torch, no fastai.
+APP_VENV ?= .venv-app
+REPLICAS ?= 3
+PORT ?= 8080
 
-$(BIN)/.installed: requirements.txt requirements-dev.txt
+$(BIN)/.installed: requirements.txt requirements-serve.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $@
+
+$(APP_VENV)/bin/.installed-serve: requirements-serve.txt
+	$(PYTHON) -m venv $(APP_VENV)
+	$(APP_VENV)/bin/pip install --quiet --upgrade pip
+	$(APP_VENV)/bin/pip install --quiet -r requirements-serve.txt
 	touch $@
 
 install: $(BIN)/.installed
 
 # The "bear" template (share/jupyter/voila/templates/bear) shows a working upload button before
 # Voila's JavaScript has loaded; plain `voila app.ipynb` works too, without that button.
-app: install
-	JUPYTER_PATH=$(CURDIR)/share/jupyter $(BIN)/voila --template=bear app.ipynb
+app: $(APP_VENV)/bin/.installed-serve
+	JUPYTER_PATH=$(CURDIR)/share/jupyter $(APP_VENV)/bin/voila --template=bear app.ipynb
+
+replicas: $(APP_VENV)/bin/.installed-serve
+	VOILA=$(APP_VENV)/bin/voila REPLICAS=$(REPLICAS) PORT=$(PORT) deploy/replicas.sh
 
 test: install
 	$(BIN)/python -m pytest
@@ -25,4 +40,7 @@ train: install
 	$(BIN)/python -m bear_classifier train
 	$(BIN)/python -m bear_classifier evaluate --write-card
 
-.PHONY: install app test train
+cv: install
+	$(BIN)/python -m bear_classifier cv
+
+.PHONY: install app replicas test train cv

@@ -1,8 +1,9 @@
-"""Per-image latency in a warm process: the reference's learn.predict, the app's path, and the floor.
+"""Per-image latency in a warm process: the reference's learn.predict, the app's path, and the floors.
 
   reference  bytes → PILImage.create → learn.predict            (fastai resnet18, as bear_voila does)
-  app        bytes → open_image → Classifier.predict             (what the page runs per upload: export.pt)
-  floors     the bare forward pass on an already-prepared tensor: export.pt, and export.pkl's model in eager mode
+  app        bytes → open_image → Classifier.predict             (what the page runs per photo: export.onnx)
+  floors     the bare forward pass on prepared pixels: ONNX Runtime (served), and the same network as
+             TorchScript (how the page served it before)
 Usage: python bench/latency.py [--n 20] [--repeat 3]
 """
 from __future__ import annotations
@@ -72,50 +73,53 @@ def main() -> None:
         make_reference()
     from fastai.vision.all import PILImage, load_learner
 
-    from bear_classifier.app import DECODE_SIDE
+    from bear_classifier.export import Serving, serving_transforms
     from bear_classifier.images import open_image
-    from bear_classifier.predict import Classifier, load_model, serving_transforms
+    from bear_classifier.predict import Classifier, load_model
+    from bear_classifier.widget import SHRINK_SIDE
 
+    torch.set_num_threads(1)  # as a kernel runs: one visitor, one photo, one thread (ONNX Runtime: Classifier.load)
     photos, big = sample_photos(args.n), [phone_photo()]
     reference = load_learner(REFERENCE, cpu=True)
     app, learn = Classifier.load(), load_model()
-    pixels = [app.tensor(open_image(p)) for p in photos]
+    pixels = [app.pixels(open_image(p)) for p in photos]
     _, _, mean, std = serving_transforms(learn)
-    normalised = [(x.permute(0, 3, 1, 2).float() / 255 - mean) / std for x in pixels]
+    # The same network as TorchScript, the way the page served it before ONNX Runtime (export.pt).
+    with torch.no_grad():
+        script = torch.jit.freeze(torch.jit.trace(Serving(learn.model.eval(), mean, std).eval(),
+                                                  torch.from_numpy(pixels[0])))
+    tensors = [torch.from_numpy(x) for x in pixels]
 
-    def floor(x):
-        with torch.inference_mode():
-            return app.model(x)
+    def onnx_floor(x):
+        return app.session.run(None, {"pixels": x})
 
-    def eager_floor(x):
+    def script_floor(x):
         with torch.inference_mode():
-            return learn.model(x)
+            return script(x)
 
     def ref_predict(b):
         return reference.predict(PILImage.create(b))
 
     def app_predict(b):
-        return app.predict(open_image(b, min_side=DECODE_SIDE))
+        return app.predict(open_image(b, min_side=SHRINK_SIDE))
 
     with reference.no_bar():  # keep fastai's per-call progress bar out of the table
-        small = timed({"ref": (ref_predict, photos), "app": (app_predict, photos), "floor": (floor, pixels),
-                       "eager": (eager_floor, normalised)}, photos, args.repeat)
+        small = timed({"ref": (ref_predict, photos), "app": (app_predict, photos), "onnx": (onnx_floor, pixels),
+                       "script": (script_floor, tensors)}, photos, args.repeat)
         large = timed({"ref": (ref_predict, big), "app": (app_predict, big)}, big, args.repeat * 3)
-    ref_ms, app_ms, floor_ms, ref_big, app_big = small["ref"], small["app"], small["floor"], large["ref"], large["app"]
-
+    f = statistics.median(small["script"])
     source = "real photos" if BEARS.is_dir() else "generated photos"
-    print(f"{len(photos)} {source} x {args.repeat}, torch threads {torch.get_num_threads()}; milliseconds")
-    print(f"{'path':<42} {'median':>8} {'min':>8} {'max':>8}   vs floor")
-    f = statistics.median(floor_ms)
-    print(row("floor: export.pt forward on prepared pixels", floor_ms, f))
-    print(row("export.pkl's model, eager, prepared tensor", small["eager"], f))
-    print(row("app: bytes → Classifier.predict", app_ms, f))
-    print(row("reference: bytes → learn.predict (resnet18)", ref_ms, f))
-    print(row("app, 12 MP phone photo", app_big, f))
-    print(row("reference, 12 MP phone photo", ref_big, f))
-    print(f"\napp / floor = {statistics.median(app_ms) / f:.2f}; "
-          f"reference / app = {statistics.median(ref_ms) / statistics.median(app_ms):.2f}; "
-          f"12 MP: reference / app = {statistics.median(ref_big) / statistics.median(app_big):.2f}")
+    print(f"{len(photos)} {source} x {args.repeat}, one thread; milliseconds")
+    print(f"{'path':<46} {'median':>8} {'min':>8} {'max':>8}   vs TorchScript")
+    print(row("TorchScript forward on prepared pixels (before)", small["script"], f))
+    print(row("ONNX Runtime forward on prepared pixels (now)", small["onnx"], f))
+    print(row("app: bytes → Classifier.predict (+ heatmap)", small["app"], f))
+    print(row("reference: bytes → learn.predict (resnet18)", small["ref"], f))
+    print(row("app, 12 MP phone photo", large["app"], f))
+    print(row("reference, 12 MP phone photo", large["ref"], f))
+    med = {k: statistics.median(v) for k, v in {**small, **{"ref_big": large["ref"], "app_big": large["app"]}}.items()}
+    print(f"\nONNX / TorchScript forward = {med['onnx'] / med['script']:.2f}; app / ONNX forward = {med['app'] / med['onnx']:.2f}; "
+          f"reference / app = {med['ref'] / med['app']:.2f}; 12 MP: reference / app = {med['ref_big'] / med['app_big']:.2f}")
 
 
 if __name__ == "__main__":

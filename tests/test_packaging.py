@@ -1,4 +1,4 @@
-"""Packaging: pins are one source of truth, Binder gets CPU-only torch, the notebook stays short."""
+"""Packaging: pins are one source of truth, serving needs no torch, the notebook stays short."""
 import json
 import re
 import shutil
@@ -10,9 +10,12 @@ from conftest import ROOT
 
 
 def pins(path) -> dict[str, str]:
+    """{package: version} of a requirements file, following its -r includes."""
     out = {}
     for line in (ROOT / path).read_text().splitlines():
-        m = re.match(r"^([A-Za-z0-9_.\-]+)==([^\s#]+)", line)
+        if line.startswith("-r "):
+            out |= pins((ROOT / path).parent.relative_to(ROOT) / line[3:].strip())
+        m = re.match(r"^([A-Za-z0-9_.\-]+)(?:\[[a-z,]+\])?==([^\s#]+)", line)
         if m:
             out[m.group(1).lower().replace("_", "-")] = m.group(2)
     return out
@@ -27,13 +30,12 @@ def test_requirements_pin_what_the_model_card_was_exported_with():
         assert lib in req, f"{lib} must be pinned for the app to render"
 
 
-def test_binder_uses_cpu_wheels_of_the_same_versions():
-    req, binder = pins("requirements.txt"), pins("binder/requirements.txt")
-    text = (ROOT / "binder" / "requirements.txt").read_text()
-    assert "--extra-index-url https://download.pytorch.org/whl/cpu" in text
-    assert "-r ../requirements.txt" in text
-    for lib in ["torch", "torchvision"]:
-        assert binder[lib] == req[lib] + "+cpu"
+def test_serving_needs_neither_torch_nor_fastai_and_binder_installs_only_that():
+    serve, everything, binder = pins("requirements-serve.txt"), pins("requirements.txt"), pins("binder/requirements.txt")
+    assert not {"torch", "torchvision", "fastai", "timm"} & set(serve)
+    assert {"voila", "ipywidgets", "anywidget", "onnxruntime", "pillow", "pillow-heif", "sqlalchemy"} <= set(serve)
+    assert binder == serve  # Binder serves the page: the serving set, nothing more
+    assert set(serve) <= set(everything) and all(everything[k] == v for k, v in serve.items())
 
 
 def test_environment_yml_installs_the_same_pins():
@@ -41,7 +43,7 @@ def test_environment_yml_installs_the_same_pins():
     assert "- -r requirements.txt" in env and "python=3.11" in env
 
 
-def test_repo2docker_builds_from_binder_with_cpu_torch(tmp_path):
+def test_repo2docker_builds_from_binder_with_the_serving_set(tmp_path):
     exe = shutil.which("repo2docker") or str(ROOT / ".venv" / "bin" / "repo2docker")
     files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True).stdout.split()
     if not files:
@@ -57,6 +59,7 @@ def test_repo2docker_builds_from_binder_with_cpu_torch(tmp_path):
     assert 'pip install --no-cache-dir -r "binder/requirements.txt"' in dockerfile
     assert "binder/postBuild" in dockerfile  # the websocket limit for large photos
     assert "requirements.txt\" " not in dockerfile.replace('binder/requirements.txt"', "")  # root file not used alone
+    assert "torch" not in pins("binder/requirements.txt")
 
 
 def test_voila_config_for_a_public_deployment():
