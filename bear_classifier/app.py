@@ -159,6 +159,8 @@ class BearApp(widgets.VBox):
             self.status.value = f"Done: {what}.{html.escape(cut)} Give me more any time."
 
     def clear_gallery(self) -> None:
-        self.gallery.children = ()
+        cards, self.gallery.children = self.gallery.children, ()
+        for card in cards:
+            card.close_all()  # ipywidgets keeps every widget until it is closed: the cards' photos with them
         self.clear.layout.display = "none"
         self.status.value = INSTRUCTIONS

@@ -33,11 +33,22 @@ def bars_html(probs: dict[str, float]) -> str:
     return "".join(rows)
 
 
+class Card(widgets.Box):
+    """What both cards share: closing one closes the widgets inside it, whose state holds its photos."""
+
+    def close_all(self) -> None:
+        stack = [self]
+        while stack:
+            widget = stack.pop()
+            stack += [w for w in getattr(widget, "children", ()) if isinstance(w, widgets.Widget)]
+            widget.close()
+
+
 def _title(name: str) -> str:
     return f'<div class="bear-card-name">{html.escape(name)}</div>'
 
 
-class AnswerCard(widgets.Box):
+class AnswerCard(Card):
     """A card in the gallery. `on_flag(label)` stores a "That's wrong" answer and returns the sentence to show."""
 
     def __init__(self, name: str, img: Image.Image, pred: Prediction, on_flag: Callable[[str], str] | None):
@@ -85,7 +96,7 @@ class AnswerCard(widgets.Box):
         self.feedback.children = [choices, reply]
 
 
-class ErrorCard(widgets.Box):
+class ErrorCard(Card):
     """A card for a file that got no answer: its name and the sentence that says why."""
 
     def __init__(self, name: str, message: str):

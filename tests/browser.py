@@ -126,16 +126,18 @@ def chromium(*extra_args: str):
             browser.close()
 
 
-def open_app(browser, url: str, timeout_ms: int = 120_000, init_script: str | None = None, **context):
+def open_app(browser, url: str, timeout_ms: int = 120_000, init_script: str | None = None, ready: str | None = None,
+             **context):
     """Open the app page and wait until the photo input widget is live (not just the early button); returns the page.
 
-    Each call is a fresh browser context: a separate visitor. `context` goes to new_context (viewport, permissions...).
+    Each call is a fresh browser context: a separate visitor. `ready` is what to wait for instead of the
+    photo input; `context` goes to new_context (viewport, permissions...).
     """
     page = browser.new_context(**{"viewport": {"width": 900, "height": 900}, **context}).new_page()
     if init_script:
         page.add_init_script(init_script)
     page.goto(url, timeout=timeout_ms)
-    page.locator(WIDGET_BUTTON).wait_for(state="visible", timeout=timeout_ms)
+    page.locator(ready or WIDGET_BUTTON).first.wait_for(state="visible", timeout=timeout_ms)
     return page
 
 

@@ -217,3 +217,13 @@ def open_image_bytes(data: bytes):
     from bear_classifier.images import open_image
 
     return open_image(data)
+
+
+def test_clear_closes_the_cards_widgets_so_their_photos_are_freed(app):
+    import ipywidgets as widgets
+
+    [card] = send(app, ("a.jpg", encode(photo(), "JPEG")))
+    inside = [card.image, card.answer, card.looked]
+    assert all(w.model_id in widgets.Widget.widgets for w in inside)
+    app.clear_gallery()
+    assert all(w.comm is None for w in inside)
