@@ -58,6 +58,8 @@ def evaluate_model(model: Path, data: Path, valid_csv: Path, negatives: Path | N
     files = [Path(data) / f for f in read_labels(valid_csv)]
     held_out = negatives_split(image_files(negatives))[1] if negatives and Path(negatives).is_dir() else []
     result = evaluate(learn, learn.dls.test_dl(files + held_out, with_labels=True), out)
+    for error in result["errors"]:  # relative to the data folders: the card names no machine's paths
+        error["file"] = Path(error["file"]).relative_to(Path(data).parent).as_posix()
     if held_out:
         missed = [Path(e["file"]) for e in result["errors"] if e["label"] == "not_bear"]
         result["not_bear"] = dict(n=len(held_out), subjects=len({subject(f) for f in held_out}),
