@@ -15,20 +15,23 @@ def flag_many(url: str, visitor: int, n: int) -> None:
         store.add(photo((300, 200), seed=i), f"v{visitor}-{i}.jpg", "grizzly", 0.9, "black", "abc")
 
 
-def test_five_visitors_flagging_at_once_lose_nothing(tmp_path):
-    url = f"sqlite:///{tmp_path / 'feedback.db'}"
+def flag_at_once(url: str, writers: int, each: int = 10) -> None:
+    """`writers` processes flag `each` photos into the store at `url` at the same time; then every row is there."""
     FeedbackStore(url)  # creates the table, as the first kernel does
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=flag_many, args=(url, v, 10)) for v in range(5)]
+    procs = [ctx.Process(target=flag_many, args=(url, v, each)) for v in range(writers)]
     for p in procs:
         p.start()
     for p in procs:
         p.join(120)
         assert p.exitcode == 0
     rows = FeedbackStore(url).all()
-    assert len(rows) == 50
-    assert sorted(r.name for r in rows) == sorted(f"v{v}-{i}.jpg" for v in range(5) for i in range(10))
+    assert sorted(r.name for r in rows) == sorted(f"v{v}-{i}.jpg" for v in range(writers) for i in range(each))
     assert all(Image.open(BytesIO(r.photo)).size == (300, 200) for r in rows)
+
+
+def test_five_visitors_flagging_at_once_lose_nothing(tmp_path):
+    flag_at_once(f"sqlite:///{tmp_path / 'feedback.db'}", writers=5)
 
 
 def test_a_full_store_refuses_with_a_sentence_and_keeps_what_it_has(tmp_path):
@@ -49,17 +52,7 @@ def test_three_replicas_share_one_postgresql_store_without_losing_a_row():
     from postgres import postgres_server
 
     with postgres_server() as url:
-        FeedbackStore(url)
-        ctx = multiprocessing.get_context("spawn")
-        procs = [ctx.Process(target=flag_many, args=(url, v, 10)) for v in range(3)]
-        for p in procs:
-            p.start()
-        for p in procs:
-            p.join(120)
-            assert p.exitcode == 0
-        rows = FeedbackStore(url).all()
-        assert sorted(r.name for r in rows) == sorted(f"v{v}-{i}.jpg" for v in range(3) for i in range(10))
-        assert all(Image.open(BytesIO(r.photo)).size == (300, 200) for r in rows)
+        flag_at_once(url, writers=3)
 
 
 def test_the_store_is_chosen_by_the_environment(tmp_path, monkeypatch):
