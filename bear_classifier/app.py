@@ -127,10 +127,7 @@ class BearApp(widgets.VBox):
         except Exception:
             log.exception("classifying %r failed", name)
             return ErrorCard(name, "Something went wrong while classifying this photo. Please try another one.")
-        on_flag = None
-        if self.store is not None:
-            def on_flag(label: str) -> str:
-                return self.flag(img, name, pred, label)
+        on_flag = (lambda label: self.flag(img, name, pred, label)) if self.store is not None else None
         return AnswerCard(name, img, pred, on_flag)
 
     def flag(self, img, name: str, pred, label: str) -> str:
