@@ -41,6 +41,6 @@ train: install
 	$(BIN)/python -m bear_classifier evaluate --write-card
 
 cv: install
-	$(BIN)/python -m bear_classifier cv
+	$(BIN)/python -m bear_classifier cv --write-card
 
 .PHONY: install app replicas test train cv

@@ -72,9 +72,6 @@ def cmd_train(args) -> int:
                               freeze_epochs=args.freeze_epochs, lr=args.lr, workers=args.workers,
                               forget_weight=args.forget_weight)
     card["valid_metrics"] = {k: v for k, v in evaluate(learn, out=args.reports).items() if k != "errors"}
-    cv = args.reports / "cv.json"
-    if cv.exists():  # the grouped folds' figures: what to expect on photos from elsewhere
-        card["cross_validation"] = {k: v for k, v in json.loads(cv.read_text()).items() if k != "folds"}
     card = export(learn, args.out, card)
     print(json.dumps({k: card[k] for k in ("valid_metrics", "train_seconds", "size_mb", "sha256")}, indent=2))
     return 0
@@ -87,7 +84,17 @@ def cmd_cv(args) -> int:
                             arch=args.arch, epochs=args.epochs, freeze_epochs=args.freeze_epochs, lr=args.lr,
                             workers=args.workers, forget_weight=args.forget_weight)
     print(json.dumps({k: v for k, v in result.items() if k != "folds"}, indent=2))
+    if args.write_card:
+        write_card(MODEL, "cross_validation", result)
     return 0
+
+
+def write_card(model: Path, key: str, value: dict) -> None:
+    """Store `value` under `key` in the model card next to `model`; the models' sha256 are unaffected."""
+    card_path = model.with_suffix(".json")
+    card = json.loads(card_path.read_text())
+    card[key] = value
+    card_path.write_text(json.dumps(card, indent=2) + "\n")
 
 
 def cmd_evaluate(args) -> int:
@@ -95,11 +102,8 @@ def cmd_evaluate(args) -> int:
 
     result = evaluate_model(args.model, args.data, args.valid, args.negatives, args.reports)
     print(json.dumps(result, indent=2))
-    if args.write_card:  # the card sits next to the pickle; its sha256 is unaffected
-        card_path = args.model.with_suffix(".json")
-        card = json.loads(card_path.read_text())
-        card["evaluation"] = result
-        card_path.write_text(json.dumps(card, indent=2) + "\n")
+    if args.write_card:
+        write_card(args.model, "evaluation", result)
     return 0
 
 
@@ -185,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--folds", type=int, default=5)
     add_recipe(s)
     s.add_argument("--reports", type=Path, default=REPORTS)
+    s.add_argument("--write-card", action="store_true", help="store the folds' figures in the model card")
     s.set_defaults(func=cmd_cv)
 
     s = sub.add_parser("evaluate", help="accuracy on the clean validation set and on non-bear photos")

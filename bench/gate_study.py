@@ -18,8 +18,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bear_classifier.data import CLASSES, image_files, read_labels  # noqa: E402
-from bear_classifier.evaluate import subject  # noqa: E402
+from bear_classifier.data import CLASSES, image_files, read_labels, subject  # noqa: E402
 from bear_classifier.predict import load_model  # noqa: E402
 from bear_classifier.train import pooled_features  # noqa: E402
 
