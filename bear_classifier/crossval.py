@@ -13,12 +13,11 @@ import time
 from pathlib import Path
 
 import torch
-from torch.nn import functional as F
 
 from .calibrate import expected_calibration_error, fit_temperature, plot_reliability
 from .data import (CLASSES, NOT_BEAR, grouped_folds, image_files, label_items, make_dataloaders, negatives_split,
                    read_labels, read_sources, verify_images)
-from .model import normalization
+from .model import answer_log_probs, normalization
 from .train import create_learner, pooled_features, suspicious_labels, train_model
 
 
@@ -31,9 +30,8 @@ def heads(learn, files: list[Path], bs: int = 64) -> tuple[torch.Tensor, torch.T
 
 
 def four_way(species: torch.Tensor, gate: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """The model's probabilities (N, 4) from its two heads: p(bear) * softmax(species / T), then p(not a bear)."""
-    bear = torch.sigmoid(gate)[:, None]
-    return torch.cat([F.softmax(species / temperature, -1) * bear, 1 - bear], 1)
+    """The model's probabilities (N, 4) from its two heads' logits, at temperature T (see BearNet.combine)."""
+    return answer_log_probs(species / temperature, gate).exp()
 
 
 def summarise(records: list[dict], temperature: float) -> dict:

@@ -168,10 +168,7 @@ class BearNet(nn.Module):
 
     def combine(self, features: torch.Tensor) -> torch.Tensor:
         """Log-probabilities from pooled features: the species head, weighted by the bear gate."""
-        species = self.species_logits(features).log_softmax(-1)
-        gate = self.gate(features)
-        log_bear, log_not = nn.functional.logsigmoid(gate), nn.functional.logsigmoid(-gate)
-        return torch.cat([species + log_bear[:, None], log_not[:, None]], dim=1)
+        return answer_log_probs(self.species_logits(features), self.gate(features))
 
     def class_maps(self, fmap: torch.Tensor) -> torch.Tensor:
         """Class activation maps (N, classes, h, w), fastbook chapter 18: where each class's evidence lies.
@@ -183,6 +180,12 @@ class BearNet(nn.Module):
         linear = self.head[-1]
         species = torch.einsum("kc,nchw->nkhw", linear.weight, fmap) / self.temperature
         return torch.cat([species, -species.amax(1, keepdim=True)], dim=1)
+
+
+def answer_log_probs(species_logits: torch.Tensor, gate_logits: torch.Tensor) -> torch.Tensor:
+    """log p for (*species, "not_bear") from the species logits (N, S) and the gate's logit of p(bear) (N,)."""
+    log_bear, log_not = nn.functional.logsigmoid(gate_logits), nn.functional.logsigmoid(-gate_logits)
+    return torch.cat([species_logits.log_softmax(-1) + log_bear[:, None], log_not[:, None]], dim=1)
 
 
 def bear_splitter(model: BearNet) -> list:

@@ -1,5 +1,6 @@
 """A tiny end-to-end run of the real pipeline on generated images: train, evaluate, export, load, predict."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -167,3 +168,25 @@ def test_learning_without_forgetting_pulls_a_drifted_network_back(tmp_path):
     learn.fit(20, 1e-3, cbs=[guard])
     cat, espresso = names(learn.model.cpu().eval())
     assert cat in range(281, 286) and espresso == 967
+
+
+def test_cross_validation_holds_out_whole_sources(tiny_dataset, tiny_negatives, tmp_path):
+    import shutil
+
+    from bear_classifier.crossval import cross_validate
+
+    root = tmp_path / "bears"
+    shutil.copytree(tiny_dataset, root)
+    files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.jpg"))
+    (root / "SOURCES.csv").write_text("file,label,source_repo\n" + "".join(
+        f"{f},{f.split('/')[0]},user{int(Path(f).stem) % 3}/bears\n" for f in files))
+    (tmp_path / "valid.csv").write_text("file,label\n" + "".join(f"{f},{f.split('/')[0]}\n" for f in files[::4]))
+    result = cross_validate(root, None, tmp_path / "valid.csv", tiny_negatives, tmp_path / "reports", n_folds=3,
+                            size=64, bs=8, epochs=1, clean=False, wild_threshold=1e-6, teddy_threshold=1e-6)
+    held = [tuple(f["sources"]) for f in result["folds"]]
+    assert sorted(s for h in held for s in h) == ["user0/bears", "user1/bears", "user2/bears"]  # each held out once
+    assert sum(f["n_as_labelled"] for f in result["folds"]) == 36 and sum(f["n_hand_checked"] for f in result["folds"]) == 9
+    assert 0 < result["temperature"] and 0 <= result["ece_before"] <= 1
+    assert {"mean", "worst", "confusion_clean"} <= set(result)
+    for name in ("cv.json", "cv_out_of_fold.pt", "reliability_cv_before.png", "reliability_cv_after.png"):
+        assert (tmp_path / "reports" / name).stat().st_size > 0
