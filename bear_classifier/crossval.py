@@ -40,25 +40,23 @@ def summarise(records: list[dict], temperature: float) -> dict:
     Three sets of held-out bears are scored: the hand-checked ones (data/valid.csv: clean labels, the
     main figure), those the probe and the ImageNet head don't flag ("clean"), and all as labelled.
     """
+    def share(hits: torch.Tensor, among: torch.Tensor | None = None) -> float:
+        return round(float((hits if among is None else hits[among]).float().mean()), 4)
+
     folds = []
     for r in records:
         y, clean, checked = r["y"], r["clean"], r["checked"]
-        answer = four_way(r["species"], r["gate"]).argmax(1)
-        fold = dict(sources=r["sources"], n_hand_checked=int(checked.sum()), n_clean=int(clean.sum()), n_as_labelled=len(y))
-        fold["hand_checked_accuracy"] = round(float((answer == y)[checked].float().mean()), 4)
-        fold["hand_checked_species_accuracy"] = round(float((r["species"].argmax(1) == y)[checked].float().mean()), 4)
-        fold["hand_checked_accuracy_frozen_copy"] = round(float((four_way(r["species"], r["gate_original"]).argmax(1)
-                                                                 == y)[checked].float().mean()), 4)
-        for name, gate in (("lwf", r["gate"]), ("frozen_copy", r["gate_original"])):
-            pred = four_way(r["species"], gate).argmax(1)
-            fold[f"accuracy_{name}"] = round(float((pred == y)[clean].float().mean()), 4)
-            fold[f"not_bear_rejected_{name}"] = round(float((r["neg_gate" if name == "lwf" else "neg_gate_original"] < 0)
-                                                            .float().mean()), 4)
-        fold["species_accuracy"] = round(float((r["species"].argmax(1) == y)[clean].float().mean()), 4)
-        fold["accuracy_as_labelled"] = round(float((four_way(r["species"], r["gate"]).argmax(1) == y).float().mean()), 4)
-        fold["per_class"] = {c: round(float((four_way(r["species"], r["gate"]).argmax(1) == y)[clean & (y == i)]
-                                            .float().mean()), 4) for i, c in enumerate(CLASSES) if (clean & (y == i)).any()}
-        folds.append(fold)
+        right = four_way(r["species"], r["gate"]).argmax(1) == y
+        right_frozen = four_way(r["species"], r["gate_original"]).argmax(1) == y
+        species_right = r["species"].argmax(1) == y
+        folds.append(dict(
+            sources=r["sources"], n_hand_checked=int(checked.sum()), n_clean=int(clean.sum()), n_as_labelled=len(y),
+            hand_checked_accuracy=share(right, checked), hand_checked_species_accuracy=share(species_right, checked),
+            hand_checked_accuracy_frozen_copy=share(right_frozen, checked),
+            accuracy_lwf=share(right, clean), not_bear_rejected_lwf=share(r["neg_gate"] < 0),
+            accuracy_frozen_copy=share(right_frozen, clean), not_bear_rejected_frozen_copy=share(r["neg_gate_original"] < 0),
+            species_accuracy=share(species_right, clean), accuracy_as_labelled=share(right),
+            per_class={c: share(right, clean & (y == i)) for i, c in enumerate(CLASSES) if (clean & (y == i)).any()}))
     cat = {k: torch.cat([r[k] for r in records]) for k in ("y", "clean", "species", "gate")}
     clean = cat["clean"]
     before = four_way(cat["species"], cat["gate"])[clean]

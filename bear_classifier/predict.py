@@ -15,7 +15,6 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 MODEL_PATH = ROOT / "export.pkl"  # the fastai learner: retrain, evaluate, inspect
 SERVE_PATH = ROOT / "export.onnx"  # the same network for ONNX Runtime: what the app and the CLI serve
-LABELS = {"black": "black bear", "grizzly": "grizzly bear", "teddy": "teddy bear", "not_bear": "not a bear"}
 
 
 class ModelError(RuntimeError):
