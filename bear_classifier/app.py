@@ -1,8 +1,8 @@
 """The page: a photo input, then a gallery of answer cards, newest first; one BearApp per visitor (kernel).
 
-Only ipywidgets, anywidget and Pillow are imported up front, so the page shows at once;
-onnxruntime and the model load in a background thread, and a photo that comes during warm-up
-waits for them (at most LOAD_TIMEOUT seconds).
+Only ipywidgets, anywidget and Pillow are imported up front, so the page shows at once; the
+"That's wrong" store (SQLAlchemy: 0.2 s to import), onnxruntime and the model load in a background
+thread, and a photo that comes during warm-up waits for them (at most LOAD_TIMEOUT seconds).
 """
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from pathlib import Path
 
 import ipywidgets as widgets
 
-from .card import AnswerCard, ErrorCard
 from .images import ImageError, check_size, open_image
 from .widget import SHRINK_SIDE, PhotoInput
 
@@ -55,6 +54,7 @@ def load_classifier():
 
 
 def default_store():
+    """The store the environment asks for (feedback.FeedbackStore.from_env), or None where storing is off."""
     from .feedback import FeedbackStore
 
     return FeedbackStore.from_env()
@@ -65,6 +65,7 @@ class BearApp(widgets.VBox):
 
     def __init__(self, loader=load_classifier, load_delay: float = LOAD_DELAY, store=default_store,
                  load_timeout: float = LOAD_TIMEOUT):
+        """`store`: a FeedbackStore, None, or a function returning either, called in the background."""
         self.input = PhotoInput(self.receive)
         self.status = widgets.HTML(INSTRUCTIONS)
         self.status.add_class("bear-status")
@@ -72,19 +73,29 @@ class BearApp(widgets.VBox):
         self.clear.on_click(lambda _: self.clear_gallery())
         self.gallery = widgets.VBox()
         self.gallery.add_class("bear-gallery")
-        self.store = store() if callable(store) else store
-        privacy = widgets.HTML(f'<p class="bear-note">{PRIVACY[self.store is not None]}</p>')
-        super().__init__([self.input, self.status, self.clear, self.gallery, privacy])
+        self.privacy = widgets.HTML()
+        super().__init__([self.input, self.status, self.clear, self.gallery, self.privacy])
         self.add_class("bear-app")
-        self.classifier, self.load_error, self.load_timeout = None, None, load_timeout
+        self.store, self.classifier, self.load_error, self.load_timeout = None, None, None, load_timeout
         self.batch = dict(count=0, total=0, done=0)
         self._loaded, self._wanted = threading.Event(), threading.Event()
-        threading.Thread(target=self._load, args=(loader, load_delay), daemon=True).start()
+        threading.Thread(target=self._load, args=(loader, load_delay, store), daemon=True).start()
 
-    def _load(self, loader, delay: float) -> None:
+    def _open_store(self, store) -> None:
+        """Open the "That's wrong" store and say on the page what is kept. A store that can't be
+        opened (a database down) keeps nothing, rather than taking the page down with it."""
+        try:
+            self.store = store() if callable(store) else store
+        except Exception:
+            log.exception("could not open the feedback store: nothing will be stored")
+        self.privacy.value = f'<p class="bear-note">{PRIVACY[self.store is not None]}</p>'
+
+    def _load(self, loader, delay: float, store) -> None:
+        self._open_store(store)  # at once: the page's note says what is kept
         self._wanted.wait(delay)
         start = time.perf_counter()
         try:
+            from . import card  # noqa: F401  numpy and the card's code, before the first photo needs them
             self.classifier = loader()
             log.info("model loaded in %.1f s", time.perf_counter() - start)
         except Exception as e:  # ModelError carries a human sentence; anything else gets logged in full
@@ -107,6 +118,8 @@ class BearApp(widgets.VBox):
 
     def classify(self, name: str, data: bytes, size: int = 0) -> widgets.Box:
         """The card for one file: an answer, or the sentence that says why there is none."""
+        from .card import AnswerCard, ErrorCard  # imports numpy: not before the page is up (the loader warms it)
+
         self._wanted.set()
         try:
             check_size(size)  # as the browser reports it

@@ -169,6 +169,18 @@ def test_with_storing_disabled_there_is_no_button_and_nothing_is_written(classif
     assert not (tmp_path / "feedback.db").exists()
 
 
+def test_a_store_that_cannot_be_opened_keeps_nothing_and_the_page_still_answers(classifier, monkeypatch, caplog):
+    """A PostgreSQL server that isn't there: no "That's wrong" button, the note says nothing is kept, answers go on."""
+    from browser import free_port
+
+    monkeypatch.setenv("BEAR_FEEDBACK_URL", f"postgresql+psycopg://bear@127.0.0.1:{free_port()}/bear")
+    app = BearApp(loader=lambda: classifier)
+    [card] = send(app, ("a.jpg", grizzly_bytes()))
+    assert "Prediction: grizzly" in card.answer.value and not hasattr(card, "wrong")
+    assert "nothing you give this page is stored" in app.privacy.value
+    assert "could not open the feedback store" in caplog.text
+
+
 def test_every_corpus_kind_gets_an_answer_or_a_sentence_and_memory_stays_flat(app):
     """The hardening corpus through the real callback: 29 kinds, then a normal photo still works."""
     import gc
