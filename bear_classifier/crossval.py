@@ -18,15 +18,15 @@ from .calibrate import expected_calibration_error, fit_temperature, plot_reliabi
 from .data import (CLASSES, NOT_BEAR, grouped_folds, image_files, label_items, make_dataloaders, negatives_split,
                    read_labels, read_sources, verify_images)
 from .model import answer_log_probs, normalization
-from .train import create_learner, pooled_features, suspicious_labels, train_model
+from .train import create_learner, suspicious_labels, train_model, view_features
 
 
 def heads(learn, files: list[Path], bs: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
     """(species logits at temperature 1 (N, 3), gate logits (N,)) of `learn`'s network for image files."""
-    feats, _ = pooled_features(learn, learn.dls.test_dl(files, bs=bs))
+    views, _ = view_features(learn, learn.dls.test_dl(files, bs=bs))
     model = learn.model.cpu().eval()
     with torch.inference_mode():
-        return model.head(feats), model.gate(feats)
+        return model.head(views[:, 0]), model.gate(views)
 
 
 def four_way(species: torch.Tensor, gate: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -92,7 +92,7 @@ def cross_validate(root: Path, labels_csv: Path | None, valid_csv: Path | None, 
     arch = train_kwargs.get("arch", "tf_efficientnet_lite0")
     dls = make_dataloaders(items, (list(range(len(items))), []), stats=normalization(arch))
     original = create_learner(dls, arch)
-    feats, targets = pooled_features(original, dls.test_dl([p for p, _ in items], with_labels=True))
+    feats, targets = view_features(original, dls.test_dl([p for p, _ in items], with_labels=True))
     suspicious = suspicious_labels(original, feats, targets)
     with torch.inference_mode():
         gate_original = original.model.cpu().gate(feats)

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .model import BearNet
+from .model import BearNet, pooled_views
 
 ONNX_OPSET = 17
 
@@ -45,7 +45,7 @@ class Serving(nn.Module):
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = (pixels.permute(0, 3, 1, 2).float() / 255 - self.mean) / self.std
         fmap = self.model.feature_map(x)
-        return self.model.combine(fmap.mean((2, 3))).exp(), self.model.class_maps(fmap)
+        return self.model.combine(pooled_views(fmap)).exp(), self.model.class_maps(fmap)
 
 
 def serving_transforms(learn) -> tuple[tuple[int, int], int, torch.Tensor, torch.Tensor]:

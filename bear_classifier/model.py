@@ -2,9 +2,10 @@
 
 The ImageNet network is cut in two. The trunk (early layers: edges, textures) stays frozen; the
 tail (late layers: parts, objects) is fine-tuned with the species head. The "not a bear" gate reads
-the network's own ImageNet head: its bear and teddy classes. Fine-tuning moves the tail, so while
-it trains, `train.LearningWithoutForgetting` holds the ImageNet head's answers to those of a frozen
-copy of the original tail; one forward pass then still serves both heads.
+the network's own ImageNet head: its bear and teddy classes, on the whole picture and on each of its
+four corners, so a bear beside a car or a house is not outvoted by them. Fine-tuning moves the tail,
+so while it trains, `train.LearningWithoutForgetting` holds the ImageNet head's answers to those of
+a frozen copy of the original tail; one forward pass then still serves both heads.
 """
 from __future__ import annotations
 
@@ -117,18 +118,32 @@ def species_head(imagenet: nn.Linear, vocab: list[str], ps: float = 0.25) -> nn.
     return nn.Sequential(nn.Dropout(ps), linear)
 
 
+def pooled_views(fmap: torch.Tensor) -> torch.Tensor:
+    """Pooled features (N, 5, C) of the whole picture and of its four corner windows (4/7 of each side).
+
+    Averaged features are what the ImageNet head was trained to read, and averaging over a window is
+    close to reading a crop of the photo, without another forward pass. A bear that fills a corner
+    of a garden, a road or a car park gets a view where it is the main subject (bench/gate_study.py).
+    """
+    h, w = (int(n) for n in fmap.shape[-2:])  # plain ints: the ONNX export fixes the input size anyway
+    kh, kw = max(1, round(h * 4 / 7)), max(1, round(w * 4 / 7))
+    corners = [fmap[..., :kh, :kw], fmap[..., :kh, w - kw:], fmap[..., h - kh:, :kw], fmap[..., h - kh:, w - kw:]]
+    return torch.stack([fmap.mean((2, 3))] + [c.mean((2, 3)) for c in corners], dim=1)
+
+
 class BearNet(nn.Module):
     """Outputs log-probabilities for (*species, "not_bear").
 
-    p(species_i) = p(bear) * softmax(head / temperature)_i and p(not_bear) = 1 - p(bear). p(bear)
-    comes from the ImageNet head: its probability mass on wild bears against `wild_threshold`, or
-    on teddy against `teddy_threshold`, whichever is more convincing (p(bear) = 0.5 exactly at a
-    threshold). The output is log p, so fastai's cross-entropy, argmax decoding and
-    `learn.predict` work as for any classifier. `temperature` is fitted after training (calibrate.py).
+    p(species_i) = p(bear) * softmax(head / temperature)_i and p(not_bear) = 1 - p(bear). The species
+    head reads the whole picture. p(bear) comes from the ImageNet head on each of the five `pooled_views`:
+    its probability mass on wild bears against `wild_threshold`, or on teddy against
+    `teddy_threshold`, in the most convincing view (p(bear) = 0.5 exactly at a threshold). The
+    output is log p, so fastai's cross-entropy, argmax decoding and `learn.predict` work as for
+    any classifier. `temperature` is fitted after training (calibrate.py).
     """
 
     def __init__(self, trunk: nn.Module, tail: nn.Module, head: nn.Sequential, imagenet: nn.Linear,
-                 wild_threshold: float = 0.05, teddy_threshold: float = 0.02, sharpness: float = 2.0):
+                 wild_threshold: float = 0.075, teddy_threshold: float = 0.03, sharpness: float = 2.0):
         super().__init__()
         self.trunk, self.tail, self.head, self.imagenet = Frozen(trunk), tail, head, Frozen(imagenet)
         self.register_buffer("wild_ids", torch.tensor(IMAGENET_WILD_BEARS))
@@ -149,14 +164,14 @@ class BearNet(nn.Module):
         """The last convolutional features (N, C, h, w): what both heads read, and what the heatmap shows."""
         return self.tail(self.trunk(x))
 
-    def bear_scores(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """ImageNet probability mass on (wild bears, teddy), from pooled features (N, C)."""
-        probs = self.imagenet(features).softmax(-1)
-        return probs[:, self.wild_ids].sum(-1), probs[:, self.teddy_ids].sum(-1)
+    def bear_scores(self, views: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """ImageNet probability mass on (wild bears, teddy), each in its best view, from `views` (N, V, C)."""
+        probs = self.imagenet(views).softmax(-1)
+        return probs[..., self.wild_ids].sum(-1).amax(1), probs[..., self.teddy_ids].sum(-1).amax(1)
 
-    def gate(self, features: torch.Tensor) -> torch.Tensor:
+    def gate(self, views: torch.Tensor) -> torch.Tensor:
         """Logit of p(bear): positive when either bear score clears its threshold."""
-        wild, teddy = self.bear_scores(features)
+        wild, teddy = self.bear_scores(views)
         ratio = torch.maximum(wild / self.wild_threshold, teddy / self.teddy_threshold)
         return self.sharpness * ratio.clamp_min(1e-12).log()
 
@@ -164,11 +179,12 @@ class BearNet(nn.Module):
         return self.head(features) / self.temperature
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.combine(self.feature_map(x).mean((2, 3)))
+        return self.combine(pooled_views(self.feature_map(x)))
 
-    def combine(self, features: torch.Tensor) -> torch.Tensor:
-        """Log-probabilities from pooled features: the species head, weighted by the bear gate."""
-        return answer_log_probs(self.species_logits(features), self.gate(features))
+    def combine(self, views: torch.Tensor) -> torch.Tensor:
+        """Log-probabilities from `views` (N, V, C): the species head on the whole picture (view 0),
+        weighted by the bear gate on every view."""
+        return answer_log_probs(self.species_logits(views[:, 0]), self.gate(views))
 
     def class_maps(self, fmap: torch.Tensor) -> torch.Tensor:
         """Class activation maps (N, classes, h, w), fastbook chapter 18: where each class's evidence lies.

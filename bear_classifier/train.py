@@ -15,7 +15,7 @@ from torch.nn import functional as F
 
 from .data import CLASSES, NOT_BEAR, make_dataloaders
 from .model import (OFFLINE_ARCH, BearNet, Frozen, bear_splitter, create_imagenet_model, normalization,
-                    species_head, split_imagenet_model)
+                    pooled_views, species_head, split_imagenet_model)
 
 # Fitted on the grouped cross-validation folds (`python -m bear_classifier cv`, reports/cv.json):
 # the temperature that makes the shown probability right as often as it says on unseen sources.
@@ -68,8 +68,8 @@ class LearningWithoutForgetting(Callback):
     """Keep the ImageNet head's answers while the tail is fine-tuned (Li & Hoiem, 2016).
 
     Adds to the loss the KL divergence between the ImageNet head reading the tail being trained
-    and reading a frozen copy of the original tail, on the same augmented batch: bear photos and
-    not-bear photos alike. The trunk is frozen, so both read the same trunk output and the copy
+    and reading a frozen copy of the original tail, on the same augmented batch (bear photos and
+    not-bear photos alike), in each of the views the gate reads. The trunk is frozen, so both read the same trunk output and the copy
     costs a forward pass of the tail only. The copy is made when the callback is created, so one
     callback serves both of `fine_tune`'s fits.
     """
@@ -93,8 +93,8 @@ class LearningWithoutForgetting(Callback):
         trunk_out, fmap = self.hooks.stored
         imagenet, t = self.learn.model.imagenet, self.temperature
         with torch.no_grad():
-            target = imagenet(self.teacher(trunk_out).mean((2, 3))) / t
-        student = imagenet(fmap.mean((2, 3))) / t
+            target = imagenet(pooled_views(self.teacher(trunk_out))).flatten(0, 1) / t
+        student = imagenet(pooled_views(fmap)).flatten(0, 1) / t
         kl = F.kl_div(student.log_softmax(-1), target.log_softmax(-1), log_target=True, reduction="batchmean")
         self.learn.loss_grad = self.learn.loss_grad + self.weight * kl * t * t
         self.learn.loss = self.learn.loss_grad.clone()
@@ -108,24 +108,24 @@ def fine_tune(learn, epochs: int = 3, base_lr: float = 2e-3, freeze_epochs: int 
     return learn
 
 
-def pooled_features(learn, dl) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """One pass of the (so far untrained) network over `dl`: pooled features (N, C), and targets (N,) if labelled."""
+def view_features(learn, dl) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One pass of the network over `dl`: its pooled views (N, 5, C; model.pooled_views), and targets (N,) if labelled."""
     from fastprogress.fastprogress import progress_bar
 
     feats, targets = [], []
     learn.model.to(dl.device).eval()
     with torch.inference_mode():
         for xb, *yb in progress_bar(dl, leave=False):
-            feats.append(learn.model.feature_map(xb).mean((2, 3)).as_subclass(torch.Tensor).cpu())
+            feats.append(pooled_views(learn.model.feature_map(xb)).as_subclass(torch.Tensor).cpu())
             targets += [y.as_subclass(torch.Tensor).cpu() for y in yb]
     return torch.cat(feats), (torch.cat(targets) if targets else None)
 
 
-def suspicious_labels(learn, feats: torch.Tensor, targets: torch.Tensor, min_prob: float = 0.1,
+def suspicious_labels(learn, views: torch.Tensor, targets: torch.Tensor, min_prob: float = 0.1,
                       min_bear: float = 0.01) -> dict[int, str]:
     """Bear items to drop automatically, {index: reason}, from two signals of the pretrained network:
 
-    - its ImageNet head sees no bear at all (drawings, footprints, placeholders);
+    - its ImageNet head sees no bear at all, in any view (drawings, footprints, placeholders);
     - a linear probe on its features that never saw the item (5-fold cross-validation) gives its
       label < min_prob (brown bears filed under black/, plush toys under black/, cubs under teddy/...).
     These are computed on un-augmented images of the pretrained network, before any fine-tuning.
@@ -134,9 +134,9 @@ def suspicious_labels(learn, feats: torch.Tensor, targets: torch.Tensor, min_pro
     from sklearn.model_selection import cross_val_predict
 
     with torch.inference_mode():
-        wild, teddy = (s.cpu() for s in learn.model.bear_scores(feats.to(learn.model.wild_ids.device)))
+        wild, teddy = (s.cpu() for s in learn.model.bear_scores(views.to(learn.model.wild_ids.device)))
     probe = LogisticRegression(C=0.5, max_iter=2000)
-    oof = cross_val_predict(probe, feats.numpy(), targets.numpy(), cv=5, method="predict_proba")
+    oof = cross_val_predict(probe, views[:, 0].numpy(), targets.numpy(), cv=5, method="predict_proba")
     vocab, out = list(learn.dls.vocab), {}
     for i, (y, w, t) in enumerate(zip(targets.tolist(), wild.tolist(), teddy.tolist())):
         if w + t < min_bear:
@@ -179,7 +179,7 @@ def split_dataloaders(train: list, valid: list, **kwargs):
 def auto_clean(learn, items: list) -> dict[Path, str]:
     """{path: why} for the training bears to drop (see suspicious_labels), from the untrained network."""
     dl = learn.dls.test_dl([p for p, _ in items], with_labels=True)  # validation transforms: no augmentation
-    dropped = suspicious_labels(learn, *pooled_features(learn, dl))
+    dropped = suspicious_labels(learn, *view_features(learn, dl))
     print(f"auto-clean: dropped {len(dropped)} of {len(items)} training images")
     return {items[i][0]: why for i, why in dropped.items()}
 

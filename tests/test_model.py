@@ -6,7 +6,7 @@ from PIL import Image
 
 from bear_classifier.data import CLASSES
 from bear_classifier.model import (IMAGENET_TEDDY, IMAGENET_WILD_BEARS, BearNet, WeightsUnavailable,
-                                   create_imagenet_model, species_head, split_imagenet_model)
+                                   create_imagenet_model, pooled_views, species_head, split_imagenet_model)
 
 
 def imagenet_tensor(arr: np.ndarray) -> torch.Tensor:
@@ -58,9 +58,9 @@ def test_gate_turns_imagenet_bear_mass_into_not_bear_probability(imagenet_model)
     classifier = imagenet_model.get_classifier()
     net = BearNet(torch.nn.Identity(), torch.nn.Identity(), species_head(classifier, CLASSES), classifier,
                   wild_threshold=0.05, teddy_threshold=0.02).eval()
-    # Features that make the ImageNet head put all its mass on one class: a bear, a teddy, an espresso.
+    # Views (N, V, C) that make the ImageNet head put all its mass on one class: a bear, a teddy, an espresso.
     def features_for(cls: int) -> torch.Tensor:
-        return (classifier.weight[cls] * 50)[None]
+        return (classifier.weight[cls] * 50)[None, None]
 
     with torch.no_grad():
         for cls, is_bear in [(IMAGENET_WILD_BEARS[0], True), (IMAGENET_TEDDY[0], True), (967, False)]:
@@ -99,3 +99,27 @@ def test_class_maps_average_to_the_species_logits(imagenet_model):
         logits = net.species_logits(fmap.mean((2, 3)))
     assert maps.shape == (2, 4, 7, 7)
     assert torch.allclose(maps[:, :3].mean((2, 3)) + net.head[-1].bias, logits, atol=1e-4)
+
+
+def test_pooled_views_are_the_whole_picture_then_its_four_corners():
+    fmap = torch.zeros(1, 2, 7, 7)
+    fmap[0, 0, 5, 6] = 16.0  # something in the bottom-right corner only
+    views = pooled_views(fmap)
+    assert views.shape == (1, 5, 2)
+    assert torch.allclose(views[0, :, 0], torch.tensor([16 / 49, 0, 0, 0, 1.0]))  # 4×4 corner windows of 7×7
+
+
+def test_corner_views_find_bears_the_whole_picture_misses(imagenet_model):
+    """The untouched ImageNet network, on bears in a corner of a street or building scene: read as a
+    whole, many scenes outvote their bear; the gate on the five views finds every one."""
+    from conftest import bears_in_corners
+
+    trunk, tail, classifier = split_imagenet_model(imagenet_model)
+    net = BearNet(trunk, tail, species_head(classifier, CLASSES), classifier).eval()
+    whole = views = 0
+    with torch.inference_mode():
+        for img, _ in bears_in_corners():
+            v = pooled_views(net.feature_map(imagenet_tensor(np.asarray(img))))
+            whole += int(net.gate(v[:, :1]) > 0)
+            views += int(net.gate(v) > 0)
+    assert whole < views == 48, (whole, views)  # 41 of 48 as a whole

@@ -143,3 +143,12 @@ def test_serving_imports_no_torch():
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[]"
+
+
+def test_a_bear_beside_a_road_or_a_house_is_still_a_bear(classifier):
+    """A bear filling a corner of a street or a building scene (40% of its side) gets its species: the
+    gate reads the corners too (model.pooled_views). Read as a whole, such scenes outvote the bear."""
+    from conftest import bears_in_corners
+
+    answers = [(classifier.predict(img).label, label) for img, label in bears_in_corners()]
+    assert len(answers) == 48 and all(got == want for got, want in answers), answers
