@@ -92,10 +92,10 @@ def cross_validate(root: Path, labels_csv: Path | None, valid_csv: Path | None, 
     arch = train_kwargs.get("arch", "tf_efficientnet_lite0")
     dls = make_dataloaders(items, (list(range(len(items))), []), stats=normalization(arch))
     original = create_learner(dls, arch)
-    feats, targets = view_features(original, dls.test_dl([p for p, _ in items], with_labels=True))
-    suspicious = suspicious_labels(original, feats, targets)
+    views, targets = view_features(original, dls.test_dl([p for p, _ in items], with_labels=True))
+    suspicious = suspicious_labels(original, views, targets)
     with torch.inference_mode():
-        gate_original = original.model.cpu().gate(feats)
+        gate_original = original.model.cpu().gate(views)
         neg_gate_original = heads(original, neg_held_out)[1]
     records = []
     for k, (train_idx, valid_idx) in enumerate(grouped_folds(groups, n_folds)):
