@@ -19,20 +19,20 @@ def need_shared():
         pytest.skip(f"needs the shared training photos at {BEARS}")
 
 
-# Clear photos of each species, and street and building scenes from the not-bear photos.
+# Clear photos of each species (they fill their photos), and street and building scenes from the not-bear photos.
 CORNER_BEARS = [("black/7b282c570e141e32.jpg", "black"), ("grizzly/2e9fbf26bb12b3d2.jpg", "grizzly"),
                 ("teddy/2b43cfa0f543bb9f.jpg", "teddy")]
 CORNER_SCENES = ["street_015ba8bde42a.jpg", "street_01943da1f987.jpg", "buildings_04e1c1a820aa.jpg",
                  "buildings_08e1bf444703.jpg"]
 
 
-def bears_in_corners(side: float = 0.4):
-    """(image, label): each CORNER_BEARS photo pasted into each corner of each CORNER_SCENES scene (448 px),
-    its side `side` of the scene's: a bear beside a road or a house, as visitors photograph them."""
+def bears_in_corners(scenes: list[str] = CORNER_SCENES, side: float = 0.4):
+    """(image, label, (x, y)): each CORNER_BEARS photo pasted at (x, y), each corner of each not-bear scene
+    (448 px), its side `side` of the scene's: by default a bear beside a road or a house, as visitors photograph them."""
     from bear_classifier.images import open_image
 
     need_shared()
-    for scene_file in CORNER_SCENES:
+    for scene_file in scenes:
         scene = open_image((SHARED / "not_bear" / scene_file).read_bytes()).resize((448, 448))
         for bear_file, label in CORNER_BEARS:
             bear = open_image((BEARS / bear_file).read_bytes()).resize((round(448 * side),) * 2)
@@ -40,7 +40,7 @@ def bears_in_corners(side: float = 0.4):
                 for y in (0, 448 - bear.height):
                     img = scene.copy()
                     img.paste(bear, (x, y))
-                    yield img, label
+                    yield img, label, (x, y)
 
 
 @pytest.fixture(scope="session")

@@ -118,7 +118,7 @@ def test_corner_views_find_bears_the_whole_picture_misses(imagenet_model):
     net = BearNet(trunk, tail, species_head(classifier, CLASSES), classifier).eval()
     whole = views = 0
     with torch.inference_mode():
-        for img, _ in bears_in_corners():
+        for img, _, _ in bears_in_corners():
             v = pooled_views(net.feature_map(imagenet_tensor(np.asarray(img))))
             whole += int(net.gate(v[:, :1]) > 0)
             views += int(net.gate(v) > 0)
