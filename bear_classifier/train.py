@@ -69,8 +69,8 @@ class LearningWithoutForgetting(Callback):
 
     Adds to the loss the KL divergence between the ImageNet head reading the tail being trained
     and reading a frozen copy of the original tail, on the same augmented batch (bear photos and
-    not-bear photos alike), in each of the views the gate reads. The trunk is frozen, so both read the same trunk output and the copy
-    costs a forward pass of the tail only. The copy is made when the callback is created, so one
+    not-bear photos alike), in each of the views the gate reads. The trunk is frozen, so both read
+    the same trunk output and the copy costs a forward pass of the tail only. The copy is made when the callback is created, so one
     callback serves both of `fine_tune`'s fits.
     """
 
@@ -112,13 +112,13 @@ def view_features(learn, dl) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One pass of the network over `dl`: its pooled views (N, 5, C; model.pooled_views), and targets (N,) if labelled."""
     from fastprogress.fastprogress import progress_bar
 
-    feats, targets = [], []
+    views, targets = [], []
     learn.model.to(dl.device).eval()
     with torch.inference_mode():
         for xb, *yb in progress_bar(dl, leave=False):
-            feats.append(pooled_views(learn.model.feature_map(xb)).as_subclass(torch.Tensor).cpu())
+            views.append(pooled_views(learn.model.feature_map(xb)).as_subclass(torch.Tensor).cpu())
             targets += [y.as_subclass(torch.Tensor).cpu() for y in yb]
-    return torch.cat(feats), (torch.cat(targets) if targets else None)
+    return torch.cat(views), (torch.cat(targets) if targets else None)
 
 
 def suspicious_labels(learn, views: torch.Tensor, targets: torch.Tensor, min_prob: float = 0.1,
