@@ -10,6 +10,8 @@
                         and for the app, 10 phone photos chosen at once: to the last card, with the
                         page's longest stall meanwhile (a 50 ms timer's worst lateness)
   kernel memory         peak RSS (VmHWM) after load, and after 50 predictions
+  Voila's floor         cold-kernel "widgets live" for a notebook of one FileUpload under plain Voila:
+                        what any Voila page pays (a kernel starting, Voila's front end) before its own cells
 Usage: python bench/page.py [--runs 3]
 """
 from __future__ import annotations
@@ -189,6 +191,24 @@ def measure(name: str, cwd: Path, runs: int, tmp: Path) -> dict:
     return out
 
 
+def floor(runs: int, tmp: Path) -> list[float]:
+    """Cold-kernel "widgets live" (s) of a notebook holding one FileUpload, under plain Voila."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("import ipywidgets\nipywidgets.FileUpload()")])
+    nb.metadata.kernelspec = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, tmp / "floor.ipynb")
+    lives = []
+    with voila(*CULL, "--preheat_kernel=False", notebook="floor.ipynb", cwd=tmp, template=None) as (url, _, proc), \
+            chromium() as browser:
+        for _ in range(runs):
+            wait_for(lambda: not kernels(proc), 120)
+            _, live, page = time_to_interactive(browser, url)
+            lives.append(live)
+            page.context.close()
+    return lives
+
+
 def fmt(xs) -> str:
     if isinstance(xs, float):
         return f"{xs:8.0f}"
@@ -205,6 +225,7 @@ def main() -> None:
         make_reference()
     with tempfile.TemporaryDirectory() as tmp:
         res = {name: measure(name, cwd, args.runs, Path(tmp)) for name, cwd in APPS.items()}
+        res["floor"] = floor(args.runs, Path(tmp))
     rows = [("cold kernel: upload button usable (s)", "tti_cold"),
             ("cold kernel: widgets live (s)", "live_cold"),
             ("preheated kernel: upload button usable (s)", "tti_preheated"),
@@ -218,6 +239,9 @@ def main() -> None:
         a, r = res["app"][key], res["reference"][key]
         ratio = (statistics.median(a) / statistics.median(r)) if isinstance(a, list) else a / r
         print(f"{label:<44} {fmt(r):>24} {fmt(a):>24}   {ratio:6.2f}")
+    ref = statistics.median(res["reference"]["live_cold"])
+    print(f"{'cold kernel: widgets live, Voila floor (s)':<44} {'':>24} {fmt(res['floor']):>24}   "
+          f"{statistics.median(res['floor']) / ref:6.2f}   (a notebook of one FileUpload, plain Voila)")
     for label, key in [("batch of 10 phone photos → last card (s)", "batch"),
                        ("longest page stall during the batch (s)", "stall")]:
         print(f"{label:<44} {'one photo at a time':>24} {fmt(res['app'][key]):>24}")
