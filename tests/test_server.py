@@ -161,3 +161,4 @@ def test_a_deployment_that_cannot_start_says_so_instead_of_leaving_a_dead_button
         page.get_by_text("The app could not start. Please reload the page.").wait_for(timeout=90_000)
         assert page.locator("#bear-early button").is_disabled()
         assert "Traceback" not in page.inner_text("body")
+        assert page.locator("h1:visible").count() == 1  # the notebook's title, not twice
