@@ -144,19 +144,25 @@ def copies(path: Path, data: bytes, n: int) -> list[Path]:
     return out
 
 
+def cold_loads(browser, url: str, proc, runs: int) -> list[tuple[float, float]]:
+    """(button usable, widgets live) in seconds for `runs` visitors one at a time, each with a cold kernel."""
+    times = []
+    for _ in range(runs):
+        wait_for(lambda: not kernels(proc), 120)  # the last visitor's kernel is culled first
+        usable, live, page = time_to_interactive(browser, url)
+        times.append((usable, live))
+        page.context.close()
+    return times
+
+
 def measure(name: str, cwd: Path, runs: int, tmp: Path) -> dict:
     template = TEMPLATE[name]
     bigs = copies(tmp / "phone.jpg", encode(photo((4000, 3000), seed=2), "JPEG", quality=90), runs)
     smalls = copies(tmp / "small.jpg", encode(photo((640, 480), seed=3), "JPEG"), 51)
     out = {}
     with voila(*CULL, "--preheat_kernel=False", cwd=cwd, template=template) as (url, _, proc), chromium() as browser:
-        out["tti_cold"], out["live_cold"] = [], []
-        for _ in range(runs):
-            wait_for(lambda: not kernels(proc), 120)  # the last visitor's kernel is culled first
-            usable, live, page = time_to_interactive(browser, url)
-            out["tti_cold"].append(usable)
-            out["live_cold"].append(live)
-            page.context.close()
+        cold = cold_loads(browser, url, proc, runs)
+        out["tti_cold"], out["live_cold"] = [usable for usable, _ in cold], [live for _, live in cold]
         _, _, page = time_to_interactive(browser, url)
         settle(page, smalls[-1])
         (kernel,) = [k for k in kernels(proc)][-1:]
@@ -198,15 +204,9 @@ def floor(runs: int, tmp: Path) -> list[float]:
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("import ipywidgets\nipywidgets.FileUpload()")])
     nb.metadata.kernelspec = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, tmp / "floor.ipynb")
-    lives = []
     with voila(*CULL, "--preheat_kernel=False", notebook="floor.ipynb", cwd=tmp, template=None) as (url, _, proc), \
             chromium() as browser:
-        for _ in range(runs):
-            wait_for(lambda: not kernels(proc), 120)
-            _, live, page = time_to_interactive(browser, url)
-            lives.append(live)
-            page.context.close()
-    return lives
+        return [live for _, live in cold_loads(browser, url, proc, runs)]
 
 
 def fmt(xs) -> str:
