@@ -70,8 +70,8 @@ class LearningWithoutForgetting(Callback):
     Adds to the loss the KL divergence between the ImageNet head reading the tail being trained
     and reading a frozen copy of the original tail, on the same augmented batch (bear photos and
     not-bear photos alike), in each of the views the gate reads. The trunk is frozen, so both read
-    the same trunk output and the copy costs a forward pass of the tail only. The copy is made when the callback is created, so one
-    callback serves both of `fine_tune`'s fits.
+    the same trunk output and the copy costs a forward pass of the tail only. The copy is made when
+    the callback is created, so one callback serves both of `fine_tune`'s fits.
     """
 
     order = 60  # after the loss is computed, before the backward pass

@@ -59,12 +59,12 @@ def test_gate_turns_imagenet_bear_mass_into_not_bear_probability(imagenet_model)
     net = BearNet(torch.nn.Identity(), torch.nn.Identity(), species_head(classifier, CLASSES), classifier,
                   wild_threshold=0.05, teddy_threshold=0.02).eval()
     # Views (N, V, C) that make the ImageNet head put all its mass on one class: a bear, a teddy, an espresso.
-    def features_for(cls: int) -> torch.Tensor:
+    def views_for(cls: int) -> torch.Tensor:
         return (classifier.weight[cls] * 50)[None, None]
 
     with torch.no_grad():
         for cls, is_bear in [(IMAGENET_WILD_BEARS[0], True), (IMAGENET_TEDDY[0], True), (967, False)]:
-            logp = net.combine(features_for(cls))
+            logp = net.combine(views_for(cls))
             p = logp.exp()[0]
             assert torch.isclose(p.sum(), torch.tensor(1.0), atol=1e-5)
             assert (p[3] < 0.01) if is_bear else (p[3] > 0.99)
