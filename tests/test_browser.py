@@ -265,6 +265,7 @@ def test_binder_setup_serves_the_app_with_its_template(tmp_path):
     # Binder runs binder/postBuild, then Voila inside a Jupyter server at /voila/render/app.ipynb.
     require_browser()
     env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTER")} | {"HOME": str(tmp_path)}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"  # postBuild's pip: this environment's
     subprocess.run(["bash", "binder/postBuild"], cwd=ROOT, env=env, check=True)
     port = free_port()
     cmd = [sys.executable, "-m", "jupyter_server", f"--port={port}", "--no-browser", "--ServerApp.ip=127.0.0.1",

@@ -3,18 +3,14 @@
 Every check runs against a real Voila server on loopback; protections that come from Voila's
 defaults are tested too, since defaults change between releases.
 """
-import json
-import re
 import shutil
 import time
-import urllib.error
-import urllib.request
-import uuid
 
 import pytest
 
 from browser import ROOT, chromium, open_app, require_browser, upload_file, voila
 from corpus import encode, photo
+from wire import channels, get, kernel_id, replies, send
 
 SECRETS = {  # file → a snippet that only that file contains
     "export.pkl": (ROOT / "export.pkl").read_bytes()[:40],
@@ -29,14 +25,6 @@ SECRETS = {  # file → a snippet that only that file contains
 }
 PREFIXES = ["/voila/files/", "/files/", "/api/contents/", "/voila/static/", "/static/", "/notebooks/",
             "/voila/render/", "/edit/", "/voila/files/bear_classifier/../", "/voila/files/%2e%2e/main/"]
-
-
-def get(url: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=60) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
 
 
 @pytest.fixture(scope="module")
@@ -69,40 +57,20 @@ def test_page_carries_no_notebook_source(server):
     assert b"from bear_classifier.app import BearApp" not in body and b"app = BearApp()" not in body
 
 
-def kernel_id(page_html: bytes) -> str:
-    m = re.search(rb'"kernelId":\s*"([0-9a-f-]{36})"', page_html)
-    assert m, "no kernel id in the page"
-    return m.group(1).decode()
-
-
-def message(msg_type: str, content: dict) -> str:
-    return json.dumps({"header": {"msg_id": uuid.uuid4().hex, "msg_type": msg_type, "session": uuid.uuid4().hex,
-                                  "username": "attacker", "version": "5.3", "date": "2026-01-01T00:00:00Z"},
-                       "parent_header": {}, "metadata": {}, "content": content, "channel": "shell"})
-
-
 def test_execute_request_over_the_kernel_websocket_is_ignored(server, tmp_path):
-    import websocket
-
     url, log = server
     _, page = get(url + "/")
-    ws = websocket.create_connection(url.replace("http", "ws") + f"/api/kernels/{kernel_id(page)}/channels",
-                                     timeout=10)
+    ws = channels(url, kernel_id(page))
     marker = tmp_path / "pwned"
     try:
-        ws.send(message("execute_request", {"code": f"open({str(marker)!r}, 'w').write('x')", "silent": False,
-                                            "store_history": False, "user_expressions": {}, "allow_stdin": False}))
-        ws.send(message("kernel_info_request", {}))  # positive control: allowed messages do get answers
-        replies, deadline = [], time.time() + 20
-        while time.time() < deadline and "kernel_info_reply" not in replies:
-            try:
-                replies.append(json.loads(ws.recv())["header"]["msg_type"])
-            except websocket.WebSocketTimeoutException:
-                break
+        send(ws, "execute_request", {"code": f"open({str(marker)!r}, 'w').write('x')", "silent": False,
+                                     "store_history": False, "user_expressions": {}, "allow_stdin": False})
+        send(ws, "kernel_info_request")  # positive control: allowed messages do get answers
+        seen = replies(ws, until="kernel_info_reply")
     finally:
         ws.close()
-    assert "kernel_info_reply" in replies
-    assert "execute_reply" not in replies and "execute_input" not in replies
+    assert "kernel_info_reply" in seen
+    assert "execute_reply" not in seen and "execute_input" not in seen
     time.sleep(1)
     assert not marker.exists()
     assert 'Received message of type "execute_request", which is not allowed' in log.read_text()
@@ -154,7 +122,7 @@ def test_tampered_model_is_refused_with_a_message_on_the_page_and_in_the_log(tmp
 def test_a_deployment_that_cannot_start_says_so_instead_of_leaving_a_dead_button(tmp_path):
     require_browser()
     dst = project_copy(tmp_path)
-    shutil.rmtree(dst / "bear_classifier")  # the notebook's import fails: no widget will ever come
+    (dst / "bear_classifier" / "app.py").unlink()  # the notebook's import fails: no widget will ever come
     with voila(cwd=dst) as (url, _, _), chromium() as browser:
         page = browser.new_page()
         page.goto(url)

@@ -1,0 +1,68 @@
+"""Speaking to a Voila server as a raw client would, without a browser: its page, the kernel id in it, and
+kernel messages framed as the page's own client frames them (jupyter_server's v1 websocket protocol)."""
+from __future__ import annotations
+
+import json
+import re
+import time
+import urllib.error
+import urllib.request
+import uuid
+
+import websocket
+
+V1 = "v1.kernel.websocket.jupyter.org"
+
+
+def get(url: str, headers: dict | None = None) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=60) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def kernel_id(page_html: bytes) -> str:
+    m = re.search(rb'"kernelId":\s*"([0-9a-f-]{36})"', page_html)
+    assert m, "no kernel id in the page"
+    return m.group(1).decode()
+
+
+def v1_frame(msg_type: str, content: dict, channel: str = "shell") -> bytes:
+    """One kernel message: an 8-byte part count, the parts' offsets, then channel, header, parent, metadata, content."""
+    header = {"msg_id": uuid.uuid4().hex, "msg_type": msg_type, "session": uuid.uuid4().hex, "username": "",
+              "version": "5.3", "date": "2026-01-01T00:00:00Z"}
+    parts = [channel.encode(), *(json.dumps(p).encode() for p in (header, {}, {}, content))]
+    offsets = [8 * (len(parts) + 2)]
+    for part in parts:
+        offsets.append(offsets[-1] + len(part))
+    return b"".join([(len(parts) + 1).to_bytes(8, "little"), *(o.to_bytes(8, "little") for o in offsets), *parts])
+
+
+def msg_type(frame: bytes) -> str:
+    """The message type of a v1 frame the server sent."""
+    offsets = [int.from_bytes(frame[8 * i:8 * (i + 1)], "little") for i in (2, 3)]
+    return json.loads(frame[offsets[0]:offsets[1]])["msg_type"]
+
+
+def channels(url: str, kernel: str, subprotocols: list[str] | None = (V1,), cookie: str | None = None):
+    """The kernel's websocket, as the page opens it (the v1 subprotocol) unless told otherwise."""
+    return websocket.create_connection(url.replace("http", "ws", 1) + f"/api/kernels/{kernel}/channels", timeout=10,
+                                       subprotocols=list(subprotocols) if subprotocols else None, cookie=cookie)
+
+
+def replies(ws, until: str, seconds: float = 20) -> list[str]:
+    """Message types the server sends on `ws` until one of type `until` (or `seconds` pass)."""
+    seen, deadline = [], time.time() + seconds
+    while time.time() < deadline and until not in seen:
+        try:
+            data = ws.recv()
+        except websocket.WebSocketTimeoutException:
+            break
+        if isinstance(data, bytes):
+            seen.append(msg_type(data))
+    return seen
+
+
+def send(ws, msg_type: str, content: dict | None = None) -> None:
+    ws.send(v1_frame(msg_type, content or {}), opcode=websocket.ABNF.OPCODE_BINARY)
