@@ -11,6 +11,9 @@ RUN pip install --no-cache-dir -r requirements-serve.txt
 # An unprivileged user owns the feedback volume and nothing else.
 RUN useradd --create-home --uid 10001 bear && mkdir /data && chown bear:bear /data
 COPY bear_classifier/ bear_classifier/
+COPY pyproject.toml README.md ./
+# The server itself imports the package (its websocket guard, set in voila.json).
+RUN pip install --no-cache-dir --no-deps .
 COPY share/ share/
 COPY app.ipynb voila.json export.onnx export.json ./
 

@@ -11,16 +11,18 @@ APP_VENV ?= .venv-app
 REPLICAS ?= 3
 PORT ?= 8080
 
-$(BIN)/.installed: requirements.txt requirements-serve.txt requirements-dev.txt
+$(BIN)/.installed: requirements.txt requirements-serve.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements-dev.txt
+	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
 
-$(APP_VENV)/bin/.installed-serve: requirements-serve.txt
+$(APP_VENV)/bin/.installed-serve: requirements-serve.txt pyproject.toml
 	$(PYTHON) -m venv $(APP_VENV)
 	$(APP_VENV)/bin/pip install --quiet --upgrade pip
 	$(APP_VENV)/bin/pip install --quiet -r requirements-serve.txt
+	$(APP_VENV)/bin/pip install --quiet --no-deps -e .
 	touch $@
 
 install: $(BIN)/.installed
