@@ -1,0 +1,107 @@
+"""The classes a model tells apart, in the words its page uses: from classes.toml, or else the folder names.
+
+Training copies them into the model card (export.json) and the ONNX file's metadata; the page, the
+CLI and `review` read them from the model they serve, so another model gives another page.
+"""
+from __future__ import annotations
+
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+FILE = "classes.toml"  # at the top of a checkout, next to app.ipynb
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One class: its folder name (the model's label), the words the page uses, and what `gather` searches for."""
+
+    label: str
+    name: str = ""  # "Grizzly bear"; the label, made readable, when empty
+    search: str = ""  # the image-search query; the name when empty
+    imagenet: tuple[int, ...] = ()  # ImageNet-1k rows that show this class, if any: optional help, never needed
+
+    def __post_init__(self):
+        object.__setattr__(self, "name", self.name or self.label.replace("_", " ").capitalize())
+        object.__setattr__(self, "search", self.search or self.name.lower())
+        object.__setattr__(self, "imagenet", tuple(self.imagenet))
+
+
+@dataclass(frozen=True)
+class Classes:
+    """What a model answers: one of `kinds`, or "none of these" (`none_label`), with the page's words for each."""
+
+    kinds: tuple[Kind, ...]
+    title: str = "What is it?"
+    question: str = ""  # the line under the title; made from the names when empty
+    none_label: str = "none"  # the model's label for "none of these" (the folder of negatives, if any)
+    none_name: str = "None of these"  # the verdict's words
+    none_sentence: str = ""  # why there is no answer; made from the names when empty
+    extra: dict = field(default_factory=dict, compare=False)  # anything else in the file, kept as is
+
+    def __post_init__(self):
+        object.__setattr__(self, "kinds", tuple(self.kinds))
+        if not self.kinds:
+            raise ValueError("There are no classes: give the data folder one sub-folder of photos per class.")
+        labels = self.labels
+        if len(set(labels)) != len(labels) or self.none_label in labels:
+            raise ValueError(f"Class labels must be distinct and differ from {self.none_label!r}: {labels}.")
+        names = _listed([k.name.lower() for k in self.kinds])
+        if not self.question:
+            object.__setattr__(self, "question", f"Give me photos: I'll tell you for each whether it is {names}.")
+        if not self.none_sentence:
+            object.__setattr__(self, "none_sentence", f"That doesn't look like any of these: {names}.")
+
+    @property
+    def labels(self) -> list[str]:
+        return [k.label for k in self.kinds]
+
+    @property
+    def vocab(self) -> list[str]:
+        """The model's outputs, in order: every class, then "none of these"."""
+        return [*self.labels, self.none_label]
+
+    def name(self, label: str) -> str:
+        """The page's words for a label of `vocab`."""
+        if label == self.none_label:
+            return self.none_name
+        return next((k.name for k in self.kinds if k.label == label), label)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["kinds"] = [dict(k, imagenet=list(k["imagenet"])) for k in d["kinds"]]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Classes":
+        """From `to_dict()` (a model card), or from a classes file's table."""
+        d = dict(d)
+        kinds = d.pop("kinds", None) or d.pop("class", [])
+        none = d.pop("none", {})
+        known = {"title", "question", "none_label", "none_name", "none_sentence"}
+        fields = {k: d.pop(k) for k in list(d) if k in known}
+        fields |= {f"none_{k}": v for k, v in none.items() if f"none_{k}" in known}
+        return cls(kinds=tuple(Kind(**k) for k in kinds), extra=d.pop("extra", d), **fields)
+
+    @classmethod
+    def from_file(cls, path: Path) -> "Classes":
+        try:
+            return cls.from_dict(tomllib.loads(Path(path).read_text()))
+        except (tomllib.TOMLDecodeError, TypeError) as e:
+            raise ValueError(f"{path} is not a valid classes file ({e}); see docs/classes.md.") from None
+
+    @classmethod
+    def from_folders(cls, root: Path) -> "Classes":
+        """One class per sub-folder of `root` that holds files, in sorted order."""
+        folders = sorted(p.name for p in Path(root).iterdir() if p.is_dir() and not p.name.startswith("."))
+        return cls(kinds=tuple(Kind(f) for f in folders))
+
+    @classmethod
+    def for_data(cls, root: Path, path: Path | None = None) -> "Classes":
+        """The classes for training on `root`: the classes file at `path` where there is one, else the folder names."""
+        return cls.from_file(path) if path and Path(path).exists() else cls.from_folders(root)
+
+
+def _listed(words: list[str]) -> str:
+    """"a", "a or b", "a, b or c"."""
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"
