@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import pathlib
 import platform
 import warnings
@@ -11,6 +12,9 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from .classes import FILE as CLASSES_FILE
+from .classes import Classes, Kind
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL_PATH = ROOT / "export.pkl"  # the fastai learner: retrain, evaluate, inspect
@@ -34,6 +38,24 @@ class Prediction:
 
     def __str__(self) -> str:
         return f"Prediction: {self.label}; Probability: {self.probability:.4f}"
+
+
+def served_model_path() -> Path:
+    """The model the page and the CLI serve: BEAR_MODEL where it is set, else export.onnx in this checkout."""
+    return Path(os.environ.get("BEAR_MODEL") or SERVE_PATH)
+
+
+def served_classes(path: Path | None = None) -> Classes:
+    """The classes of the model at `path` (default: the served one), in the page's words, from its model card
+    alone (nothing is loaded). A card from before classes were data falls back to classes.toml beside the model."""
+    path = Path(path or served_model_path())
+    info = read_card(path).get("classes")
+    if isinstance(info, dict):
+        return Classes.from_dict(info)
+    beside = path.parent / CLASSES_FILE
+    if beside.exists():
+        return Classes.from_file(beside)
+    return Classes(kinds=tuple(Kind(label) for label in info[:-1]), none_label=info[-1])
 
 
 def read_card(path: Path = MODEL_PATH) -> dict:
