@@ -1,8 +1,9 @@
 # make app      — install the serving set (first time) and serve the app on http://localhost:8866
 # make replicas — REPLICAS (default 3) Voila replicas behind HAProxy on http://127.0.0.1:$(PORT) (default 8080)
 # make test     — install everything (first time) and run the test suite
-# make train    — retrain export.pkl and export.onnx from ../shared/data/bears and evaluate them
+# make train    — retrain export.pkl and export.onnx from $(SHARED)/bears and evaluate them
 # make cv       — leave-sources-out cross-validation of the training recipe (reports/cv.json)
+# (your own classes: python -m bear_classifier train --data DIR --out OUT; docs/classes.md)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -10,6 +11,10 @@ BIN := $(VENV)/bin
 APP_VENV ?= .venv-app
 REPLICAS ?= 3
 PORT ?= 8080
+# The bear model's recipe: the shared photos, their cleaning CSV, the hand-checked validation photos, negatives.
+SHARED ?= ../shared/data
+BEAR_RECIPE := --data $(SHARED)/bears --classes classes.toml --labels data/cleaning.csv --valid data/valid.csv \
+	--negatives $(SHARED)/not_bear
 
 $(BIN)/.installed: requirements.txt requirements-serve.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,10 +44,10 @@ test: install
 	$(BIN)/python -m pytest
 
 train: install
-	$(BIN)/python -m bear_classifier train
-	$(BIN)/python -m bear_classifier evaluate --write-card
+	$(BIN)/python -m bear_classifier train $(BEAR_RECIPE) --out . --reports reports
+	$(BIN)/python -m bear_classifier evaluate --model export.pkl $(filter-out --classes classes.toml,$(BEAR_RECIPE)) --write-card
 
 cv: install
-	$(BIN)/python -m bear_classifier cv --write-card
+	$(BIN)/python -m bear_classifier cv $(BEAR_RECIPE) --model export.pkl --write-card
 
 .PHONY: install app replicas test train cv

@@ -6,23 +6,31 @@ import json
 import sys
 from pathlib import Path
 
-from .data import CLASSES
 from .model import COURSE_ARCHS, OFFLINE_ARCH
 
-ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT.parent / "shared" / "data" / "bears"
-CLEANING = ROOT / "data" / "cleaning.csv"
-VALID = ROOT / "data" / "valid.csv"
-NEGATIVES = DATA.parent / "not_bear"
-MODEL = ROOT / "export.pkl"
-SERVED = ROOT / "export.onnx"  # written by `train` next to export.pkl
-REPORTS = ROOT / "reports"
+# Everything else (the photos, the cleaning CSV, the hand-checked list, the negatives) is given on the
+# command line: the Makefile passes the bear model's recipe; a fork needs only --data.
+REPORTS = Path("reports")
+
+
+def model_path(out: Path) -> Path:
+    """export.pkl in the folder `out`, or `out` itself where it names a .pkl file."""
+    return out if out.suffix == ".pkl" else out / "export.pkl"
+
+
+def default_model(name: str) -> Path:
+    from .predict import model_file
+
+    return model_file(name)
 
 
 def cmd_gather(args) -> int:
     from .gather import gather
 
-    for label, results in gather(args.dest, per_class=args.per_class).items():
+    from .classes import FILE, Classes
+
+    classes = Classes.from_file(args.classes or FILE)
+    for label, results in gather(args.dest, classes, per_class=args.per_class).items():
         ok = sum(r.path is not None for r in results)
         print(f"{label}: {ok} downloaded, {len(results) - ok} skipped")
     return 0
@@ -42,7 +50,10 @@ def cmd_review(args) -> int:
     from .clean import apply_review
 
     if args.apply:
-        changes = apply_review(args.apply, args.labels, CLASSES)
+        from .predict import card_classes, read_card
+
+        model = args.model or default_model("export.pkl")
+        changes = apply_review(args.apply, args.labels, card_classes(read_card(model), model).labels)
         print(f"applied {len(changes)} changes to {args.labels}")
         return 0
     if args.feedback:
@@ -58,34 +69,43 @@ def cmd_review(args) -> int:
         return 0
     from .review import review
 
-    csv_path, html_path = review(args.data, args.model, args.out, top=args.top, labels_csv=args.labels)
+    if args.data is None:
+        raise ValueError("Give the photos to review: --data DIR (DIR/<class>/*).")
+    csv_path, html_path = review(args.data, args.model or default_model("export.pkl"), args.out, top=args.top,
+                                 labels_csv=args.labels)
     print(f"open {html_path}, mark {csv_path}, then: python -m bear_classifier review --apply {csv_path}")
     return 0
 
 
 def cmd_train(args) -> int:
+    from .classes import Classes
     from .evaluate import evaluate
     from .export import export
     from .train import train_model
 
-    learn, card = train_model(args.data, args.labels, args.valid, args.negatives, arch=args.arch, epochs=args.epochs,
-                              freeze_epochs=args.freeze_epochs, lr=args.lr, workers=args.workers,
-                              forget_weight=args.forget_weight)
-    card["valid_metrics"] = {k: v for k, v in evaluate(learn, out=args.reports).items() if k != "errors"}
-    card = export(learn, args.out, card)
+    classes = Classes.for_data(args.data, args.classes)
+    learn, card = train_model(args.data, classes, args.labels, args.valid, args.negatives, arch=args.arch,
+                              epochs=args.epochs, freeze_epochs=args.freeze_epochs, lr=args.lr, size=args.size,
+                              bs=args.bs, workers=args.workers, forget_weight=args.forget_weight)
+    reports = args.reports or model_path(args.out).parent / "reports"
+    card["valid_metrics"] = {k: v for k, v in evaluate(learn, out=reports).items() if k != "errors"}
+    card = export(learn, model_path(args.out), card)
+    print(f"wrote {model_path(args.out)}, its .onnx (served) and its .json (model card); reports in {reports}")
     print(json.dumps({k: card[k] for k in ("valid_metrics", "train_seconds", "size_mb", "sha256")}, indent=2))
     return 0
 
 
 def cmd_cv(args) -> int:
+    from .classes import Classes
     from .crossval import cross_validate
 
-    result = cross_validate(args.data, args.labels, args.valid, args.negatives, args.reports, n_folds=args.folds,
-                            arch=args.arch, epochs=args.epochs, freeze_epochs=args.freeze_epochs, lr=args.lr,
-                            workers=args.workers, forget_weight=args.forget_weight)
+    result = cross_validate(args.data, args.labels, args.valid, args.negatives, args.reports or REPORTS,
+                            n_folds=args.folds, classes=Classes.for_data(args.data, args.classes), arch=args.arch,
+                            epochs=args.epochs, freeze_epochs=args.freeze_epochs, lr=args.lr, size=args.size,
+                            bs=args.bs, workers=args.workers, forget_weight=args.forget_weight)
     print(json.dumps({k: v for k, v in result.items() if k != "folds"}, indent=2))
     if args.write_card:
-        write_card(MODEL, "cross_validation", result)
+        write_card(args.model or default_model("export.pkl"), "cross_validation", result)
     return 0
 
 
@@ -100,10 +120,11 @@ def write_card(model: Path, key: str, value: dict) -> None:
 def cmd_evaluate(args) -> int:
     from .evaluate import evaluate_model
 
-    result = evaluate_model(args.model, args.data, args.valid, args.negatives, args.reports)
+    model = args.model or default_model("export.pkl")
+    result = evaluate_model(model, args.data, args.valid, args.negatives, args.reports or REPORTS, args.labels)
     print(json.dumps(result, indent=2))
     if args.write_card:
-        write_card(args.model, "evaluation", result)
+        write_card(model, "evaluation", result)
     return 0
 
 
@@ -113,7 +134,7 @@ def cmd_predict(args) -> int:
     from .predict import Classifier, ModelError
 
     try:
-        clf = Classifier.load(args.model)
+        clf = Classifier.load(args.model)  # default: BEAR_MODEL, else export.onnx here, else the checkout's
     except ModelError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -126,8 +147,7 @@ def cmd_predict(args) -> int:
             status = 1
             continue
         pred = clf.predict(img)
-        note = "" if pred.is_bear else "  (not a bear)"
-        print(f"{photo}: {pred}{note}")
+        print(f"{photo}: {pred}  ({clf.classes.name(pred.label)})")
         if args.heatmap:
             args.heatmap.mkdir(parents=True, exist_ok=True)
             heat = heatmap_image(pred.heatmap, img.size)
@@ -143,7 +163,23 @@ def add_recipe(s) -> None:
     s.add_argument("--epochs", type=int, default=3, help="epochs with the tail unfrozen")
     s.add_argument("--lr", type=float, default=2e-3)
     s.add_argument("--forget-weight", type=float, default=1.0, help="weight of learning without forgetting's loss")
+    s.add_argument("--size", type=int, default=224, help="pixels of the square the photos are squished to")
+    s.add_argument("--bs", type=int, default=64, help="batch size")
     s.add_argument("--workers", type=int, default=0, help="processes decoding images (worth it on a GPU machine)")
+
+
+def add_data(s, valid_help: str = "hand-checked validation photos (file,label CSV, files relative to --data)",
+             classes: bool = True) -> None:
+    """The photos and what goes with them: only --data is needed; the rest is the bear model's recipe."""
+    s.add_argument("--data", type=Path, required=True, help="photos in DATA/<class>/*")
+    if classes:
+        s.add_argument("--classes", type=Path,
+                       help="the classes file (docs/classes.md); default: classes.toml here or in the checkout "
+                            "where its labels are DATA's folders, else the folder names")
+    s.add_argument("--labels", type=Path, help="the cleaning CSV (file,label; an empty label drops the file)")
+    s.add_argument("--valid", type=Path, help=valid_help)
+    s.add_argument("--negatives", type=Path,
+                   help="photos of none of the classes (any photos; subject = file-name prefix before the last _)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -151,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("gather", help="search the web and download images per class")
-    s.add_argument("--dest", type=Path, default=Path("data/bears"))
+    s.add_argument("--dest", type=Path, default=Path("data/photos"))
+    s.add_argument("--classes", type=Path, help="the classes file whose search queries to run (default: classes.toml)")
     s.add_argument("--per-class", type=int, default=150)
     s.set_defaults(func=cmd_gather)
 
@@ -161,49 +198,45 @@ def main(argv: list[str] | None = None) -> int:
     s.set_defaults(func=cmd_verify)
 
     s = sub.add_parser("review", help="write the most suspicious labels as an HTML sheet + CSV, or --apply one")
-    s.add_argument("--data", type=Path, default=DATA)
-    s.add_argument("--model", type=Path, default=MODEL)
+    s.add_argument("--data", type=Path, help="photos in DATA/<class>/*")
+    s.add_argument("--model", type=Path, help="the learner (default: export.pkl here, else the checkout's)")
     s.add_argument("--out", type=Path, default=Path("review"))
     s.add_argument("--top", type=int, default=100)
-    s.add_argument("--labels", type=Path, default=CLEANING)
+    s.add_argument("--labels", type=Path, default=Path("data/cleaning.csv"), help="the cleaning CSV to read and write")
     s.add_argument("--apply", type=Path, help="a marked-up review.csv to merge into --labels")
     s.add_argument("--feedback", action="store_true",
                    help="review the photos visitors flagged with \"That's wrong\" (BEAR_FEEDBACK_URL / BEAR_FEEDBACK_DB)")
     s.set_defaults(func=cmd_review)
 
-    s = sub.add_parser("train", help="train on the cleaned folders and export the learner")
-    s.add_argument("--data", type=Path, default=DATA)
-    s.add_argument("--labels", type=Path, default=CLEANING)
-    s.add_argument("--valid", type=Path, default=VALID)
-    s.add_argument("--negatives", type=Path, default=NEGATIVES, help="not-bear photos (subject = file-name prefix)")
+    s = sub.add_parser("train", help="train on DATA/<class>/* and export the learner, its ONNX file and model card")
+    add_data(s)
     add_recipe(s)
-    s.add_argument("--out", type=Path, default=MODEL)
-    s.add_argument("--reports", type=Path, default=REPORTS, help="where the confusion matrix, top losses and reliability go")
+    s.add_argument("--out", type=Path, default=Path("."),
+                   help="folder for export.pkl, export.onnx and export.json (or a path ending in .pkl)")
+    s.add_argument("--reports", type=Path, help="confusion matrix, top losses, reliability (default: OUT/reports)")
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("cv", help="leave-sources-out cross-validation of the training recipe (reports/cv.json)")
-    s.add_argument("--data", type=Path, default=DATA)
-    s.add_argument("--labels", type=Path, default=CLEANING)
-    s.add_argument("--valid", type=Path, default=VALID, help="hand-checked photos, scored separately in each fold")
-    s.add_argument("--negatives", type=Path, default=NEGATIVES)
+    add_data(s, "hand-checked photos, scored separately in each fold")
     s.add_argument("--folds", type=int, default=5)
     add_recipe(s)
-    s.add_argument("--reports", type=Path, default=REPORTS)
+    s.add_argument("--reports", type=Path)
+    s.add_argument("--model", type=Path, help="whose model card --write-card writes to (default: export.pkl here)")
     s.add_argument("--write-card", action="store_true", help="store the folds' figures in the model card")
     s.set_defaults(func=cmd_cv)
 
-    s = sub.add_parser("evaluate", help="accuracy on the clean validation set and on non-bear photos")
-    s.add_argument("--model", type=Path, default=MODEL)
-    s.add_argument("--data", type=Path, default=DATA)
-    s.add_argument("--valid", type=Path, default=VALID)
-    s.add_argument("--negatives", type=Path, default=NEGATIVES)
-    s.add_argument("--reports", type=Path, default=REPORTS)
+    s = sub.add_parser("evaluate", help="accuracy on the validation photos and on negatives of unseen subjects")
+    s.add_argument("--model", type=Path, help="the learner (default: export.pkl here, else the checkout's)")
+    add_data(s, "the validation photos (file,label CSV); default: the model's own split of DATA, made again",
+             classes=False)
+    s.add_argument("--reports", type=Path)
     s.add_argument("--write-card", action="store_true", help="store the results in the model card")
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("predict", help="print the label and probability for each photo")
     s.add_argument("photos", nargs="+")
-    s.add_argument("--model", type=Path, default=SERVED, help="the served model (export.onnx)")
+    s.add_argument("--model", type=Path,
+                   help="the served model (default: BEAR_MODEL, else export.onnx here, else the checkout's)")
     s.add_argument("--heatmap", type=Path, metavar="DIR",
                    help="also write DIR/<stem>.png (where the model looked) and DIR/<stem>_overlay.jpg")
     s.set_defaults(func=cmd_predict)

@@ -93,13 +93,27 @@ class Classes:
     @classmethod
     def from_folders(cls, root: Path) -> "Classes":
         """One class per sub-folder of `root` that holds files, in sorted order."""
+        if not Path(root).is_dir():
+            raise FileNotFoundError(f"The data folder {root} does not exist: give --data a folder of <class>/ sub-folders.")
         folders = sorted(p.name for p in Path(root).iterdir() if p.is_dir() and not p.name.startswith("."))
         return cls(kinds=tuple(Kind(f) for f in folders))
 
     @classmethod
     def for_data(cls, root: Path, path: Path | None = None) -> "Classes":
-        """The classes for training on `root`: the classes file at `path` where there is one, else the folder names."""
-        return cls.from_file(path) if path and Path(path).exists() else cls.from_folders(root)
+        """The classes for training on `root`: the classes file at `path`, whose labels must be `root`'s
+        sub-folders; without one, classes.toml in the working directory or else at the top of this
+        checkout where its labels are those sub-folders; else the folder names."""
+        folders = cls.from_folders(root).labels
+        if path is not None:
+            classes = cls.from_file(path)
+            if sorted(classes.labels) != folders:
+                raise ValueError(f"{path} names the classes {', '.join(sorted(classes.labels))} but {root} has the "
+                                 f"folders {', '.join(folders)}: make them the same (docs/classes.md).")
+            return classes
+        for candidate in (Path.cwd() / FILE, Path(__file__).resolve().parent.parent / FILE):
+            if candidate.exists() and sorted(cls.from_file(candidate).labels) == folders:
+                return cls.from_file(candidate)
+        return cls.from_folders(root)
 
 
 def _listed(words: list[str]) -> str:

@@ -15,14 +15,15 @@ from pathlib import Path
 import torch
 
 from .calibrate import expected_calibration_error, fit_temperature, plot_reliability
-from .data import (CLASSES, NOT_BEAR, grouped_folds, image_files, label_items, make_dataloaders, negatives_split,
-                   read_labels, read_sources, verify_images)
+from .classes import Classes
+from .data import (grouped_folds, image_files, label_items, make_dataloaders, negatives_split, read_labels,
+                   read_sources, verify_images)
 from .model import answer_log_probs, normalization
 from .train import create_learner, suspicious_labels, train_model, view_features
 
 
 def heads(learn, files: list[Path], bs: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
-    """(species logits at temperature 1 (N, 3), gate logits (N,)) of `learn`'s network for image files."""
+    """(class logits at temperature 1 (N, K), gate logits (N,)) of `learn`'s network for image files."""
     views, _ = view_features(learn, learn.dls.test_dl(files, bs=bs))
     model = learn.model.cpu().eval()
     with torch.inference_mode():
@@ -30,11 +31,11 @@ def heads(learn, files: list[Path], bs: int = 64) -> tuple[torch.Tensor, torch.T
 
 
 def four_way(species: torch.Tensor, gate: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """The model's probabilities (N, 4) from its two heads' logits, at temperature T (see BearNet.combine)."""
+    """The model's probabilities (N, K + 1) from its two heads' logits, at temperature T (see GatedNet.combine)."""
     return answer_log_probs(species / temperature, gate).exp()
 
 
-def summarise(records: list[dict], temperature: float) -> dict:
+def summarise(records: list[dict], temperature: float, classes: Classes) -> dict:
     """Accuracy (mean and worst fold, per class), the "not a bear" gate's two variants, ECE before/after T.
 
     Three sets of held-out bears are scored: the hand-checked ones (data/valid.csv: clean labels, the
@@ -56,20 +57,21 @@ def summarise(records: list[dict], temperature: float) -> dict:
             accuracy_lwf=share(right, clean), not_bear_rejected_lwf=share(r["neg_gate"] < 0),
             accuracy_frozen_copy=share(right_frozen, clean), not_bear_rejected_frozen_copy=share(r["neg_gate_original"] < 0),
             species_accuracy=share(species_right, clean), accuracy_as_labelled=share(right),
-            per_class={c: share(right, clean & (y == i)) for i, c in enumerate(CLASSES) if (clean & (y == i)).any()}))
+            per_class={c: share(right, clean & (y == i)) for i, c in enumerate(classes.labels) if (clean & (y == i)).any()}))
     cat = {k: torch.cat([r[k] for r in records]) for k in ("y", "clean", "species", "gate")}
     clean = cat["clean"]
     before = four_way(cat["species"], cat["gate"])[clean]
     after = four_way(cat["species"], cat["gate"], temperature)[clean]
     pred = before.argmax(1)
-    confusion = torch.zeros(4, 4, dtype=torch.long).index_put_((cat["y"][clean], pred), torch.ones_like(pred),
+    k = len(classes.vocab)
+    confusion = torch.zeros(k, k, dtype=torch.long).index_put_((cat["y"][clean], pred), torch.ones_like(pred),
                                                                accumulate=True)
     keys = [k for k in folds[0] if k.startswith(("hand_checked", "accuracy", "not_bear", "species"))]
     return dict(
         folds=folds,
         mean={k: round(sum(f[k] for f in folds) / len(folds), 4) for k in keys},
         worst={k: min(f[k] for f in folds) for k in keys},
-        confusion_clean=dict(classes=CLASSES + [NOT_BEAR], rows_actual=confusion.tolist()),
+        confusion_clean=dict(classes=classes.vocab, rows_actual=confusion.tolist()),
         temperature=round(temperature, 3),
         ece_before=round(expected_calibration_error(before, cat["y"][clean]), 4),
         ece_after=round(expected_calibration_error(after, cat["y"][clean]), 4),
@@ -77,21 +79,25 @@ def summarise(records: list[dict], temperature: float) -> dict:
 
 
 def cross_validate(root: Path, labels_csv: Path | None, valid_csv: Path | None, negatives: Path, out: Path,
-                   n_folds: int = 5, **train_kwargs) -> dict:
+                   n_folds: int = 5, classes: Classes | None = None, **train_kwargs) -> dict:
     """Fine-tune once per fold of held-out source repositories; write out/cv.json and reliability diagrams."""
     start, root, out = time.perf_counter(), Path(root), Path(out)
+    classes = classes or Classes.for_data(root)
     out.mkdir(parents=True, exist_ok=True)
     report = verify_images(image_files(root))
     items = [(p, y) for p, y in label_items(root, report.kept, read_labels(labels_csv) if labels_csv else None)
-             if y in CLASSES]
+             if y in classes.labels]
     sources = read_sources(root)
+    if not sources:
+        raise ValueError(f"Cross-validation holds out whole sources: {root}/SOURCES.csv (file,label,source_repo) "
+                         f"is missing.")
     checked = set(read_labels(valid_csv)) if valid_csv else set()
     groups = [sources[p.relative_to(root).as_posix()] for p, _ in items]
     _, neg_held_out = negatives_split(image_files(negatives))
     # The untouched network, once: the "frozen copy" gate, and which held-out labels are clean enough to score.
     arch = train_kwargs.get("arch", "tf_efficientnet_lite0")
-    dls = make_dataloaders(items, (list(range(len(items))), []), stats=normalization(arch))
-    original = create_learner(dls, arch)
+    dls = make_dataloaders(items, (list(range(len(items))), []), classes.vocab, stats=normalization(arch))
+    original = create_learner(dls, classes, arch)
     views, targets = view_features(original, dls.test_dl([p for p, _ in items], with_labels=True))
     suspicious = suspicious_labels(original, views, targets)
     with torch.inference_mode():
@@ -102,21 +108,22 @@ def cross_validate(root: Path, labels_csv: Path | None, valid_csv: Path | None, 
         held = sorted({groups[i] for i in valid_idx})
         print(f"fold {k + 1}/{n_folds}: holding out {', '.join(held)}")
         learn, _ = train_model(root, items=[items[i] for i in train_idx], valid_items=[items[i] for i in valid_idx],
-                               negatives=negatives, temperature=1.0, **train_kwargs)
+                               negatives=negatives, classes=classes, temperature=1.0,
+                               **train_kwargs)
         species, gate = heads(learn, [items[i][0] for i in valid_idx])
         records.append(dict(
             sources=held, species=species, gate=gate, gate_original=gate_original[valid_idx],
-            y=torch.tensor([CLASSES.index(items[i][1]) for i in valid_idx]),
+            y=torch.tensor([classes.labels.index(items[i][1]) for i in valid_idx]),
             clean=torch.tensor([i not in suspicious for i in valid_idx]),
             checked=torch.tensor([items[i][0].relative_to(root).as_posix() in checked for i in valid_idx]),
             files=[items[i][0].relative_to(root).as_posix() for i in valid_idx],
             neg_gate=heads(learn, neg_held_out)[1], neg_gate_original=neg_gate_original))
-        print(json.dumps(summarise(records[-1:], 1.0)[0]["folds"][0]), flush=True)
+        print(json.dumps(summarise(records[-1:], 1.0, classes)[0]["folds"][0]), flush=True)
     species = torch.cat([r["species"] for r in records])
     ys = torch.cat([r["y"] for r in records])
     clean = torch.cat([r["clean"] for r in records])
     temperature = fit_temperature(species[clean], ys[clean])
-    result, (before, after, y) = summarise(records, temperature)
+    result, (before, after, y) = summarise(records, temperature, classes)
     result.update(n_folds=n_folds, bears=len(items), suspicious_excluded=len(suspicious),
                   not_bear_held_out=len(neg_held_out), seconds=round(time.perf_counter() - start, 1),
                   train_kwargs={k: str(v) for k, v in train_kwargs.items()})

@@ -12,8 +12,6 @@ from PIL import Image
 
 from .images import ImageError, open_image
 
-CLASSES = ["black", "grizzly", "teddy"]  # folder names; the model adds "not_bear"
-NOT_BEAR = "not_bear"
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".avif"}
 MIN_SIDE = 64  # thumbnails and icons teach nothing at 224 px
 SIZE = 224
@@ -100,14 +98,16 @@ def label_items(root: Path, files: list[Path], relabel: dict[str, str] | None = 
     return items
 
 
-def read_sources(root: Path) -> dict[str, str]:
-    """{file relative to root: the repository it came from}, from root/SOURCES.csv."""
+def read_sources(root: Path) -> dict[str, str] | None:
+    """{file relative to root: the repository it came from}, from root/SOURCES.csv; None without that file."""
+    if not (Path(root) / "SOURCES.csv").exists():
+        return None
     with open(Path(root) / "SOURCES.csv", newline="") as f:
         return {row["file"]: row["source_repo"] for row in csv.DictReader(f)}
 
 
 def subject(path: Path) -> str:
-    """The subject of a not_bear photo, from its file name: `golden_retriever_3fa2c1.jpg` → golden_retriever."""
+    """The subject of a negative photo, from its file name: `golden_retriever_3fa2c1.jpg` → golden_retriever."""
     return Path(path).stem.rsplit("_", 1)[0]
 
 
@@ -136,15 +136,29 @@ def negatives_split(files: list[Path], max_train: int = 600, seed: int = 42) -> 
     return sorted(random.Random(seed).sample(train, min(max_train, len(train)))), sorted(f for f in files if held_out(f))
 
 
-def split_items(items: list, valid_pct: float = 0.2, seed: int = 42, valid_files: set[str] | None = None,
-                root: Path | None = None) -> tuple[list[int], list[int]]:
-    """Train/valid indices: the hand-checked `valid_files` when given, else a seeded random split."""
+def split_items(items: list, root: Path, valid_files: set[str] | None = None, sources: dict[str, str] | None = None,
+                valid_pct: float = 0.2, seed: int = 42) -> tuple[list[int], list[int], str]:
+    """Train/valid indices of (path, label) `items`, and how they were split, for the model card.
+
+    The hand-checked `valid_files` when given; else whole sources held out where `sources` ({file:
+    source}, SOURCES.csv) says where photos came from, as a validation set from the training sources
+    measures memory of them; else a seeded random split, stratified by class.
+    """
+    from sklearn.model_selection import GroupShuffleSplit, train_test_split
+
+    names = [Path(p).relative_to(root).as_posix() for p, _ in items]
     if valid_files is not None:
-        is_valid = [p.relative_to(root).as_posix() in valid_files for p, _ in items]
+        valid = {i for i, n in enumerate(names) if n in valid_files}
+        how = "the hand-checked photos of the validation list"
+    elif sources:
+        groups = [sources.get(n, n) for n in names]
+        _, held = next(GroupShuffleSplit(1, test_size=valid_pct, random_state=seed).split(names, groups=groups))
+        valid, how = set(held.tolist()), f"whole sources held out ({valid_pct:.0%} of photos, seed {seed}, SOURCES.csv)"
     else:
-        rng = random.Random(seed)
-        is_valid = [rng.random() < valid_pct for _ in items]
-    return [i for i, v in enumerate(is_valid) if not v], [i for i, v in enumerate(is_valid) if v]
+        _, held = train_test_split(range(len(items)), test_size=valid_pct, random_state=seed,
+                                   stratify=[y for _, y in items])
+        valid, how = set(held), f"random {valid_pct:.0%}, stratified by class (seed {seed})"
+    return [i for i in range(len(items)) if i not in valid], sorted(valid), how
 
 
 class FolderLabel:
@@ -161,22 +175,22 @@ class FolderLabel:
         return self.relabel.get(f"{p.parent.name}/{p.name}", p.parent.name)
 
 
-def make_dataloaders(items: list[tuple[Path, str]], splits: tuple[list[int], list[int]], bs: int = 64,
+def make_dataloaders(items: list[tuple[Path, str]], splits: tuple[list[int], list[int]], vocab: list[str], bs: int = 64,
                      size: int = SIZE, num_workers: int = 0, stats: tuple = ((0.5,) * 3, (0.5,) * 3)):
     """fastai DataLoaders over (path, label) items with a fixed split.
 
     Items stay plain paths, as in the lesson, so fastai's ImageClassifierCleaner works on them.
-    Squish, not crop: a bear at the edge of a wide photo must stay in the picture. The vocab
-    carries "not_bear" last, the class the model's gate produces. `aug_transforms` run on every
+    Squish, not crop: a subject at the edge of a wide photo must stay in the picture. The vocab
+    carries the "none of these" label last, the answer the model's gate produces. `aug_transforms` run on every
     training batch (flips, small rotations, zoom, warp, lighting), `Normalize` with the
-    backbone's own `stats` on every batch.
+    backbone's own `stats` on every batch. `vocab` is `Classes.vocab`: the classes, then "none of these".
     """
     from fastai.vision.all import (CategoryBlock, DataBlock, ImageBlock, IndexSplitter, Normalize, Resize,
                                    ResizeMethod, aug_transforms)
 
     relabel = {f"{p.parent.name}/{p.name}": y for p, y in items if y != p.parent.name}
     dblock = DataBlock(
-        blocks=(ImageBlock, CategoryBlock(vocab=CLASSES + [NOT_BEAR], sort=False)),
+        blocks=(ImageBlock, CategoryBlock(vocab=list(vocab), sort=False)),
         get_y=FolderLabel(relabel),
         splitter=IndexSplitter(splits[1]),
         item_tfms=Resize(size, method=ResizeMethod.Squish),

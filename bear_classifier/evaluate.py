@@ -9,7 +9,8 @@ from fastai.interpret import ClassificationInterpretation
 
 from .calibrate import expected_calibration_error, plot_reliability
 from .data import image_files, negatives_split, read_labels, subject
-from .predict import load_model
+from .export import learner_classes
+from .predict import load_model, read_card
 
 
 def predict_files(learn, files: list[Path], bs: int = 64) -> torch.Tensor:
@@ -50,19 +51,32 @@ def evaluate(learn, dl=None, out: Path | None = None) -> dict:
                 ece=round(expected_calibration_error(probs, targets), 4), confusion=confusion.tolist(), errors=errors)
 
 
-def evaluate_model(model: Path, data: Path, valid_csv: Path, negatives: Path | None = None,
-                   out: Path | None = None) -> dict:
-    """`evaluate` for an exported learner on the hand-checked bears plus the not-bear photos of subjects
-    it never trained on (see data.negatives_split), with which subjects it took for bears."""
+def validation_files(learn, data: Path, valid_csv: Path | None, labels_csv: Path | None = None,
+                     seed: int = 42) -> list[Path]:
+    """The photos of `valid_csv`; without one, the validation part of `data` as training split it (same seed)."""
+    if valid_csv:
+        return [Path(data) / f for f in read_labels(valid_csv)]
+    from .data import verify_images
+    from .train import labelled_items
+
+    kept = verify_images(image_files(data)).kept
+    return [p for p, _ in labelled_items(Path(data), kept, learner_classes(learn), labels_csv, None, seed)[1]]
+
+
+def evaluate_model(model: Path, data: Path, valid_csv: Path | None, negatives: Path | None = None,
+                   out: Path | None = None, labels_csv: Path | None = None) -> dict:
+    """`evaluate` for an exported learner on the validation photos plus the negatives of subjects it
+    never trained on (see data.negatives_split), with which subjects it took for one of the classes."""
     learn = load_model(model)
-    files = [Path(data) / f for f in read_labels(valid_csv)]
+    files = validation_files(learn, data, valid_csv, labels_csv, read_card(model).get("seed", 42))
     held_out = negatives_split(image_files(negatives))[1] if negatives and Path(negatives).is_dir() else []
     result = evaluate(learn, learn.dls.test_dl(files + held_out, with_labels=True), out)
     for error in result["errors"]:  # relative to the data folders: the card names no machine's paths
         error["file"] = Path(error["file"]).relative_to(Path(data).parent).as_posix()
     if held_out:
-        missed = [Path(e["file"]) for e in result["errors"] if e["label"] == "not_bear"]
-        result["not_bear"] = dict(n=len(held_out), subjects=len({subject(f) for f in held_out}),
-                                  rejected=result["per_class"]["not_bear"],
+        none = learner_classes(learn).none_label
+        missed = [Path(e["file"]) for e in result["errors"] if e["label"] == none]
+        result[none] = dict(n=len(held_out), subjects=len({subject(f) for f in held_out}),
+                                  rejected=result["per_class"][none],
                                   missed_by_subject=dict(Counter(subject(f) for f in missed).most_common()))
     return result

@@ -10,7 +10,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .model import BearNet, pooled_views
+from .classes import Classes, Kind
+from .model import GatedNet, pooled_views
 
 ONNX_OPSET = 17
 
@@ -36,7 +37,7 @@ class Serving(nn.Module):
     """The learner's model with its input normalisation: uint8 pixels (1, H, W, 3) in;
     class probabilities (1, classes) and class activation maps (1, classes, h, w) out, from one forward pass."""
 
-    def __init__(self, model: BearNet, mean: torch.Tensor, std: torch.Tensor):
+    def __init__(self, model: GatedNet, mean: torch.Tensor, std: torch.Tensor):
         super().__init__()
         self.model = model
         self.register_buffer("mean", mean.reshape(1, 3, 1, 1))
@@ -63,6 +64,16 @@ def serving_transforms(learn) -> tuple[tuple[int, int], int, torch.Tensor, torch
     return tuple(resize[0].size)[::-1], int(resize[0].mode), norm[0].mean.flatten().cpu(), norm[0].std.flatten().cpu()
 
 
+def learner_classes(learn) -> Classes:
+    """The classes the learner's network was made for (create_learner keeps them on it); a network
+    without them gets its vocab's labels, the last one being "none of these"."""
+    classes = getattr(learn.model, "classes", None)
+    if classes is None:
+        *labels, none = learn.dls.vocab
+        classes = Classes(kinds=tuple(Kind(label) for label in labels), none_label=none)
+    return classes
+
+
 def save_onnx(learn, path: Path) -> None:
     """The learner's network, normalisation and heatmaps included, as ONNX for onnxruntime (no torch needed to serve).
 
@@ -78,7 +89,7 @@ def save_onnx(learn, path: Path) -> None:
         torch.onnx.export(model, (example,), str(path), input_names=["pixels"], output_names=["probs", "heatmaps"],
                           opset_version=ONNX_OPSET, dynamo=False)
     graph = onnx.load(str(path))
-    meta = {"vocab": list(learn.dls.vocab), "size": list(size), "resample": resample, "heatmaps": "heatmaps"}
+    meta = {"vocab": list(learn.dls.vocab), "classes": learner_classes(learn).to_dict(), "size": list(size), "resample": resample, "heatmaps": "heatmaps"}
     onnx.helper.set_model_props(graph, {"bear_classifier": json.dumps(meta)})
     onnx.save(graph, str(path))
 
@@ -93,6 +104,6 @@ def export(learn, path: Path, card: dict) -> dict:
     card = dict(card, file=path.name, sha256=sha256(path), size_mb=round(path.stat().st_size / 2**20, 2),
                 serving=dict(file=served.name, sha256=sha256(served), size_mb=round(served.stat().st_size / 2**20, 2),
                              runtime="onnxruntime", opset=ONNX_OPSET),
-                versions=library_versions(), classes=list(learn.dls.vocab))
+                versions=library_versions(), classes=learner_classes(learn).to_dict())
     path.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
     return card

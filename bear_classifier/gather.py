@@ -11,7 +11,6 @@ from pathlib import Path
 
 from .images import ImageError, open_image
 
-QUERIES = {"grizzly": "grizzly bear", "black": "black bear", "teddy": "teddy bear"}
 USER_AGENT = "Mozilla/5.0 (bear_classifier image gatherer)"
 MAX_DOWNLOAD = 10 * 1024 * 1024  # bytes; larger answers are not photos worth having
 
@@ -87,7 +86,8 @@ def download_images(urls: list[str], dest: Path, workers: int = 8, timeout: floa
     return results
 
 
-def gather(root: Path, per_class: int = 150, search=search_images, **kwargs) -> dict[str, list[Result]]:
-    """Search and download `per_class` images for every class into root/<class>/."""
-    return {label: download_images(search(query, per_class), Path(root) / label, **kwargs)
-            for label, query in QUERIES.items()}
+def gather(root: Path, classes, per_class: int = 150, search=search_images, **kwargs) -> dict[str, list[Result]]:
+    """Search (each class's `Kind.search` query) and download `per_class` images for every class of
+    `classes` (classes.Classes) into root/<label>/."""
+    return {kind.label: download_images(search(kind.search, per_class), Path(root) / kind.label, **kwargs)
+            for kind in classes.kinds}

@@ -1,14 +1,17 @@
-"""The network: an ImageNet CNN whose late layers are fine-tuned, a species head, and a "not a bear" gate.
+"""The network: an ImageNet CNN whose late layers are fine-tuned, a class head, and a pluggable gate.
 
 The ImageNet network is cut in two. The trunk (early layers: edges, textures) stays frozen; the
-tail (late layers: parts, objects) is fine-tuned with the species head. The "not a bear" gate reads
-the network's own ImageNet head: its bear and teddy classes, on the whole picture and on each of its
-four corners, so a bear beside a car or a house is not outvoted by them. Fine-tuning moves the tail,
-so while it trains, `train.LearningWithoutForgetting` holds the ImageNet head's answers to those of
-a frozen copy of the original tail; one forward pass then still serves both heads.
+tail (late layers: parts, objects) is fine-tuned with the class head. The gate answers "does the
+photo show one of the classes at all?" from the pooled views (the whole picture and its four
+corners). For bears it reads the network's own ImageNet head (`ImageNetGate`): its bear and teddy
+classes, in the most convincing view, so a bear beside a car or a house is not outvoted by them.
+Fine-tuning moves the tail, so while it trains, `train.LearningWithoutForgetting` holds the ImageNet
+head's answers to those of a frozen copy of the original tail; one forward pass then still serves
+the class head, the gate and the heatmaps.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -16,13 +19,6 @@ from torch import nn
 
 OFFLINE_ARCH = "tf_efficientnet_lite0"
 COURSE_ARCHS = ("resnet18", "resnet34")
-# ImageNet-1k classes that are bears: brown bear, American black bear, ice bear, sloth bear;
-# and teddy bear. They get separate thresholds: a teddy is rarely the top class of a toy photo
-# (toyshop, piggy bank...), while a little wild-bear mass shows up in many forest scenes.
-IMAGENET_WILD_BEARS = [294, 295, 296, 297]
-IMAGENET_TEDDY = [850]
-# What ImageNet already knows about our classes: the species head starts from these rows.
-SPECIES_IMAGENET_ROWS = {"black": 295, "grizzly": 294, "teddy": 850}  # American black bear, brown bear, teddy
 CACHE = Path.home() / ".cache" / "bear_classifier"
 
 
@@ -108,13 +104,16 @@ class Frozen(nn.Module):
         return self.module(x)
 
 
-def species_head(imagenet: nn.Linear, vocab: list[str], ps: float = 0.25) -> nn.Sequential:
-    """Dropout and a linear layer whose rows start as ImageNet's rows for our classes (see SPECIES_IMAGENET_ROWS)."""
-    rows = [SPECIES_IMAGENET_ROWS[c] for c in vocab]
+def class_head(imagenet: nn.Linear, rows: Sequence[Sequence[int]], ps: float = 0.25) -> nn.Sequential:
+    """Dropout and a linear layer with one output per class. A class that names ImageNet rows
+    (`classes.Kind.imagenet`) starts from their mean, so before any training it already answers as
+    the ImageNet classifier does; any other class starts from nn.Linear's usual initialisation."""
     linear = nn.Linear(imagenet.in_features, len(rows))
     with torch.no_grad():
-        linear.weight.copy_(imagenet.weight[rows])
-        linear.bias.copy_(imagenet.bias[rows])
+        for i, ids in enumerate(rows):
+            if ids:
+                linear.weight[i] = imagenet.weight[list(ids)].mean(0)
+                linear.bias[i] = imagenet.bias[list(ids)].mean()
     return nn.Sequential(nn.Dropout(ps), linear)
 
 
@@ -131,29 +130,67 @@ def pooled_views(fmap: torch.Tensor) -> torch.Tensor:
     return torch.stack([fmap.mean((2, 3))] + [c.mean((2, 3)) for c in corners], dim=1)
 
 
-class BearNet(nn.Module):
-    """Outputs log-probabilities for (*species, "not_bear").
+class NoGate(nn.Module):
+    """A placeholder for a network without a fitted gate: every photo shows one of the classes (logit +30)."""
 
-    p(species_i) = p(bear) * softmax(head / temperature)_i and p(not_bear) = 1 - p(bear). The species
-    head reads the whole picture. p(bear) comes from the ImageNet head on each of the five `pooled_views`:
-    its probability mass on wild bears against `wild_threshold`, or on teddy against
-    `teddy_threshold`, in the most convincing view (p(bear) = 0.5 exactly at a threshold). The
-    output is log p, so fastai's cross-entropy, argmax decoding and `learn.predict` work as for
-    any classifier. `temperature` is fitted after training (calibrate.py).
+    def forward(self, views: torch.Tensor) -> torch.Tensor:
+        return views.new_full(views.shape[:1], 30.0)
+
+    def card(self) -> dict:
+        return dict(kind="none: every photo is one of the classes")
+
+
+class ImageNetGate(nn.Module):
+    """p(one of the classes) from the ImageNet head on each of the five `pooled_views`.
+
+    Each group of ImageNet rows (for bears: the four wild bears; teddy) has its own threshold on its
+    probability mass, in the most convincing view; p = 0.5 exactly at a threshold. Bears need two
+    groups: a teddy is rarely the top class of a toy photo (toyshop, piggy bank...), while a little
+    wild-bear mass shows up in many forest scenes.
+    """
+
+    def __init__(self, imagenet: nn.Module, groups: Sequence[tuple[Sequence[int], float]], sharpness: float = 2.0):
+        super().__init__()
+        self.imagenet = imagenet  # the network's own frozen ImageNet head (the same module, not a copy)
+        self.rows = [list(ids) for ids, _ in groups]
+        self.register_buffer("thresholds", torch.tensor([t for _, t in groups]))
+        self.sharpness = sharpness
+
+    def scores(self, views: torch.Tensor) -> torch.Tensor:
+        """ImageNet probability mass (N, groups) on each group's rows, each in its best view, from `views` (N, V, C)."""
+        probs = self.imagenet(views).softmax(-1)
+        return torch.stack([probs[..., ids].sum(-1).amax(1) for ids in self.rows], dim=1)
+
+    def forward(self, views: torch.Tensor) -> torch.Tensor:
+        """Logit of p(one of the classes): positive when any group's mass clears its threshold."""
+        ratio = (self.scores(views) / self.thresholds).amax(1)
+        return self.sharpness * ratio.clamp_min(1e-12).log()
+
+    def card(self) -> dict:
+        return dict(kind="imagenet", sharpness=self.sharpness,
+                    groups=[dict(rows=ids, threshold=round(float(t), 6)) for ids, t in zip(self.rows, self.thresholds)])
+
+
+class GatedNet(nn.Module):
+    """Outputs log-probabilities for (*classes, none of these).
+
+    p(class_i) = p(in set) * softmax(head / temperature)_i and p(none) = 1 - p(in set). The class head
+    reads the whole picture; `gate` maps the pooled views (N, V, C) to the logit of p(in set) (N,).
+    The output is log p, so fastai's cross-entropy, argmax decoding and `learn.predict` work as for
+    any classifier. `temperature` is fitted after training (calibrate.py). The frozen ImageNet head
+    stays in the network whatever the gate: LearningWithoutForgetting holds the tail to it.
     """
 
     def __init__(self, trunk: nn.Module, tail: nn.Module, head: nn.Sequential, imagenet: nn.Linear,
-                 wild_threshold: float = 0.075, teddy_threshold: float = 0.03, sharpness: float = 2.0):
+                 gate: nn.Module | None = None):
         super().__init__()
         self.trunk, self.tail, self.head, self.imagenet = Frozen(trunk), tail, head, Frozen(imagenet)
-        self.register_buffer("wild_ids", torch.tensor(IMAGENET_WILD_BEARS))
-        self.register_buffer("teddy_ids", torch.tensor(IMAGENET_TEDDY))
+        self.gate = gate if gate is not None else NoGate()
         self.register_buffer("temperature", torch.tensor(1.0))
-        self.wild_threshold, self.teddy_threshold, self.sharpness = wild_threshold, teddy_threshold, sharpness
 
-    def train(self, mode: bool = True) -> "BearNet":
-        """Train mode, except that every BatchNorm keeps ImageNet's statistics: batches of bears would
-        re-estimate them for bears alone, and the ImageNet head (the gate) reads through them."""
+    def train(self, mode: bool = True) -> "GatedNet":
+        """Train mode, except that every BatchNorm keeps ImageNet's statistics: batches of a few classes
+        would re-estimate them for those alone, and the ImageNet head (LwF, a gate) reads through them."""
         super().train(mode)
         for m in self.tail.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
@@ -161,49 +198,48 @@ class BearNet(nn.Module):
         return self
 
     def feature_map(self, x: torch.Tensor) -> torch.Tensor:
-        """The last convolutional features (N, C, h, w): what both heads read, and what the heatmap shows."""
+        """The last convolutional features (N, C, h, w): what the heads read, and what the heatmap shows."""
         return self.tail(self.trunk(x))
 
-    def bear_scores(self, views: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """ImageNet probability mass on (wild bears, teddy), each in its best view, from `views` (N, V, C)."""
-        probs = self.imagenet(views).softmax(-1)
-        return probs[..., self.wild_ids].sum(-1).amax(1), probs[..., self.teddy_ids].sum(-1).amax(1)
-
-    def gate(self, views: torch.Tensor) -> torch.Tensor:
-        """Logit of p(bear): positive when either bear score clears its threshold."""
-        wild, teddy = self.bear_scores(views)
-        ratio = torch.maximum(wild / self.wild_threshold, teddy / self.teddy_threshold)
-        return self.sharpness * ratio.clamp_min(1e-12).log()
-
-    def species_logits(self, features: torch.Tensor) -> torch.Tensor:
+    def class_logits(self, features: torch.Tensor) -> torch.Tensor:
         return self.head(features) / self.temperature
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.combine(pooled_views(self.feature_map(x)))
 
     def combine(self, views: torch.Tensor) -> torch.Tensor:
-        """Log-probabilities from `views` (N, V, C): the species head on the whole picture (view 0),
-        weighted by the bear gate on every view."""
-        return answer_log_probs(self.species_logits(views[:, 0]), self.gate(views))
+        """Log-probabilities from `views` (N, V, C): the class head on the whole picture (view 0),
+        weighted by the gate on every view."""
+        return answer_log_probs(self.class_logits(views[:, 0]), self.gate(views))
 
     def class_maps(self, fmap: torch.Tensor) -> torch.Tensor:
-        """Class activation maps (N, classes, h, w), fastbook chapter 18: where each class's evidence lies.
+        """Class activation maps (N, classes + 1, h, w), fastbook chapter 18: where each class's evidence lies.
 
-        The species head is linear on averaged features, so its logit is the average over the map
-        of `weight · feature`: that map, per species. "not a bear" has no weights of its own; its
-        map is the opposite of the strongest species map (least bear where it is brightest).
+        The class head is linear on averaged features, so its logit is the average over the map
+        of `weight · feature`: that map, per class. "None of these" has no weights of its own; its
+        map is the opposite of the strongest class map (least of any class where it is brightest).
         """
         linear = self.head[-1]
-        species = torch.einsum("kc,nchw->nkhw", linear.weight, fmap) / self.temperature
-        return torch.cat([species, -species.amax(1, keepdim=True)], dim=1)
+        maps = torch.einsum("kc,nchw->nkhw", linear.weight, fmap) / self.temperature
+        return torch.cat([maps, -maps.amax(1, keepdim=True)], dim=1)
 
 
-def answer_log_probs(species_logits: torch.Tensor, gate_logits: torch.Tensor) -> torch.Tensor:
-    """log p for (*species, "not_bear") from the species logits (N, S) and the gate's logit of p(bear) (N,)."""
-    log_bear, log_not = nn.functional.logsigmoid(gate_logits), nn.functional.logsigmoid(-gate_logits)
-    return torch.cat([species_logits.log_softmax(-1) + log_bear[:, None], log_not[:, None]], dim=1)
+def gate_for(classes, imagenet: nn.Module) -> nn.Module:
+    """The gate a new network for `classes` (classes.Classes) starts with: an ImageNetGate where the
+    classes file has an `[imagenet_gate]` table (bears), else NoGate until one is fitted."""
+    spec = classes.extra.get("imagenet_gate")
+    if not spec:
+        return NoGate()
+    groups = [(g["rows"], g["threshold"]) for g in spec["groups"]]
+    return ImageNetGate(imagenet, groups, spec.get("sharpness", 2.0))
 
 
-def bear_splitter(model: BearNet) -> list:
-    """Parameter groups for fastai's discriminative learning rates: the tail, then the species head."""
+def answer_log_probs(class_logits: torch.Tensor, gate_logits: torch.Tensor) -> torch.Tensor:
+    """log p for (*classes, none) from the class logits (N, K) and the gate's logit of p(in set) (N,)."""
+    log_in, log_none = nn.functional.logsigmoid(gate_logits), nn.functional.logsigmoid(-gate_logits)
+    return torch.cat([class_logits.log_softmax(-1) + log_in[:, None], log_none[:, None]], dim=1)
+
+
+def splitter(model: GatedNet) -> list:
+    """Parameter groups for fastai's discriminative learning rates: the tail, then the class head."""
     return [list(model.tail.parameters()), list(model.head.parameters())]

@@ -16,9 +16,16 @@ from PIL import Image
 from .classes import FILE as CLASSES_FILE
 from .classes import Classes, Kind
 
-ROOT = Path(__file__).resolve().parent.parent
-MODEL_PATH = ROOT / "export.pkl"  # the fastai learner: retrain, evaluate, inspect
-SERVE_PATH = ROOT / "export.onnx"  # the same network for ONNX Runtime: what the app and the CLI serve
+CHECKOUT = Path(__file__).resolve().parent.parent  # where a checkout keeps its trained model, next to app.ipynb
+
+
+def model_file(name: str) -> Path:
+    """`name` (export.pkl: the fastai learner; export.onnx: the same network for ONNX Runtime) in the working
+    directory, where a notebook and its model live; else the one of the checkout this package came from."""
+    here = Path.cwd() / name
+    return here if here.exists() or not (CHECKOUT / name).exists() else CHECKOUT / name
+
+
 
 
 class ModelError(RuntimeError):
@@ -27,38 +34,48 @@ class ModelError(RuntimeError):
 
 @dataclass
 class Prediction:
-    label: str  # a vocab entry: "black", "grizzly", "teddy" or "not_bear"
+    label: str  # a vocab entry: one of the classes' labels, or the "none of these" label
     probability: float
-    probs: dict[str, float]  # every class, in vocab order
+    probs: dict[str, float]  # every class, in vocab order, "none of these" last
     heatmap: np.ndarray | None = None  # (h, w) class activation map of `label`: higher = more evidence
+    none_label: str = "none"  # the model's label for "none of these" (Classes.none_label)
 
     @property
-    def is_bear(self) -> bool:
-        return self.label != "not_bear"
+    def in_set(self) -> bool:
+        """The photo shows one of the classes."""
+        return self.label != self.none_label
+
+    is_bear = in_set  # the bear page's name for it (card.py)
 
     def __str__(self) -> str:
         return f"Prediction: {self.label}; Probability: {self.probability:.4f}"
 
 
 def served_model_path() -> Path:
-    """The model the page and the CLI serve: BEAR_MODEL where it is set, else export.onnx in this checkout."""
-    return Path(os.environ.get("BEAR_MODEL") or SERVE_PATH)
+    """The model the page and the CLI serve: BEAR_MODEL where it is set, else export.onnx in the working
+    directory, else the checkout's."""
+    return Path(os.environ.get("BEAR_MODEL") or model_file("export.onnx"))
 
 
 def served_classes(path: Path | None = None) -> Classes:
     """The classes of the model at `path` (default: the served one), in the page's words, from its model card
-    alone (nothing is loaded). A card from before classes were data falls back to classes.toml beside the model."""
-    path = Path(path or served_model_path())
-    info = read_card(path).get("classes")
+    alone (nothing is loaded)."""
+    return card_classes(read_card(Path(path or served_model_path())), Path(path or served_model_path()))
+
+
+def card_classes(card: dict, path: Path) -> Classes:
+    """The classes a model card names. A card from before classes were data (a plain list of labels)
+    falls back to classes.toml beside the model, else to the labels themselves."""
+    info = card.get("classes")
     if isinstance(info, dict):
         return Classes.from_dict(info)
-    beside = path.parent / CLASSES_FILE
+    beside = Path(path).parent / CLASSES_FILE
     if beside.exists():
         return Classes.from_file(beside)
     return Classes(kinds=tuple(Kind(label) for label in info[:-1]), none_label=info[-1])
 
 
-def read_card(path: Path = MODEL_PATH) -> dict:
+def read_card(path: Path) -> dict:
     """The model card written next to export.pkl at export time."""
     card = Path(path).with_suffix(".json")
     if not card.exists():
@@ -91,10 +108,12 @@ def version_drift(card: dict) -> dict[str, tuple[str, str]]:
             if k != "python" and installed.get(k) != v}
 
 
-def load_model(path: Path = MODEL_PATH):
-    """`load_learner` after the sha256 check, with human messages for the classic failures."""
+def load_model(path: Path | None = None):
+    """`load_learner` after the sha256 check, with human messages for the classic failures.
+    Default: export.pkl in the working directory, else the checkout's."""
     from fastai.learner import load_learner
 
+    path = Path(path or model_file("export.pkl"))
     card = read_card(path)
     check_sha256(path, card.get("sha256"))
     if platform.system() == "Windows":  # exports made on Linux pickle PosixPath, which Windows can't build
@@ -120,15 +139,18 @@ class Classifier:
     kernel) for what is one resize and one forward pass (tested equal to `learn.predict`).
     """
 
-    def __init__(self, session, vocab: list[str], size: tuple[int, int], resample: int, sha256: str = ""):
-        self.session, self.vocab, self.size, self.resample = session, vocab, tuple(size), resample
+    def __init__(self, session, classes: Classes, size: tuple[int, int], resample: int, sha256: str = ""):
+        self.session, self.classes, self.size, self.resample = session, classes, tuple(size), resample
+        self.vocab = classes.vocab
         self.sha256 = sha256  # of the model file: stored with every "That's wrong" answer
 
     @classmethod
-    def load(cls, path: Path = SERVE_PATH, threads: int = 1) -> "Classifier":
-        """Load after the sha256 check. One thread by default: a kernel serves one visitor, one photo at a time."""
+    def load(cls, path: Path | None = None, threads: int = 1) -> "Classifier":
+        """Load after the sha256 check (default: served_model_path()). One thread by default: a kernel serves
+        one visitor, one photo at a time."""
         import onnxruntime as ort
 
+        path = Path(path or served_model_path())
         card = read_card(path)
         check_sha256(path, card.get("serving", {}).get("sha256"))
         options = ort.SessionOptions()
@@ -139,7 +161,8 @@ class Classifier:
         except Exception as e:
             raise ModelError(f"Could not load {Path(path).name} ({type(e).__name__}: {e}). "
                              f"Reinstall the serving requirements, or re-export the model.") from None
-        return cls(session, meta["vocab"], meta["size"], meta["resample"], card["serving"]["sha256"])
+        classes = Classes.from_dict(meta["classes"]) if "classes" in meta else card_classes(card, path)
+        return cls(session, classes, meta["size"], meta["resample"], card["serving"]["sha256"])
 
     def pixels(self, img: Image.Image) -> np.ndarray:
         """The model's input for one image: squish-resized uint8 pixels, (1, H, W, 3)."""
@@ -156,7 +179,8 @@ class Classifier:
     def predict(self, img: Image.Image) -> Prediction:
         probs, maps = self.run(img)
         i = int(probs.argmax())
-        return Prediction(self.vocab[i], float(probs[i]), dict(zip(self.vocab, probs.tolist())), maps[i])
+        return Prediction(self.vocab[i], float(probs[i]), dict(zip(self.vocab, probs.tolist())), maps[i],
+                          self.classes.none_label)
 
 
 class LessonClassifier:
@@ -164,10 +188,14 @@ class LessonClassifier:
     (the app uses it when BEAR_MODEL names a .pkl file). Needs requirements.txt (torch, fastai); slower."""
 
     def __init__(self, learn, sha256: str = ""):
+        from .export import learner_classes
+
         self.learn, self.vocab, self.sha256 = learn, list(learn.dls.vocab), sha256
+        self.classes = learner_classes(learn)
 
     @classmethod
-    def load(cls, path: Path = MODEL_PATH) -> "LessonClassifier":
+    def load(cls, path: Path | None = None) -> "LessonClassifier":
+        path = Path(path or model_file("export.pkl"))
         return cls(load_model(path), read_card(path).get("sha256", ""))
 
     def predict(self, img: Image.Image) -> Prediction:
@@ -179,4 +207,5 @@ class LessonClassifier:
         with torch.inference_mode():  # where it looked: the same maps the ONNX file exports, from one more pass
             xb = self.learn.dls.test_dl([PILImage.create(np.asarray(img.convert("RGB")))]).one_batch()[0]
             maps = self.learn.model.class_maps(self.learn.model.feature_map(xb))[0].cpu().numpy()
-        return Prediction(self.vocab[i], float(probs[i]), dict(zip(self.vocab, probs.tolist())), maps[i])
+        return Prediction(self.vocab[i], float(probs[i]), dict(zip(self.vocab, probs.tolist())), maps[i],
+                          self.classes.none_label)

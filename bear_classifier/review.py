@@ -6,8 +6,9 @@ from pathlib import Path
 import torch
 
 from .clean import write_review
-from .data import CLASSES, image_files, label_items, read_labels
+from .data import image_files, label_items, read_labels
 from .evaluate import predict_files
+from .export import learner_classes
 from .predict import load_model
 
 
@@ -15,9 +16,9 @@ def review(data: Path, model: Path, out: Path, top: int = 100, labels_csv: Path 
     """Write the `top` highest-loss images (label vs. model) to out/review.csv and out/review.html."""
     data = Path(data)
     learn = load_model(model)
-    vocab = list(learn.dls.vocab)
+    vocab, labels = list(learn.dls.vocab), learner_classes(learn).labels
     overrides = read_labels(labels_csv) if labels_csv and Path(labels_csv).exists() else None
-    items = [(p, y) for p, y in label_items(data, image_files(data), overrides) if y in CLASSES]
+    items = [(p, y) for p, y in label_items(data, image_files(data), overrides) if y in labels]
     probs = predict_files(learn, [p for p, _ in items])
     targets = torch.tensor([vocab.index(y) for _, y in items])
     losses = -probs[torch.arange(len(items)), targets].clamp_min(1e-12).log()

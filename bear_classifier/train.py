@@ -13,9 +13,10 @@ from fastai.vision.all import Learner, accuracy, set_seed
 from torch import nn
 from torch.nn import functional as F
 
-from .data import CLASSES, NOT_BEAR, make_dataloaders
-from .model import (OFFLINE_ARCH, BearNet, Frozen, bear_splitter, create_imagenet_model, normalization,
-                    pooled_views, species_head, split_imagenet_model)
+from .classes import Classes
+from .data import make_dataloaders
+from .model import (OFFLINE_ARCH, Frozen, GatedNet, ImageNetGate, class_head, create_imagenet_model, gate_for,
+                    normalization, pooled_views, split_imagenet_model, splitter)
 
 # Fitted on the grouped cross-validation folds (`python -m bear_classifier cv`, reports/cv.json):
 # the temperature that makes the shown probability right as often as it says on unseen sources.
@@ -23,13 +24,13 @@ TEMPERATURE = 0.92
 
 
 class SpeciesLoss(nn.Module):
-    """What training minimises: the species head's cross-entropy on bear photos, and nothing on not-bear photos.
+    """What training minimises: the class head's cross-entropy on the classes' photos, nothing on negatives.
 
-    The model outputs log p for (species..., not_bear) = log softmax(head) + log p(bear), then log p(not
-    a bear). Subtracting the species' logsumexp cancels log p(bear) exactly, so no gradient reaches
-    the gate: "not a bear" stays the ImageNet head's business, held there by LearningWithoutForgetting
-    (fine-tuning the gate on bears taught it that forests are bears: measured, README). Per item
-    (`reduction="none"`, fastai's top losses), the loss is that of the whole answer, gate included.
+    The model outputs log p for (classes..., none) = log softmax(head) + log p(in set), then log p(none).
+    Subtracting the classes' logsumexp cancels log p(in set) exactly, so no gradient reaches the
+    gate: "none of these" is the gate's business (for bears the ImageNet head's, held there by
+    LearningWithoutForgetting: fine-tuning the gate on bears taught it that forests are bears). Per
+    item (`reduction="none"`, fastai's top losses), the loss is that of the whole answer, gate included.
     """
 
     def __init__(self, reduction: str = "mean"):
@@ -40,9 +41,9 @@ class SpeciesLoss(nn.Module):
         target = target.as_subclass(torch.Tensor).long()
         if self.reduction == "none":
             return F.nll_loss(logp.as_subclass(torch.Tensor), target, reduction="none")
-        species = logp[:, :-1] - logp[:, :-1].logsumexp(1, keepdim=True)
-        bear = target < species.shape[1]
-        return F.nll_loss(species[bear], target[bear]) if bear.any() else species.sum() * 0
+        classes = logp[:, :-1] - logp[:, :-1].logsumexp(1, keepdim=True)
+        in_set = target < classes.shape[1]
+        return F.nll_loss(classes[in_set], target[in_set]) if in_set.any() else classes.sum() * 0
 
     def activation(self, logp: torch.Tensor) -> torch.Tensor:
         return logp.exp()
@@ -51,15 +52,18 @@ class SpeciesLoss(nn.Module):
         return probs.argmax(-1)
 
 
-def create_learner(dls, arch: str = OFFLINE_ARCH, **gate):
-    """A fastai Learner whose model is a BearNet on an ImageNet-pretrained `arch`, frozen but for its head.
+def create_learner(dls, classes: Classes, arch: str = OFFLINE_ARCH) -> Learner:
+    """`vision_learner` for this project: a GatedNet on an ImageNet-pretrained `arch`, frozen but for its head.
 
-    The species head starts from ImageNet's own rows for brown bear, American black bear and teddy,
-    so before any training it already answers like the ImageNet classifier does.
+    The class head starts from ImageNet's own rows where the classes file names them (bears: brown
+    bear, American black bear, teddy), so before any training it answers as the ImageNet classifier
+    does. The gate is the one `model.gate_for` makes for `classes`; the network keeps `classes`, so
+    an exported learner knows its own labels and words.
     """
     trunk, tail, imagenet = split_imagenet_model(create_imagenet_model(arch))
-    model = BearNet(trunk, tail, species_head(imagenet, CLASSES), imagenet, **gate)
-    learn = Learner(dls, model, loss_func=SpeciesLoss(), metrics=accuracy, splitter=bear_splitter)
+    model = GatedNet(trunk, tail, class_head(imagenet, [k.imagenet for k in classes.kinds]), imagenet)
+    model.gate, model.classes = gate_for(classes, model.imagenet), classes
+    learn = Learner(dls, model, loss_func=SpeciesLoss(), metrics=accuracy, splitter=splitter)
     learn.freeze()
     return learn
 
@@ -68,15 +72,15 @@ class LearningWithoutForgetting(Callback):
     """Keep the ImageNet head's answers while the tail is fine-tuned (Li & Hoiem, 2016).
 
     Adds to the loss the KL divergence between the ImageNet head reading the tail being trained
-    and reading a frozen copy of the original tail, on the same augmented batch (bear photos and
-    not-bear photos alike), in each of the views the gate reads. The trunk is frozen, so both read
+    and reading a frozen copy of the original tail, on the same augmented batch (the classes' photos
+    and negatives alike), in each of the five pooled views. The trunk is frozen, so both read
     the same trunk output and the copy costs a forward pass of the tail only. The copy is made when
     the callback is created, so one callback serves both of `fine_tune`'s fits.
     """
 
     order = 60  # after the loss is computed, before the backward pass
 
-    def __init__(self, model: BearNet, weight: float = 1.0, temperature: float = 2.0):
+    def __init__(self, model: GatedNet, weight: float = 1.0, temperature: float = 2.0):
         self.teacher = Frozen(copy.deepcopy(model.tail))
         self.weight, self.temperature = weight, temperature
 
@@ -122,52 +126,81 @@ def view_features(learn, dl) -> tuple[torch.Tensor, torch.Tensor | None]:
 
 
 def suspicious_labels(learn, views: torch.Tensor, targets: torch.Tensor, min_prob: float = 0.1,
-                      min_bear: float = 0.01) -> dict[int, str]:
-    """Bear items to drop automatically, {index: reason}, from two signals of the pretrained network:
+                      min_seen: float = 0.01) -> dict[int, str]:
+    """Training items to drop automatically, {index: reason}, from two signals of the pretrained network:
 
-    - its ImageNet head sees no bear at all, in any view (drawings, footprints, placeholders);
-    - a linear probe on its features that never saw the item (5-fold cross-validation) gives its
+    - with an ImageNetGate, its ImageNet head sees none of the classes' rows in any view (drawings,
+      footprints, placeholders);
+    - a linear probe on its features that never saw the item (k-fold cross-validation) gives its
       label < min_prob (brown bears filed under black/, plush toys under black/, cubs under teddy/...).
     These are computed on un-augmented images of the pretrained network, before any fine-tuning.
     """
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import cross_val_predict
 
-    with torch.inference_mode():
-        wild, teddy = (s.cpu() for s in learn.model.bear_scores(views.to(learn.model.wild_ids.device)))
-    probe = LogisticRegression(C=0.5, max_iter=2000)
-    oof = cross_val_predict(probe, views[:, 0].numpy(), targets.numpy(), cv=5, method="predict_proba")
-    vocab, out = list(learn.dls.vocab), {}
-    for i, (y, w, t) in enumerate(zip(targets.tolist(), wild.tolist(), teddy.tolist())):
-        if w + t < min_bear:
-            out[i] = "no bear seen by the backbone"
-        elif oof[i, y] < min_prob:
-            out[i] = f"label {vocab[y]} contradicted (probe says {vocab[oof[i].argmax()]})"
+    gate, out = learn.model.gate, {}
+    if isinstance(gate, ImageNetGate):
+        with torch.inference_mode():
+            seen = gate.scores(views.to(gate.thresholds.device)).sum(1).cpu()
+        out = {i: "none of the classes seen by the backbone" for i in (seen < min_seen).nonzero().flatten().tolist()}
+    folds = min(5, int(targets.bincount().min()))
+    if folds < 2:
+        return out
+    oof = cross_val_predict(LogisticRegression(C=0.5, max_iter=2000), views[:, 0].numpy(), targets.numpy(),
+                            cv=folds, method="predict_proba")
+    labels = sorted(set(targets.tolist()))  # the probe's columns: the labels present
+    vocab = list(learn.dls.vocab)
+    for i, y in enumerate(targets.tolist()):
+        if i not in out and oof[i, labels.index(y)] < min_prob:
+            out[i] = f"label {vocab[y]} contradicted (probe says {vocab[labels[oof[i].argmax()]]})"
     return out
 
 
-def bear_items(root: Path, kept: list[Path], labels_csv: Path | None = None, valid_csv: Path | None = None,
-               seed: int = 42) -> tuple[list, list]:
-    """(train, valid) lists of (path, label) for the bear photos `kept` by verify_images: the folder's
-    label unless the cleaning CSV says otherwise; valid = the hand-checked photos of `valid_csv`."""
-    from .data import label_items, read_labels, split_items
+MIN_PHOTOS = 5  # per class: the fewest that leave photos on both sides of the split (50 or more learn well)
 
-    items = [(p, y) for p, y in label_items(root, kept, read_labels(labels_csv) if labels_csv else None) if y in CLASSES]
+
+def check_items(items: list, classes: Classes, root: Path) -> None:
+    """Refuse, in one line that says what to do, data a classifier can't be trained on."""
+    from collections import Counter
+
+    counts = Counter(y for _, y in items)
+    if not counts:
+        raise ValueError(f"No photos found in {root}: put each class's photos in {root}/<class>/ (JPEG, PNG...).")
+    if len(classes.labels) < 2:
+        raise ValueError(f"{root} has one class ({classes.labels[0]}): a classifier needs two or more; "
+                         f"add a sub-folder of photos for each other class.")
+    for label in classes.labels:
+        if counts[label] < MIN_PHOTOS:
+            raise ValueError(f"Class {label!r} has {counts[label]} usable photos in {root}/{label}: it needs at "
+                             f"least {MIN_PHOTOS} (50 or more to learn well); add photos, or remove the folder.")
+
+
+def labelled_items(root: Path, kept: list[Path], classes: Classes, labels_csv: Path | None = None,
+                   valid_csv: Path | None = None, seed: int = 42) -> tuple[list, list, str]:
+    """(train, valid, how it was split) for the photos `kept` by verify_images: (path, label) lists, the
+    folder's label unless the cleaning CSV says otherwise; see data.split_items for the validation set."""
+    from .data import label_items, read_labels, read_sources, split_items
+
+    relabel = read_labels(labels_csv) if labels_csv else None
+    items = [(p, y) for p, y in label_items(root, kept, relabel) if y in classes.labels]
+    check_items(items, classes, root)
     valid = set(read_labels(valid_csv)) if valid_csv else None
-    train_idx, valid_idx = split_items(items, seed=seed, valid_files=valid, root=root)
-    return [items[i] for i in train_idx], [items[i] for i in valid_idx]
+    train_idx, valid_idx, how = split_items(items, root, valid, read_sources(root), seed=seed)
+    return [items[i] for i in train_idx], [items[i] for i in valid_idx], how
 
 
-def with_negatives(train: list, valid: list, negatives: Path | None, seed: int = 42) -> tuple[list, list]:
-    """Add not-bear photos: a sample of half the subjects to training (what LwF keeps the gate on),
-    a few hundred photos of the other half to validation (so the per-epoch metric sees the gate)."""
+def with_negatives(train: list, valid: list, negatives: Path | None, none_label: str,
+                   seed: int = 42) -> tuple[list, list]:
+    """Add negatives (photos of none of the classes): a sample of half the subjects to training (what LwF
+    keeps the ImageNet head on), a few hundred photos of the other half to validation (so the
+    per-epoch metric sees the gate)."""
     from .data import image_files, negatives_split
 
     if negatives is None:
         return train, valid
     neg_train, neg_valid = negatives_split(image_files(negatives), seed=seed)
     neg_valid = neg_valid[::max(1, len(neg_valid) // 300)]
-    return train + [(p, NOT_BEAR) for p in neg_train], valid + [(p, NOT_BEAR) for p in neg_valid]
+    return train + [(p, none_label) for p in neg_train], valid + [(p, none_label) for p in neg_valid]
 
 
 def split_dataloaders(train: list, valid: list, **kwargs):
@@ -177,42 +210,45 @@ def split_dataloaders(train: list, valid: list, **kwargs):
 
 
 def auto_clean(learn, items: list) -> dict[Path, str]:
-    """{path: why} for the training bears to drop (see suspicious_labels), from the untrained network."""
+    """{path: why} for the training photos to drop (see suspicious_labels), from the untrained network."""
     dl = learn.dls.test_dl([p for p, _ in items], with_labels=True)  # validation transforms: no augmentation
     dropped = suspicious_labels(learn, *view_features(learn, dl))
     print(f"auto-clean: dropped {len(dropped)} of {len(items)} training images")
     return {items[i][0]: why for i, why in dropped.items()}
 
 
-def train_model(root: Path, labels_csv: Path | None = None, valid_csv: Path | None = None,
-                negatives: Path | None = None, arch: str = OFFLINE_ARCH, epochs: int = 3, freeze_epochs: int = 1,
-                lr: float = 2e-3, size: int = 224, bs: int = 64, workers: int = 0, seed: int = 42,
-                clean: bool = True, temperature: float = TEMPERATURE, forget_weight: float = 1.0,
-                items: list | None = None, valid_items: list | None = None, **gate):
+def train_model(root: Path, classes: Classes | None = None, labels_csv: Path | None = None,
+                valid_csv: Path | None = None, negatives: Path | None = None, arch: str = OFFLINE_ARCH,
+                epochs: int = 3, freeze_epochs: int = 1, lr: float = 2e-3, size: int = 224, bs: int = 64,
+                workers: int = 0, seed: int = 42, clean: bool = True, temperature: float = TEMPERATURE,
+                forget_weight: float = 1.0, items: list | None = None, valid_items: list | None = None):
     """The lesson-2 pipeline from folders to a trained learner: verify, label, clean, fine-tune.
 
-    train.ipynb runs the same steps one cell each. `negatives` is a folder of not-bear photos (see
-    with_negatives). `workers` decode images in parallel (a GPU machine's cores; on a 2-core CPU the
-    main process is as fast). `items`/`valid_items` ((path, label) lists) replace the folders' own,
-    for the cross-validation folds. Returns (learn, card).
+    train.ipynb runs the same steps one cell each. `classes` default to Classes.for_data(root).
+    `negatives` is a folder of photos of none of the classes (see with_negatives). `workers` decode
+    images in parallel (a GPU machine's cores; on a 2-core CPU the main process is as fast).
+    `items`/`valid_items` ((path, label) lists) replace the folders' own, for the cross-validation
+    folds. Returns (learn, card).
     """
     from .data import image_files, verify_images
 
     start, root = time.perf_counter(), Path(root)
+    classes = classes or Classes.for_data(root)
     set_seed(seed, reproducible=True)
-    report = None
+    report, how = None, "given"
     if items is None:
         report = verify_images(image_files(root))
         print("verify:", report.summary())
-        items, valid_items = bear_items(root, report.kept, labels_csv, valid_csv, seed)
-    loaders = dict(bs=bs, size=size, stats=normalization(arch), num_workers=workers)
-    learn = create_learner(split_dataloaders(items, valid_items, **loaders), arch, **gate)
+        items, valid_items, how = labelled_items(root, report.kept, classes, labels_csv, valid_csv, seed)
+    loaders = dict(vocab=classes.vocab, bs=bs, size=size, stats=normalization(arch), num_workers=workers)
+    learn = create_learner(split_dataloaders(items, valid_items, **loaders), classes, arch)
     dropped = auto_clean(learn, items) if clean else {}
     kept = [item for item in items if item[0] not in dropped]
-    learn.dls = split_dataloaders(*with_negatives(kept, valid_items, negatives, seed), **loaders)
+    learn.dls = split_dataloaders(*with_negatives(kept, valid_items, negatives, classes.none_label, seed), **loaders)
     fine_tune(learn, epochs, lr, freeze_epochs=freeze_epochs, forget_weight=forget_weight)
     learn.model.temperature.fill_(temperature)
-    card = model_card(learn, root, report, labels_csv, dropped, arch=arch, size=size, epochs=dict(frozen=freeze_epochs, unfrozen=epochs), lr=lr, seed=seed,
+    card = model_card(learn, root, report, labels_csv, dropped, arch=arch, size=size, validation=how,
+                      epochs=dict(frozen=freeze_epochs, unfrozen=epochs), lr=lr, seed=seed,
                       forget_weight=forget_weight, temperature=temperature)
     card["train_seconds"] = round(time.perf_counter() - start, 1)
     return learn, card
@@ -228,8 +264,9 @@ def model_card(learn, root: Path, report, labels_csv: Path | None, dropped: dict
         return Counter(learn.dls.vocab[int(y)] for y in ds.tls[1])  # labels only: no image is opened
 
     train, valid = counts(learn.dls.train_ds), counts(learn.dls.valid_ds)
+    gate = learn.model.gate
     return dict(
-        recipe, gate=dict(wild_threshold=learn.model.wild_threshold, teddy_threshold=learn.model.teddy_threshold),
+        recipe, gate=gate.card() if hasattr(gate, "card") else dict(kind=type(gate).__name__),
         data=dict(root=Path(root).name, files=(len(report.kept) + len(report.dropped)) if report else None,
                   dropped_by_verify=len(report.dropped) if report else None,
                   relabelled_or_dropped_by_hand=len(read_labels(labels_csv)) if labels_csv else 0,

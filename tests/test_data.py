@@ -55,11 +55,22 @@ def test_labels_overrides_and_split(tmp_path):
     csv.write_text("file,label\nblack/0.jpg,\nblack/1.jpg,teddy\n")
     items = label_items(tmp_path, files, read_labels(csv))
     assert len(items) == 99 and (tmp_path / "black/1.jpg", "teddy") in items
-    train, valid = split_items(items, valid_pct=0.2, seed=1)
-    assert sorted(train + valid) == list(range(99)) and 10 < len(valid) < 30
-    assert (train, valid) == split_items(items, valid_pct=0.2, seed=1)  # seeded: same split every run
-    t2, v2 = split_items(items, valid_files={"teddy/3.jpg", "teddy/4.jpg"}, root=tmp_path)
-    assert [items[i][0].name for i in v2] == ["3.jpg", "4.jpg"]
+    train, valid, how = split_items(items, tmp_path, valid_pct=0.2, seed=1)
+    assert sorted(train + valid) == list(range(99)) and len(valid) == 20 and how.startswith("random 20%, stratified")
+    assert sum(items[i][1] == "black" for i in valid) == 10  # stratified: 48 black, 51 teddy → 10 and 10
+    assert (train, valid) == split_items(items, tmp_path, valid_pct=0.2, seed=1)[:2]  # seeded: same split every run
+    _, v2, how = split_items(items, tmp_path, valid_files={"teddy/3.jpg", "teddy/4.jpg"})
+    assert [items[i][0].name for i in v2] == ["3.jpg", "4.jpg"] and "hand-checked" in how
+
+
+def test_split_holds_out_whole_sources_where_they_are_known(tmp_path):
+    files = [write(tmp_path / c / f"{i}.jpg", b"") for c in ["black", "teddy"] for i in range(50)]
+    items = label_items(tmp_path, files)
+    sources = {p.relative_to(tmp_path).as_posix(): f"user{i % 10}/repo" for i, (p, _) in enumerate(items)}
+    train, valid, how = split_items(items, tmp_path, sources=sources, seed=3)
+    source = [sources[p.relative_to(tmp_path).as_posix()] for p, _ in items]
+    assert {source[i] for i in train}.isdisjoint({source[i] for i in valid}) and len(valid) == 20
+    assert how.startswith("whole sources held out")
 
 
 def test_review_sheet_round_trip(tmp_path):

@@ -5,6 +5,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from bear_classifier.classes import Classes
 from bear_classifier.gather import download_images, gather
 from corpus import HTML, encode, photo
 
@@ -93,8 +94,10 @@ def test_gather_searches_each_class_and_fills_its_folder(server, tmp_path):
         queries.append(query)
         return [f"{server}/good/{i}" for i in range(min(max_images, 3))]
 
-    results = gather(tmp_path, per_class=2, search=fake_search, progress=False)
-    assert sorted(queries) == ["black bear", "grizzly bear", "teddy bear"]
-    for label in ["black", "grizzly", "teddy"]:
+    monkeys = Classes.from_dict({"class": [{"label": "howler", "search": "howler monkey"},
+                                           {"label": "proboscis", "name": "Proboscis monkey"}]})
+    results = gather(tmp_path, monkeys, per_class=2, search=fake_search, progress=False)
+    assert sorted(queries) == ["howler monkey", "proboscis monkey"]  # the query, else the name
+    for label in ["howler", "proboscis"]:
         assert len(list((tmp_path / label).glob("*.jpg"))) == 2
         assert all(r.path for r in results[label])

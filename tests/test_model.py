@@ -1,12 +1,23 @@
-"""The offline backbone really is ImageNet-pretrained, and the BearNet gate behaves as documented."""
+"""The offline backbone really is ImageNet-pretrained, and the network's gates behave as documented."""
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from bear_classifier.data import CLASSES
-from bear_classifier.model import (IMAGENET_TEDDY, IMAGENET_WILD_BEARS, BearNet, WeightsUnavailable,
-                                   create_imagenet_model, pooled_views, species_head, split_imagenet_model)
+from bear_classifier.classes import Classes
+from bear_classifier.model import (GatedNet, ImageNetGate, NoGate, WeightsUnavailable, class_head, create_imagenet_model,
+                                   gate_for, pooled_views, split_imagenet_model)
+from conftest import ROOT
+
+BEARS = Classes.from_file(ROOT / "classes.toml")
+WILD_BEAR, TEDDY = 294, 850  # brown bear, teddy: ImageNet rows the bear classes file's gate reads
+
+
+def bear_net(trunk, tail, imagenet) -> GatedNet:
+    """A network for the bear classes, as create_learner makes it: class head from ImageNet's rows, ImageNet gate."""
+    net = GatedNet(trunk, tail, class_head(imagenet, [k.imagenet for k in BEARS.kinds]), imagenet)
+    net.gate = gate_for(BEARS, net.imagenet)
+    return net
 
 
 def imagenet_tensor(arr: np.ndarray) -> torch.Tensor:
@@ -56,31 +67,47 @@ def test_course_arch_without_internet_says_how_to_proceed(monkeypatch):
 
 def test_gate_turns_imagenet_bear_mass_into_not_bear_probability(imagenet_model):
     classifier = imagenet_model.get_classifier()
-    net = BearNet(torch.nn.Identity(), torch.nn.Identity(), species_head(classifier, CLASSES), classifier,
-                  wild_threshold=0.05, teddy_threshold=0.02).eval()
+    net = bear_net(torch.nn.Identity(), torch.nn.Identity(), classifier).eval()
+    assert isinstance(net.gate, ImageNetGate) and net.gate.imagenet is net.imagenet  # reads the network's own head
     # Views (N, V, C) that make the ImageNet head put all its mass on one class: a bear, a teddy, an espresso.
     def views_for(cls: int) -> torch.Tensor:
         return (classifier.weight[cls] * 50)[None, None]
 
     with torch.no_grad():
-        for cls, is_bear in [(IMAGENET_WILD_BEARS[0], True), (IMAGENET_TEDDY[0], True), (967, False)]:
+        for cls, is_bear in [(WILD_BEAR, True), (TEDDY, True), (967, False)]:
             logp = net.combine(views_for(cls))
             p = logp.exp()[0]
             assert torch.isclose(p.sum(), torch.tensor(1.0), atol=1e-5)
             assert (p[3] < 0.01) if is_bear else (p[3] > 0.99)
 
 
-def test_species_head_starts_from_imagenet_knowledge(imagenet_model):
-    """Before any training, the species head answers what ImageNet's brown bear / black bear / teddy rows say."""
+def test_class_head_starts_from_imagenet_knowledge(imagenet_model):
+    """Before any training, the class head answers what ImageNet's brown bear / black bear / teddy rows say."""
     classifier = imagenet_model.get_classifier()
-    head = species_head(classifier, CLASSES).eval()
+    head = class_head(classifier, [k.imagenet for k in BEARS.kinds]).eval()
     features = (classifier.weight[295] * 50)[None]  # features ImageNet reads as an American black bear
-    assert CLASSES[head(features).argmax().item()] == "black"
+    assert BEARS.labels[head(features).argmax().item()] == "black"
+
+
+def test_classes_without_imagenet_rows_get_a_fresh_head_and_no_gate(imagenet_model):
+    """Classes ImageNet doesn't name (folder names alone): the head starts from nn.Linear's own initialisation,
+    and the network, not knowing yet what is none of them, answers one of the classes for everything."""
+    classifier = imagenet_model.get_classifier()
+    monkeys = Classes.from_dict({"class": [{"label": "howler"}, {"label": "proboscis"}, {"label": "snub_nosed"}]})
+    head = class_head(classifier, [k.imagenet for k in monkeys.kinds])
+    assert head[-1].weight.shape == (3, classifier.in_features)
+    assert not any(torch.allclose(row, classifier.weight[i]) for row in head[-1].weight for i in (294, 295, 850))
+    net = GatedNet(torch.nn.Identity(), torch.nn.Identity(), head, classifier)
+    net.gate = gate_for(monkeys, net.imagenet)
+    assert isinstance(net.gate, NoGate)
+    with torch.no_grad():
+        p = net.eval().combine((classifier.weight[967] * 50)[None, None]).exp()[0]  # an espresso
+    assert p.shape == (4,) and p[3] < 1e-6 and torch.isclose(p.sum(), torch.tensor(1.0), atol=1e-5)
 
 
 def test_trunk_and_batchnorm_statistics_stay_frozen_in_train_mode():
     trunk, tail = torch.nn.BatchNorm2d(3), torch.nn.Sequential(torch.nn.Conv2d(3, 3, 1), torch.nn.BatchNorm2d(3))
-    net = BearNet(trunk, tail, torch.nn.Sequential(torch.nn.Linear(3, 3)), torch.nn.Linear(3, 1000)).train()
+    net = GatedNet(trunk, tail, torch.nn.Sequential(torch.nn.Linear(3, 3)), torch.nn.Linear(3, 1000)).train()
     assert not net.trunk.training and not net.imagenet.training and net.head.training
     assert net.tail[0].training and not net.tail[1].training  # convolutions learn; BatchNorm keeps ImageNet's statistics
     before = (trunk.running_mean.clone(), tail[1].running_mean.clone())
@@ -90,13 +117,13 @@ def test_trunk_and_batchnorm_statistics_stay_frozen_in_train_mode():
 
 
 def test_class_maps_average_to_the_species_logits(imagenet_model):
-    """The heatmap is honest: averaged over the picture, each species map is that species' logit (minus the bias)."""
+    """The heatmap is honest: averaged over the picture, each class map is that class's logit (minus the bias)."""
     trunk, tail, classifier = split_imagenet_model(imagenet_model)
-    net = BearNet(trunk, tail, species_head(classifier, CLASSES), classifier).eval()
+    net = bear_net(trunk, tail, classifier).eval()
     with torch.no_grad():
         fmap = net.feature_map(torch.randn(2, 3, 224, 224))
         maps = net.class_maps(fmap)
-        logits = net.species_logits(fmap.mean((2, 3)))
+        logits = net.class_logits(fmap.mean((2, 3)))
     assert maps.shape == (2, 4, 7, 7)
     assert torch.allclose(maps[:, :3].mean((2, 3)) + net.head[-1].bias, logits, atol=1e-4)
 
@@ -115,7 +142,7 @@ def test_corner_views_find_bears_the_whole_picture_misses(imagenet_model):
     from conftest import bears_in_corners
 
     trunk, tail, classifier = split_imagenet_model(imagenet_model)
-    net = BearNet(trunk, tail, species_head(classifier, CLASSES), classifier).eval()
+    net = bear_net(trunk, tail, classifier).eval()
     whole = views = 0
     with torch.inference_mode():
         for img, _, _ in bears_in_corners():

@@ -6,18 +6,28 @@ import pytest
 import torch
 from PIL import Image
 
+from bear_classifier.classes import Classes
 from bear_classifier.evaluate import evaluate
 from bear_classifier.export import export
 from bear_classifier.predict import Classifier, ModelError, load_model
 from bear_classifier.train import train_model
+from conftest import ROOT
+
+
+def tiny_bears() -> Classes:
+    """The bear classes with a gate that takes any photo for a bear: generated images are no bears to ImageNet."""
+    bears = Classes.from_file(ROOT / "classes.toml").to_dict()
+    bears["extra"]["imagenet_gate"] = dict(groups=[dict(rows=[294, 295, 296, 297], threshold=1e-6),
+                                                   dict(rows=[850], threshold=1e-6)])
+    return Classes.from_dict(bears)
 
 
 @pytest.fixture(scope="module")
 def trained(tiny_dataset, tiny_negatives, tmp_path_factory):
     out = tmp_path_factory.mktemp("model")
     reports = out / "reports"  # evaluate creates it, as train.ipynb expects
-    learn, card = train_model(tiny_dataset, negatives=tiny_negatives, size=64, bs=8, epochs=4, lr=1e-2,
-                              clean=False, wild_threshold=1e-6, teddy_threshold=1e-6)  # generated images are no bears to ImageNet
+    learn, card = train_model(tiny_dataset, classes=tiny_bears(), negatives=tiny_negatives, size=64, bs=8, epochs=4,
+                              lr=1e-2, clean=False)
     metrics = evaluate(learn, out=reports)
     card = export(learn, out / "export.pkl", dict(card, valid_metrics=metrics))
     return learn, card, out
@@ -51,7 +61,9 @@ def test_imagenet_head_still_knows_a_cat_and_an_espresso_after_fine_tuning(train
 def test_model_card_describes_the_export(trained):
     _, card, out = trained
     saved = json.loads((out / "export.json").read_text())
-    assert saved["classes"] == ["black", "grizzly", "teddy", "not_bear"]
+    assert Classes.from_dict(saved["classes"]).vocab == ["black", "grizzly", "teddy", "not_bear"]
+    assert Classes.from_dict(saved["classes"]).name("grizzly") == "Grizzly bear"
+    assert saved["gate"]["kind"] == "imagenet" and saved["validation"].startswith("random 20%")
     assert saved["arch"] == "tf_efficientnet_lite0"
     assert set(saved["versions"]) >= {"python", "torch", "torchvision", "fastai", "timm", "pillow"}
     import hashlib
@@ -157,7 +169,8 @@ def test_learning_without_forgetting_pulls_a_drifted_network_back(tmp_path):
                     for k in ("chelsea", "coffee")]
 
     set_seed(0, reproducible=True)
-    learn = create_learner(split_dataloaders(items, items[:2], bs=4, size=224))
+    bears = Classes.from_file(ROOT / "classes.toml")
+    learn = create_learner(split_dataloaders(items, items[:2], vocab=bears.vocab, bs=4, size=224), bears)
     guard = LearningWithoutForgetting(learn.model)  # its frozen copy: the original tail
     with torch.no_grad():
         for p in learn.model.tail.parameters():
@@ -182,7 +195,7 @@ def test_cross_validation_holds_out_whole_sources(tiny_dataset, tiny_negatives, 
         f"{f},{f.split('/')[0]},user{int(Path(f).stem) % 3}/bears\n" for f in files))
     (tmp_path / "valid.csv").write_text("file,label\n" + "".join(f"{f},{f.split('/')[0]}\n" for f in files[::4]))
     result = cross_validate(root, None, tmp_path / "valid.csv", tiny_negatives, tmp_path / "reports", n_folds=3,
-                            size=64, bs=8, epochs=1, clean=False, wild_threshold=1e-6, teddy_threshold=1e-6)
+                            classes=tiny_bears(), size=64, bs=8, epochs=1, clean=False)
     held = [tuple(f["sources"]) for f in result["folds"]]
     assert sorted(s for h in held for s in h) == ["user0/bears", "user1/bears", "user2/bears"]  # each held out once
     assert sum(f["n_as_labelled"] for f in result["folds"]) == 36 and sum(f["n_hand_checked"] for f in result["folds"]) == 9
