@@ -164,3 +164,29 @@ def test_a_newcomers_mistakes_get_one_line_that_says_what_to_do(fork, tmp_path, 
     error = r.stderr.strip().splitlines()[-1]
     assert error.startswith("error: ") and expected in error, r.stderr[-2000:]
     assert not (tmp_path / "model").exists()
+
+
+def test_train_notebook_runs_top_to_bottom_on_any_folder(tmp_path):
+    """train.ipynb, with its parameters cell set to another folder of classes (as papermill would set it)."""
+    import json
+    import os
+
+    import nbformat
+    from nbclient import NotebookClient
+
+    from bear_classifier.predict import Classifier
+
+    data = photos(tmp_path / "photos", {k: 10 for k in PATTERNS})
+    nb = nbformat.read(ROOT / "train.ipynb", as_version=4)
+    params = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    params.source = (f"path, negatives, cleaning, valid_list = Path({str(data)!r}), None, None, None\n"
+                     f"epochs, size, bs, out = 1, 64, 8, Path({str(tmp_path / 'model')!r})")
+    client = NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
+    client.execute(env={**os.environ, "PYTHONPATH": str(ROOT)})  # this checkout's package
+    card = json.loads((tmp_path / "model" / "export.json").read_text())
+    assert card["classes"]["kinds"][0]["label"] == "checks" and card["validation"].startswith("random 20%")
+    shown = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "display_data"]
+    assert sum("image/png" in o["data"] for o in shown) >= 3  # show_batch, the confusion matrix, the top losses
+    clf = Classifier.load(tmp_path / "model" / "export.onnx")
+    assert clf.classes.labels == ["checks", "dots", "stripes"]
+    assert clf.predict(pattern("dots", np.random.default_rng(5))).label in clf.vocab
