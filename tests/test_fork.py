@@ -120,6 +120,34 @@ def test_predict_answers_new_photos_in_the_classes_words(trained, tmp_path):
     assert len(lines) == 6 and sum(right) >= 5, lines
 
 
+def test_evaluate_and_review_read_the_classes_from_the_model(trained, fork, tmp_path):
+    """`evaluate` re-draws the model's own validation split; `review` ranks the fork's photos and `review --apply`
+    accepts the fork's labels only."""
+    import csv
+    import json
+
+    r = cli("evaluate", "--model", trained / "export.pkl", "--data", "data", "--reports", tmp_path / "reports", cwd=fork)
+    assert r.returncode == 0, r.stderr[-2000:]
+    result = json.loads(r.stdout[r.stdout.index("{"):])
+    card = json.loads((trained / "export.json").read_text())
+    assert result["n"] == card["valid_metrics"]["n"] and result["accuracy"] == card["valid_metrics"]["accuracy"]
+    r = cli("review", "--model", trained / "export.pkl", "--data", "data", "--out", tmp_path / "review", "--top", "4",
+            cwd=fork)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = list(csv.DictReader(open(tmp_path / "review" / "review.csv")))
+    assert len(rows) == 4 and {row["label"] for row in rows} <= set(PATTERNS)
+    for mark, expected in [("zebras", 2), ("dots", 0)]:
+        rows[0]["new_label"] = mark
+        with open(tmp_path / "marked.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+        r = cli("review", "--model", trained / "export.pkl", "--apply", tmp_path / "marked.csv", "--labels",
+                tmp_path / "cleaning.csv", cwd=fork)
+        assert r.returncode == expected and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert (tmp_path / "cleaning.csv").read_text().splitlines()[1] == f"{rows[0]['file']},dots"
+
+
 def test_the_page_serves_the_forks_model(trained, fork, tmp_path):
     """`BEAR_MODEL=OUT/export.onnx make app`: the page answers with the fork's classes, every one in its bars."""
     from browser import chromium, open_app, require_browser, upload_file, voila, wait_card
