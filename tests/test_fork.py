@@ -170,6 +170,7 @@ def test_the_page_serves_the_forks_model(trained, fork, tmp_path):
     ("no photos", "No photos found in"),
     ("wrong classes file", "names the classes dots, stripes, zebras but"),
     ("no such folder", "does not exist"),
+    ("no such ImageNet row", "Class 'dots': imagenet must list ImageNet-1k rows, 0 to 999"),
 ])
 def test_a_newcomers_mistakes_get_one_line_that_says_what_to_do(fork, tmp_path, case, expected):
     data = tmp_path / "data"
@@ -186,6 +187,10 @@ def test_a_newcomers_mistakes_get_one_line_that_says_what_to_do(fork, tmp_path, 
         photos(data, {"stripes": 6, "dots": 6})
         (tmp_path / "mine.toml").write_text('[[class]]\nlabel = "stripes"\n[[class]]\nlabel = "dots"\n'
                                             '[[class]]\nlabel = "zebras"\n')
+        args = ["--classes", tmp_path / "mine.toml"]
+    elif case == "no such ImageNet row":
+        photos(data, {"stripes": 6, "dots": 6})
+        (tmp_path / "mine.toml").write_text('[[class]]\nlabel = "stripes"\n[[class]]\nlabel = "dots"\nimagenet = [1500]\n')
         args = ["--classes", tmp_path / "mine.toml"]
     r = cli("train", "--data", data, "--out", tmp_path / "model", *args, cwd=fork)
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
