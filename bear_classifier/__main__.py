@@ -91,7 +91,8 @@ def cmd_train(args) -> int:
     card["valid_metrics"] = {k: v for k, v in evaluate(learn, out=reports).items() if k != "errors"}
     card = export(learn, model_path(args.out), card)
     print(f"wrote {model_path(args.out)}, its .onnx (served) and its .json (model card); reports in {reports}")
-    print(json.dumps({k: card[k] for k in ("valid_metrics", "train_seconds", "size_mb", "sha256")}, indent=2))
+    metrics = {k: v for k, v in card["valid_metrics"].items() if k != "confusion"}
+    print(json.dumps(dict(valid_metrics=metrics, **{k: card[k] for k in ("train_seconds", "size_mb", "sha256")}), indent=2))
     return 0
 
 

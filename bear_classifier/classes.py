@@ -25,6 +25,8 @@ class Kind:
         object.__setattr__(self, "name", self.name or self.label.replace("_", " ").capitalize())
         object.__setattr__(self, "search", self.search or self.name.lower())
         object.__setattr__(self, "imagenet", tuple(self.imagenet))
+        if not all(isinstance(r, int) and 0 <= r < 1000 for r in self.imagenet):
+            raise ValueError(f"Class {self.label!r}: imagenet must list ImageNet-1k rows, 0 to 999 (docs/classes.md).")
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,10 @@
-"""Cleaning noisy labels without moving anyone's files: a label-override CSV and a review sheet.
+"""Cleaning noisy labels without moving anyone's files: a label-override CSV, a review sheet, and auto-clean.
 
 The shared pool is read-only, so cleaning decisions live in `data/cleaning.csv` (file,label;
 an empty label drops the file), which training applies. `review` writes the images a model
 finds most suspicious as an HTML contact sheet plus a CSV; a person fills in the `new_label`
-column and `apply_review` merges it into the cleaning CSV.
+column and `apply_review` merges it into the cleaning CSV. Before training, `auto_clean` drops the
+photos the pretrained network contradicts.
 """
 from __future__ import annotations
 
@@ -75,6 +76,50 @@ def apply_review(review_csv: Path, labels_csv: Path, classes: list[str]) -> dict
     labels.update(changes)
     write_labels(labels_csv, labels)
     return changes
+
+
+def suspicious_labels(learn, views: torch.Tensor, targets: torch.Tensor, min_prob: float = 0.1,
+                      min_seen: float = 0.01) -> dict[int, str]:
+    """Training items to drop automatically, {index: reason}, from two signals of the pretrained network:
+
+    - with an ImageNetGate, its ImageNet head sees none of the classes' rows in any view (drawings,
+      footprints, placeholders);
+    - a linear probe on its features that never saw the item (k-fold cross-validation) gives its
+      label < min_prob (brown bears filed under black/, plush toys under black/, cubs under teddy/...).
+    These are computed on un-augmented images of the pretrained network, before any fine-tuning.
+    """
+    import torch
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_predict
+
+    from .model import ImageNetGate
+
+    gate, out = learn.model.gate, {}
+    if isinstance(gate, ImageNetGate):
+        with torch.inference_mode():
+            seen = gate.scores(views.to(gate.thresholds.device)).sum(1).cpu()
+        out = {i: "none of the classes seen by the backbone" for i in (seen < min_seen).nonzero().flatten().tolist()}
+    folds = min(5, int(targets.bincount().min()))
+    if folds < 2:
+        return out
+    oof = cross_val_predict(LogisticRegression(C=0.5, max_iter=2000), views[:, 0].numpy(), targets.numpy(),
+                            cv=folds, method="predict_proba")
+    labels = sorted(set(targets.tolist()))  # the probe's columns: the labels present
+    vocab = list(learn.dls.vocab)
+    for i, y in enumerate(targets.tolist()):
+        if i not in out and oof[i, labels.index(y)] < min_prob:
+            out[i] = f"label {vocab[y]} contradicted (probe says {vocab[labels[oof[i].argmax()]]})"
+    return out
+
+
+def auto_clean(learn, items: list) -> dict[Path, str]:
+    """{path: why} for the training photos to drop (see suspicious_labels), from the untrained network."""
+    from .train import view_features
+
+    dl = learn.dls.test_dl([p for p, _ in items], with_labels=True)  # validation transforms: no augmentation
+    dropped = suspicious_labels(learn, *view_features(learn, dl))
+    print(f"auto-clean: dropped {len(dropped)} of {len(items)} training images")
+    return {items[i][0]: why for i, why in dropped.items()}
 
 
 def cleaner_changes(cleaner, root: Path) -> dict[str, str]:

@@ -19,7 +19,8 @@ from .classes import Classes
 from .data import (grouped_folds, image_files, label_items, make_dataloaders, negatives_split, read_labels,
                    read_sources, verify_images)
 from .model import answer_log_probs, normalization
-from .train import create_learner, suspicious_labels, train_model, view_features
+from .clean import suspicious_labels
+from .train import create_learner, train_model, view_features
 
 
 def heads(learn, files: list[Path], bs: int = 64) -> tuple[torch.Tensor, torch.Tensor]:

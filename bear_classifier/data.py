@@ -170,6 +170,11 @@ class FolderLabel:
     def __init__(self, relabel: dict[str, str] | None = None):
         self.relabel = relabel or {}
 
+    @classmethod
+    def of(cls, items: list[tuple[Path, str]]) -> "FolderLabel":
+        """The labeller of (path, label) items: only labels that differ from the folder's name are stored."""
+        return cls({f"{Path(p).parent.name}/{Path(p).name}": y for p, y in items if y != Path(p).parent.name})
+
     def __call__(self, path) -> str:
         p = Path(path)
         return self.relabel.get(f"{p.parent.name}/{p.name}", p.parent.name)
@@ -188,10 +193,9 @@ def make_dataloaders(items: list[tuple[Path, str]], splits: tuple[list[int], lis
     from fastai.vision.all import (CategoryBlock, DataBlock, ImageBlock, IndexSplitter, Normalize, Resize,
                                    ResizeMethod, aug_transforms)
 
-    relabel = {f"{p.parent.name}/{p.name}": y for p, y in items if y != p.parent.name}
     dblock = DataBlock(
         blocks=(ImageBlock, CategoryBlock(vocab=list(vocab), sort=False)),
-        get_y=FolderLabel(relabel),
+        get_y=FolderLabel.of(items),
         splitter=IndexSplitter(splits[1]),
         item_tfms=Resize(size, method=ResizeMethod.Squish),
         batch_tfms=[*aug_transforms(max_rotate=10, max_warp=0.1), Normalize.from_stats(*stats)],

@@ -43,7 +43,7 @@ def evaluate(learn, dl=None, out: Path | None = None) -> dict:
         out.mkdir(parents=True, exist_ok=True)
         interp.plot_confusion_matrix()  # a second pass over `dl`: fastai recomputes the matrix it draws
         plt.savefig(out / "confusion_matrix.png", bbox_inches="tight")
-        interp.plot_top_losses(9, nrows=3)
+        interp.plot_top_losses(min(9, len(targets)), nrows=3 if len(targets) >= 9 else 1)
         plt.savefig(out / "top_losses.png", bbox_inches="tight")
         plt.close("all")
         plot_reliability(probs, targets, out / "reliability.png")

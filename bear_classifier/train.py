@@ -15,7 +15,7 @@ from torch.nn import functional as F
 
 from .classes import Classes
 from .data import make_dataloaders
-from .model import (OFFLINE_ARCH, Frozen, GatedNet, ImageNetGate, class_head, create_imagenet_model, gate_for,
+from .model import (OFFLINE_ARCH, Frozen, GatedNet, class_head, create_imagenet_model, gate_for,
                     normalization, pooled_views, split_imagenet_model, splitter)
 
 # Fitted on the grouped cross-validation folds (`python -m bear_classifier cv`, reports/cv.json):
@@ -125,37 +125,6 @@ def view_features(learn, dl) -> tuple[torch.Tensor, torch.Tensor | None]:
     return torch.cat(views), (torch.cat(targets) if targets else None)
 
 
-def suspicious_labels(learn, views: torch.Tensor, targets: torch.Tensor, min_prob: float = 0.1,
-                      min_seen: float = 0.01) -> dict[int, str]:
-    """Training items to drop automatically, {index: reason}, from two signals of the pretrained network:
-
-    - with an ImageNetGate, its ImageNet head sees none of the classes' rows in any view (drawings,
-      footprints, placeholders);
-    - a linear probe on its features that never saw the item (k-fold cross-validation) gives its
-      label < min_prob (brown bears filed under black/, plush toys under black/, cubs under teddy/...).
-    These are computed on un-augmented images of the pretrained network, before any fine-tuning.
-    """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import cross_val_predict
-
-    gate, out = learn.model.gate, {}
-    if isinstance(gate, ImageNetGate):
-        with torch.inference_mode():
-            seen = gate.scores(views.to(gate.thresholds.device)).sum(1).cpu()
-        out = {i: "none of the classes seen by the backbone" for i in (seen < min_seen).nonzero().flatten().tolist()}
-    folds = min(5, int(targets.bincount().min()))
-    if folds < 2:
-        return out
-    oof = cross_val_predict(LogisticRegression(C=0.5, max_iter=2000), views[:, 0].numpy(), targets.numpy(),
-                            cv=folds, method="predict_proba")
-    labels = sorted(set(targets.tolist()))  # the probe's columns: the labels present
-    vocab = list(learn.dls.vocab)
-    for i, y in enumerate(targets.tolist()):
-        if i not in out and oof[i, labels.index(y)] < min_prob:
-            out[i] = f"label {vocab[y]} contradicted (probe says {vocab[labels[oof[i].argmax()]]})"
-    return out
-
-
 MIN_PHOTOS = 5  # per class: the fewest that leave photos on both sides of the split (50 or more learn well)
 
 
@@ -209,14 +178,6 @@ def split_dataloaders(train: list, valid: list, **kwargs):
                             **kwargs)
 
 
-def auto_clean(learn, items: list) -> dict[Path, str]:
-    """{path: why} for the training photos to drop (see suspicious_labels), from the untrained network."""
-    dl = learn.dls.test_dl([p for p, _ in items], with_labels=True)  # validation transforms: no augmentation
-    dropped = suspicious_labels(learn, *view_features(learn, dl))
-    print(f"auto-clean: dropped {len(dropped)} of {len(items)} training images")
-    return {items[i][0]: why for i, why in dropped.items()}
-
-
 def train_model(root: Path, classes: Classes | None = None, labels_csv: Path | None = None,
                 valid_csv: Path | None = None, negatives: Path | None = None, arch: str = OFFLINE_ARCH,
                 epochs: int = 3, freeze_epochs: int = 1, lr: float = 2e-3, size: int = 224, bs: int = 64,
@@ -230,6 +191,7 @@ def train_model(root: Path, classes: Classes | None = None, labels_csv: Path | N
     `items`/`valid_items` ((path, label) lists) replace the folders' own, for the cross-validation
     folds. Returns (learn, card).
     """
+    from .clean import auto_clean
     from .data import image_files, verify_images
 
     start, root = time.perf_counter(), Path(root)
