@@ -310,3 +310,23 @@ def test_a_camera_photo_on_a_phone_is_named_by_its_time_and_its_card_scrolls_int
         the_card.wait_for(timeout=120_000)
         assert re.fullmatch(r"Camera photo, \d\d?:\d\d( ?[AP]M)?", the_card.locator(".bear-card-name").inner_text())
         assert wait_for(lambda: 0 <= the_card.bounding_box()["y"] < 844, 10)  # in sight, without scrolling by hand
+
+
+def test_the_verdict_is_in_the_classes_words_and_says_when_it_is_not_sure():
+    from bear_classifier.card import percent, short_name, verdict
+    from bear_classifier.classes import Classes, Kind
+    from bear_classifier.predict import Prediction, served_classes
+
+    bears = served_classes()
+    probs = {"black": 0.31, "grizzly": 0.62, "not_bear": 0.05, "teddy": 0.02}
+    assert verdict(Prediction("grizzly", 0.62, probs), bears) == \
+        "Not sure: maybe a grizzly bear (62%), or a black bear (31%)"
+    sure = {"black": 0.01, "grizzly": 0.9871, "not_bear": 0.0029, "teddy": 0.0}
+    assert verdict(Prediction("grizzly", 0.9871, sure), bears) == "Grizzly bear · 99%"
+    assert verdict(Prediction("not_bear", 0.97, {"not_bear": 0.97, "black": 0.03}), bears) == "Not a bear"
+    assert verdict(Prediction("other", 0.5, {"otter": 0.3, "other": 0.5}),
+                   Classes(kinds=(Kind("otter"),), none_label="other")) == \
+        "Not sure: maybe none of these (50%), or an otter (30%)"
+    assert [percent(p) for p in (0.9999, 0.9871, 0.5, 0.004)] == [">99%", "99%", "50%", "<1%"]
+    assert short_name("IMG_20240611_142233_HDR_from_my_holiday.jpg") == "IMG_20240611_142233_H…oliday.jpg"
+    assert len(short_name("x" * 200)) == 32 and short_name("bear.jpg") == "bear.jpg"
