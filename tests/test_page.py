@@ -330,3 +330,24 @@ def test_the_verdict_is_in_the_classes_words_and_says_when_it_is_not_sure():
     assert [percent(p) for p in (0.9999, 0.9871, 0.5, 0.004)] == [">99%", "99%", "50%", "<1%"]
     assert short_name("IMG_20240611_142233_HDR_from_my_holiday.jpg") == "IMG_20240611_142233_H…oliday.jpg"
     assert len(short_name("x" * 200)) == 32 and short_name("bear.jpg") == "bear.jpg"
+
+
+def test_the_gallery_clears_with_an_undo_then_closes_the_cards():
+    import ipywidgets as widgets
+
+    from bear_classifier.gallery import Gallery
+
+    gallery = Gallery(undo_seconds=0.5)
+    cards = [widgets.HTML(str(i)) for i in range(3)]
+    for c in cards:
+        gallery.add(c)
+    assert gallery.children == tuple(reversed(cards)) and gallery.bar.count == 3  # newest first
+    gallery._receive(gallery.bar, {"kind": "clear"}, [])  # the bar's "Clear"
+    assert gallery.children == () and (gallery.bar.count, gallery.bar.cleared) == (0, 3)
+    gallery._receive(gallery.bar, {"kind": "undo"}, [])
+    assert gallery.children == tuple(reversed(cards)) and (gallery.bar.count, gallery.bar.cleared) == (3, 0)
+    gallery.clear()
+    assert wait_for(lambda: gallery.bar.cleared == 0, 10, step=0.1)  # the undo ran out...
+    assert all(c.comm is None for c in cards) and gallery.children == ()  # ...and the cards' widgets are closed
+    gallery._receive(gallery.bar, {"kind": "undo"}, [])
+    assert gallery.children == ()
