@@ -107,6 +107,12 @@ def test_keyboard_alone_uploads_and_reaches_every_cards_buttons_with_a_visible_r
                  contrast: 1.05 / (0.2126 * r + 0.7152 * g + 0.0722 * b + 0.05) }; }"""  # against the white page
     with chromium() as browser:
         page = open_app(browser, url)
+        # Voila moves the rendered cells into its shell once they are all there (and the template moves
+        # that into <main>): a moved button loses focus, so a keyboard starts once the page is still.
+        page.wait_for_function("document.querySelector('main > .jp-LabShell .bear-upload')")
+        # Playwright turns on catching file dialogs without waiting for the browser: a key pressed at
+        # once can beat it (a click waits for its checks first). Turned on here, it is on well before.
+        page.on("filechooser", lambda chooser: None)
         seen = []
         for _ in range(15):
             page.keyboard.press("Tab")
