@@ -42,6 +42,16 @@ def server(tmp_path_factory):
         yield url, log, tmp / "feedback.db"
 
 
+@pytest.fixture(scope="module")
+def shipped(tmp_path_factory):
+    """The app as deployed from this checkout: its own examples/ folder (what the README's screenshots show)."""
+    from browser import require_browser
+
+    require_browser()
+    with voila(env={"BEAR_FEEDBACK_DB": str(tmp_path_factory.mktemp("shipped") / "feedback.db")}) as started:
+        yield started
+
+
 def axe_violations(page) -> list[str]:
     """axe-core's critical and serious findings on the page as it is (WCAG 2.0-2.2 A/AA and best practice)."""
     page.add_script_tag(path=str(AXE))
@@ -60,8 +70,8 @@ def three_cards(page) -> None:
     wait_card(page, "grizzly.jpg")
 
 
-def test_answer_cards_read_as_answers_and_axe_finds_nothing_serious(server):
-    url, _, _ = server
+def test_answer_cards_read_as_answers_and_axe_finds_nothing_serious(shipped):
+    url, _, _ = shipped
     with chromium() as browser:
         page = open_app(browser, url, viewport={"width": 1280, "height": 800})
         assert page.title() == "Is it a bear?"  # the model's title, not the notebook's file name
@@ -261,8 +271,8 @@ def test_nothing_leaves_for_a_third_party_and_the_console_is_quiet(server):
     assert noisy == []
 
 
-def test_on_a_phone_the_verdict_comes_first_and_long_names_are_shortened(server):
-    url, _, _ = server
+def test_on_a_phone_the_verdict_comes_first_and_long_names_are_shortened(shipped):
+    url, _, _ = shipped
     data, _ = real_photo("grizzly", 3)
     long_name = "IMG_20240611_142233_HDR_from_my_holiday_in_Alaska.jpg"
     with chromium() as browser:
