@@ -119,8 +119,7 @@ class AnswerCard(Card):
             self.no_map = NO_MAP.format(name=classes.name(pred.label))
         elif pred.heatmap is not None:
             self.overlay = jpeg(overlay(small, heatmap_image(pred.heatmap, small.size)))
-            self.legend = (f"Bright: what made it say “{classes.name(pred.label)}”. "
-                           "Dark blue: what it did not look at.")
+            self.legend = f"Bright: what made it say “{classes.name(pred.label)}”; dark: what it ignored."
         self._on_flag = on_flag
         self.on_msg(self._receive)
 
