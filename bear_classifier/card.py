@@ -111,7 +111,7 @@ class AnswerCard(Card):
         order = sorted(pred.probs.items(), key=lambda kv: -kv[1])
         super().__init__(
             name, verdict=verdict(pred, classes), unsure=pred.probability < SURE, lesson=str(pred),
-            sentence=classes.none_sentence if pred.label == classes.none_label else "",
+            sentence=classes.none_sentence if pred.label == classes.none_label and pred.probability >= SURE else "",
             bars=[[classes.name(label), p, percent(p)] for label, p in order], photo=jpeg(small),
             choices=[[label, classes.name(label)] for label in classes.vocab if label != pred.label]
             if on_flag else [])
