@@ -1,18 +1,30 @@
-"""One photo's answer card: upright thumbnail, the lesson's line, every class's bar, where the model looked, "That's wrong"."""
+"""One photo's answer card, for people: the verdict in the classes' own words, the lesson's line, every
+class's bar, where the model looked, and "That's wrong". An anywidget (card.js draws it), so that its
+controls carry what screen readers and keyboards need (alt text, aria-pressed, a labelled radio group,
+focus that moves on), which ipywidgets' buttons can't."""
 from __future__ import annotations
 
-import html
+import logging
+from pathlib import Path
 from typing import Callable
 
-import ipywidgets as widgets
+import anywidget
+import traitlets
 from PIL import Image
 
+from .classes import Classes
 from .heatmap import heatmap_image, jpeg, overlay
-from .predict import Prediction
+from .predict import Prediction, served_classes
 
+log = logging.getLogger(__name__)
+HERE = Path(__file__).parent
 THUMB_SIDE = 320
-NICE = {"black": "black bear", "grizzly": "grizzly", "teddy": "teddy bear", "not_bear": "not a bear"}
-NOT_A_BEAR = "This doesn't look like a bear to me. Try a photo of a grizzly, a black bear or a teddy bear."
+SURE = 0.8  # below this the card says it is not sure, and names the runner-up
+NAME_CHARS = 32  # longer file names are shortened in the middle (the full one stays in a tooltip)
+# On "Not a bear" a map would point at whatever looked least like a bear: the background, mostly.
+NO_MAP = "No map for “{name}”: the model found nothing it knows here, so there is nowhere to point."
+
+FlagHandler = Callable[[str | None], str]  # on_flag(label) stores or replaces, on_flag(None) removes; a sentence
 
 
 def thumbnail(img: Image.Image, side: int = THUMB_SIDE) -> Image.Image:
@@ -21,86 +33,119 @@ def thumbnail(img: Image.Image, side: int = THUMB_SIDE) -> Image.Image:
     return small
 
 
-def bars_html(probs: dict[str, float]) -> str:
-    """Every class's probability as a horizontal bar, highest first."""
-    rows = []
-    for label, p in sorted(probs.items(), key=lambda kv: -kv[1]):
-        rows.append(
-            f'<div class="bear-bar"><span class="bear-bar-label">{html.escape(NICE.get(label, label))}</span>'
-            f'<span class="bear-bar-track"><span style="width:{100 * p:.1f}%"></span></span>'
-            f'<span class="bear-bar-value">{p:.4f}</span></div>'
-        )
-    return "".join(rows)
+def percent(p: float) -> str:
+    """A whole percentage that never claims certainty: 0.9871 → "99%", 0.9999 → ">99%", 0.001 → "<1%"."""
+    if p > 0.995:
+        return ">99%"
+    if p < 0.005:
+        return "<1%"
+    return f"{round(100 * p)}%"
 
 
-class Card(widgets.Box):
-    """What both cards share: closing one closes the widgets inside it, whose state holds its photos."""
+def _maybe(label: str, p: float, classes: Classes) -> str:
+    """"a grizzly bear (62%)", "an otter (40%)", "not a bear (31%)"."""
+    words = classes.name(label)
+    words = words[:1].lower() + words[1:]
+    if label != classes.none_label:
+        words = f"{'an' if words[:1] in 'aeiou' else 'a'} {words}"
+    return f"{words} ({percent(p)})"
+
+
+def verdict(pred: Prediction, classes: Classes) -> str:
+    """The answer in a person's words: "Grizzly bear · 99%", "Not a bear", or "Not sure: maybe a grizzly
+    bear (62%), or a black bear (31%)"."""
+    if pred.probability < SURE:
+        first, second = sorted(pred.probs.items(), key=lambda kv: -kv[1])[:2]
+        return f"Not sure: maybe {_maybe(*first, classes)}, or {_maybe(*second, classes)}"
+    if pred.label == classes.none_label:
+        return classes.name(pred.label)
+    return f"{classes.name(pred.label)} · {percent(pred.probability)}"
+
+
+def short_name(name: str, limit: int = NAME_CHARS) -> str:
+    """A long file name with its middle left out, so that it fits on one line of a phone."""
+    if len(name) <= limit:
+        return name
+    tail = limit // 3
+    return f"{name[:limit - tail - 1]}…{name[-tail:]}"
+
+
+class Card(anywidget.AnyWidget):
+    """What every card shows: the file's name, and either an answer or the sentence that says why not."""
+
+    _esm = HERE / "card.js"
+    name = traitlets.Unicode().tag(sync=True)
+    short = traitlets.Unicode().tag(sync=True)
+    error = traitlets.Unicode().tag(sync=True)
+
+    def __init__(self, name: str, **kwargs):
+        super().__init__(name=name, short=short_name(name), **kwargs)
 
     def close_all(self) -> None:
-        stack = [self]
-        while stack:
-            widget = stack.pop()
-            stack += [w for w in getattr(widget, "children", ()) if isinstance(w, widgets.Widget)]
-            widget.close()
-
-
-def _title(name: str) -> str:
-    return f'<div class="bear-card-name">{html.escape(name)}</div>'
+        """Close the card; its photos go with its state (kept for app.py, which closes cards this way)."""
+        self.close()
 
 
 class AnswerCard(Card):
-    """A card in the gallery. `on_flag(label)` stores a "That's wrong" answer and returns the sentence to show."""
+    """A card in the gallery. `on_flag(label)` stores (or replaces) this card's "That's wrong" answer,
+    `on_flag(None)` removes it; each returns the sentence the card shows. None: no "That's wrong"."""
 
-    def __init__(self, name: str, img: Image.Image, pred: Prediction, on_flag: Callable[[str], str] | None):
+    verdict = traitlets.Unicode().tag(sync=True)
+    unsure = traitlets.Bool(False).tag(sync=True)
+    lesson = traitlets.Unicode().tag(sync=True)  # the course's own line, str(pred)
+    sentence = traitlets.Unicode().tag(sync=True)  # "That doesn't look like a bear." on "none of these"
+    bars = traitlets.List().tag(sync=True)  # [[words, fraction, "62%"]], highest first
+    photo = traitlets.Bytes().tag(sync=True)  # the thumbnail, JPEG
+    overlay = traitlets.Bytes().tag(sync=True)  # the thumbnail lit where the model looked; empty when none
+    legend = traitlets.Unicode().tag(sync=True)
+    no_map = traitlets.Unicode().tag(sync=True)  # why there is no map, where there is none
+    looked = traitlets.Bool(False).tag(sync=True)  # the map is shown
+    choices = traitlets.List().tag(sync=True)  # [[label, words]]: the other answers; empty: no "That's wrong"
+    chosen = traitlets.Unicode().tag(sync=True)  # the stored answer's label, "" when none
+    reply = traitlets.Unicode().tag(sync=True)
+
+    def __init__(self, name: str, img: Image.Image, pred: Prediction, on_flag: FlagHandler | None,
+                 classes: Classes | None = None):
+        classes = classes or served_classes()
         small = thumbnail(img)
-        self.photo_jpeg = jpeg(small)
-        self.image = widgets.Image(value=self.photo_jpeg, format="jpeg", layout=widgets.Layout(max_width="100%"))
-        self.image.add_class("bear-thumb")
-        verdict = "" if pred.is_bear else f'<p class="bear-not-bear">{NOT_A_BEAR}</p>'
-        self.answer = widgets.HTML(f'{_title(name)}<p class="bear-answer"><b>{html.escape(str(pred))}</b></p>'
-                                   f'{verdict}{bars_html(pred.probs)}')
-        buttons = []
-        if pred.heatmap is not None:
-            self.overlay_jpeg = jpeg(overlay(small, heatmap_image(pred.heatmap, small.size)))
-            self.looked = widgets.ToggleButton(description="Where it looked", tooltip=(
-                f"Brighter = more evidence for '{NICE.get(pred.label, pred.label)}'"))
-            self.looked.observe(self._toggle_heatmap, names="value")
-            buttons.append(self.looked)
-        self.feedback = widgets.VBox()
-        if on_flag is not None:
-            self.wrong = widgets.Button(description="That's wrong")
-            self.wrong.on_click(lambda _: self._ask(on_flag))
-            buttons.append(self.wrong)
-        tools = widgets.HBox(buttons, layout=widgets.Layout(flex_flow="row wrap"))
-        super().__init__([self.image, widgets.VBox([self.answer, tools, self.feedback])])
-        self.add_class("bear-card")
+        order = sorted(pred.probs.items(), key=lambda kv: -kv[1])
+        super().__init__(
+            name, verdict=verdict(pred, classes), unsure=pred.probability < SURE, lesson=str(pred),
+            sentence=classes.none_sentence if pred.label == classes.none_label and pred.probability >= SURE else "",
+            bars=[[classes.name(label), p, percent(p)] for label, p in order], photo=jpeg(small),
+            choices=[[label, classes.name(label)] for label in classes.vocab if label != pred.label]
+            if on_flag else [])
+        if pred.label == classes.none_label:
+            self.no_map = NO_MAP.format(name=classes.name(pred.label))
+        elif pred.heatmap is not None:
+            self.overlay = jpeg(overlay(small, heatmap_image(pred.heatmap, small.size)))
+            self.legend = f"Bright: what made it say “{classes.name(pred.label)}”; dark: what it ignored."
+        self._on_flag = on_flag
+        self.on_msg(self._receive)
 
-    def _toggle_heatmap(self, change) -> None:
-        self.image.value = self.overlay_jpeg if change["new"] else self.photo_jpeg
+    def _receive(self, _widget, content: dict, _buffers) -> None:
+        kind = content.get("kind") if isinstance(content, dict) else None
+        if kind == "flag" and content.get("label") in [label for label, _ in self.choices]:
+            self.flag(content["label"])
+        elif kind == "unflag" and self.chosen:
+            self.flag(None)
 
-    def _ask(self, on_flag: Callable[[str], str]) -> None:
-        self.wrong.disabled = True
-        choices = widgets.ToggleButtons(options=[(NICE[k], k) for k in NICE], value=None,
-                                        description="It's a", style={"button_width": "auto"})
-        choices.add_class("bear-choices")
-        reply = widgets.HTML('<span class="bear-note">Your answer and this photo (without its metadata) will be '
-                             'kept to improve the model.</span>')
-
-        def chosen(change):
-            if change["new"] is None:
-                return
-            choices.disabled = True
-            reply.value = f'<span class="bear-note">{html.escape(on_flag(change["new"]))}</span>'
-
-        choices.observe(chosen, names="value")
-        self.feedback.children = [choices, reply]
+    def flag(self, label: str | None) -> None:
+        """Store `label` as what the photo really shows (replacing an earlier choice), or None: take it back."""
+        if self._on_flag is None:
+            return
+        try:
+            self.reply = self._on_flag(label) or ""
+        except Exception:  # the store's own errors come back as sentences; anything else is logged, not shown
+            log.exception("storing a correction failed")
+            self.reply = "Sorry, your answer could not be stored right now. Please try again later."
+            return
+        self.chosen = label or ""
 
 
 class ErrorCard(Card):
     """A card for a file that got no answer: its name and the sentence that says why."""
 
     def __init__(self, name: str, message: str):
+        super().__init__(name, error=message)
         self.message = message
-        super().__init__([widgets.HTML(f'{_title(name)}<p class="bear-error">{html.escape(message)}</p>')])
-        self.add_class("bear-card")
-        self.add_class("bear-card-error")

@@ -6,8 +6,11 @@ import io
 import numpy as np
 from PIL import Image
 
-# A dark-red → yellow ramp for the overlay: readable on most photos, and in grayscale too.
-_RAMP = np.array([[0, 0, 0], [128, 0, 0], [230, 40, 0], [255, 160, 0], [255, 255, 120]], dtype=np.float32)
+# The overlay keeps the photo's own colours where the model looked and sinks the rest into a dark
+# blue: a tint no bear, teddy or background shares, so a red teddy or a brown grizzly still reads
+# (a red-yellow ramp vanished on them). It reads in grayscale too: bright = looked, dark = not.
+_SHADE = np.array([8, 24, 64], dtype=np.float32)
+_FLOOR = 0.15  # what is left of the photo where the model did not look at all: enough to see what it is
 
 
 def heatmap_image(cam: np.ndarray, size: tuple[int, int]) -> Image.Image:
@@ -18,13 +21,12 @@ def heatmap_image(cam: np.ndarray, size: tuple[int, int]) -> Image.Image:
     return Image.fromarray((scaled * 255).round().astype(np.uint8), mode="L").resize(size, Image.BILINEAR)
 
 
-def overlay(img: Image.Image, heat: Image.Image, alpha: float = 0.5) -> Image.Image:
-    """The photo with the heatmap laid over it in colour (dark red = little evidence, yellow = most)."""
-    levels = np.asarray(heat.resize(img.size, Image.BILINEAR), dtype=np.float32) / 255 * (len(_RAMP) - 1)
-    low = np.floor(levels).astype(int).clip(0, len(_RAMP) - 2)
-    frac = (levels - low)[..., None]
-    colour = _RAMP[low] * (1 - frac) + _RAMP[low + 1] * frac
-    return Image.blend(img.convert("RGB"), Image.fromarray(colour.astype(np.uint8), "RGB"), alpha)
+def overlay(img: Image.Image, heat: Image.Image) -> Image.Image:
+    """The photo lit where the model looked: full colour at the most evidence, dark blue where there was none."""
+    weight = np.asarray(heat.resize(img.size, Image.BILINEAR), dtype=np.float32)[..., None] / 255
+    weight = _FLOOR + (1 - _FLOOR) * weight
+    photo = np.asarray(img.convert("RGB"), dtype=np.float32)
+    return Image.fromarray((photo * weight + _SHADE * (1 - weight)).round().astype(np.uint8), "RGB")
 
 
 def jpeg(img: Image.Image, quality: int = 85) -> bytes:

@@ -4,7 +4,7 @@
 //
 // Each photo goes to the kernel as one custom message, its bytes as a binary buffer:
 // - over the size limit: never sent; the kernel gets the name and size and says why;
-// - big, and decodable by the browser: decoded here (EXIF orientation applied), scaled so its
+// - big (in bytes, or in pixels: a 148 KB PNG can hold 8000×6000), and decodable by the browser: decoded here (EXIF orientation applied), scaled so its
 //   short side is `shrink_side`, and sent as PPM pixels (a header, then RGB bytes). A 4 MB phone
 //   photo crosses the websocket as ~0.3 MB. The canvas's JPEG encoder is not used: it waits for
 //   the page to be idle, which a Voila page seldom is;
@@ -18,6 +18,9 @@ const CAMERA_ERRORS = {
   NotReadableError: "The camera is busy in another app. Close that app, or upload a photo instead.",
 };
 
+// A photo with more pixels than this is shrunk whatever its size in bytes: the kernel decodes every
+// pixel it is sent, and a flat 8000×6000 PNG is small on the wire but 144 MB once decoded.
+const SHRINK_PIXELS = 4_000_000;
 let active = null; // the view that receives dropped and pasted photos: the last one rendered
 // The kernel answers a ping every few seconds. When the server behind the page is gone (a restart,
 // a replica that died), nothing else on a Voila page says so: without this, photos would vanish
@@ -45,6 +48,22 @@ async function jpegSize(blob) {
   return null;
 }
 
+async function pixelCount(blob) {
+  // Width × height from the file's header (JPEG, PNG, GIF, WebP), without decoding it; null when unknown.
+  const head = new DataView(await blob.slice(0, 32).arrayBuffer());
+  const ascii = (at, n) => String.fromCharCode(...new Uint8Array(head.buffer, at, n));
+  if (head.byteLength >= 24 && head.getUint32(0) === 0x89504e47) { return head.getUint32(16) * head.getUint32(20); }
+  if (head.byteLength >= 10 && ascii(0, 4) === "GIF8") { return head.getUint16(6, true) * head.getUint16(8, true); }
+  if (head.byteLength >= 30 && ascii(0, 4) === "RIFF" && ascii(8, 7) === "WEBPVP8") {
+    const kind = ascii(15, 1);
+    if (kind === "X") { return ((head.getUint32(24, true) & 0xffffff) + 1) * ((head.getUint32(27, true) & 0xffffff) + 1); }
+    if (kind === " ") { return (head.getUint16(26, true) & 0x3fff) * (head.getUint16(28, true) & 0x3fff); }
+    if (kind === "L") { const bits = head.getUint32(21, true); return ((bits & 0x3fff) + 1) * (((bits >> 14) & 0x3fff) + 1); }
+  }
+  const size = await jpegSize(blob);
+  return size && size.width * size.height;
+}
+
 async function decode(blob, side) {
   // A JPEG decodes at 1/2, 1/4 or 1/8 scale with WebCodecs (about 90 ms for 12 MP instead of a full
   // decode); other formats, and browsers without ImageDecoder, through createImageBitmap.
@@ -64,11 +83,11 @@ async function decode(blob, side) {
   return { image: bitmap, width: bitmap.width, height: bitmap.height, close: () => bitmap.close() };
 }
 
-async function shrink(blob, side) {
+async function shrink(blob, side, always) {
   const picture = await decode(blob, side); // EXIF orientation applied
   const scale = Math.min(1, side / Math.min(picture.width, picture.height));
   const width = Math.round(picture.width * scale), height = Math.round(picture.height * scale);
-  if (width * height * 3 >= blob.size) { picture.close(); return null; } // the file is smaller: send it
+  if (!always && width * height * 3 >= blob.size) { picture.close(); return null; } // the file is smaller: send it
   const context = new OffscreenCanvas(width, height).getContext("2d");
   context.drawImage(picture.image, 0, 0, width, height);
   picture.close();
@@ -89,10 +108,11 @@ function ppm(context, width, height) {
 async function prepare(file, model) {
   const meta = { kind: "photo", name: file.name || "pasted image", size: file.size, type: file.type };
   if (file.size > model.get("max_bytes")) { return [{ ...meta, kind: "too_large" }, []]; }
-  if (file.size >= model.get("shrink_from")) {
+  const huge = await pixelCount(file).catch(() => null) > SHRINK_PIXELS;
+  if (huge || file.size >= model.get("shrink_from")) {
     try {
       const patience = new Promise((_, reject) => setTimeout(reject, 5000)); // a decoder that hangs: send as is
-      const pixels = await Promise.race([shrink(file, model.get("shrink_side")), patience]);
+      const pixels = await Promise.race([shrink(file, model.get("shrink_side"), huge), patience]);
       if (pixels) { return [{ ...meta, shrunk: true }, [pixels]]; }
     } catch (e) { /* not decodable here: the kernel decodes it or says what is wrong */ }
   }
@@ -104,6 +124,7 @@ async function sendAll(files, model) {
   if (!files.length) { return; }
   const limit = model.get("max_files");
   model.send({ kind: "batch", count: Math.min(files.length, limit), total: files.length });
+  window.bearScrollToNext = true; // card.js: the first card to come is scrolled into view if it lands below the fold
   for (const file of files.slice(0, limit)) {
     const [meta, buffers] = await prepare(file, model);
     model.send(meta, undefined, buffers);
@@ -182,12 +203,47 @@ function cameraPanel(model, say) {
     const context = new OffscreenCanvas(width, height).getContext("2d");
     context.drawImage(video, 0, 0, width, height);
     const pixels = ppm(context, width, height);
-    const name = `camera-${new Date().toISOString().slice(11, 19).replaceAll(":", "")}.ppm`;
+    const name = `Camera photo, ${new Date().toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })}`;
     model.send({ kind: "batch", count: 1, total: 1 });
+    window.bearScrollToNext = true;
     model.send({ kind: "photo", name, size: pixels.byteLength, type: "image/x-portable-pixmap", shrunk: true },
       undefined, [pixels]);
   });
   return { panel, start, stop };
+}
+
+function hintText() {
+  // A touch screen has no Ctrl+V and nothing to drop from: tell it what it can do.
+  if (window.matchMedia("(pointer: coarse)").matches) {
+    return "Choose photos from your phone, or take one with its camera.";
+  }
+  const mac = /Mac|iPhone|iPad/.test(navigator.platform);
+  return `…or drop photos anywhere on this page, or paste one (${mac ? "⌘V" : "Ctrl+V"}).`;
+}
+
+function examplesRow(model) {
+  // Photos from the deployer's examples/ folder: a click (or Enter) classifies one. Only its name is
+  // sent; the kernel reads the file, and only the names it listed.
+  const row = element("div", { className: "bear-examples-row" });
+  const box = element("div", { className: "bear-examples" },
+    element("p", { className: "bear-examples-label", textContent: "No photo at hand? Try one of these:" }), row);
+  const show = () => {
+    const examples = model.get("examples");
+    row.replaceChildren(...examples.map(({ name, thumb }) => {
+      const button = element("button", { type: "button", className: "bear-example", title: name },
+        element("img", { src: thumb, alt: "" }));
+      button.setAttribute("aria-label", `Try an example: ${name}`);
+      button.addEventListener("click", () => {
+        window.bearScrollToNext = true;
+        model.send({ kind: "example", name });
+      });
+      return button;
+    }));
+    box.hidden = !examples.length;
+  };
+  model.on("change:examples", show);
+  show();
+  return box;
 }
 
 function render({ model, el }) {
@@ -198,10 +254,10 @@ function render({ model, el }) {
   const note = element("p", { className: "bear-input-note", role: "status" });
   const say = (text) => { note.textContent = text; };
   const camera = cameraPanel(model, say);
-  const hint = element("p", { className: "bear-input-hint",
-    textContent: "…or drop photos anywhere on this page, or paste one (Ctrl+V / ⌘V)." });
+  const hint = element("p", { className: "bear-input-hint", textContent: hintText() });
   el.classList.add("bear-input");
-  el.append(element("div", { className: "bear-input-buttons" }, upload, cameraButton, input), hint, camera.panel, note);
+  el.append(element("div", { className: "bear-input-buttons" }, upload, cameraButton, input), hint,
+    examplesRow(model), camera.panel, note);
 
   let lastPong = Date.now(), lost = false;
   model.on("msg:custom", (msg) => { if (msg.kind === "pong") { lastPong = Date.now(); } });

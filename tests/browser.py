@@ -57,6 +57,7 @@ def voila(*extra: str, notebook: str = "app.ipynb", cwd: Path = ROOT, log: Path 
     if template:
         cmd.append(f"--template={template}")
         env["JUPYTER_PATH"] = os.pathsep.join(filter(None, [str(SHARE), env.get("JUPYTER_PATH")]))
+        env["JUPYTER_CONFIG_PATH"] = os.pathsep.join(filter(None, [str(SHARE / "config"), env.get("JUPYTER_CONFIG_PATH")]))
     with serve(cmd, port, "/voila/static/", cwd, log, env) as started:
         yield started
 
