@@ -1,14 +1,26 @@
-"""PhotoInput: the page's own photo input, an anywidget whose JavaScript ships in this package."""
+"""PhotoInput: the page's own photo input, an anywidget whose JavaScript ships in this package.
+
+Its messages come from whoever holds the page's websocket, so each is checked before anything reads
+it, and the photos are handed to the app's callback on a thread of their own: the kernel's main
+thread stays free to answer the page (its pings, its buttons) while a photo waits for the model.
+"""
 from __future__ import annotations
 
+import logging
+import queue
+import threading
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import anywidget
 import traitlets
+from PIL import Image
 
-from .images import MAX_BYTES
+from .images import MAX_BYTES, ImageError, check_size, open_image
 
+log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
 MAX_FILES = 20  # one batch: more than this is cut, with a sentence
 SHRINK_FROM = 2**20  # photos this big are scaled down in the browser before sending
@@ -16,13 +28,66 @@ SHRINK_FROM = 2**20  # photos this big are scaled down in the browser before sen
 # of a 12 MP phone photo's (3000 or 3024), so the browser decodes those at 1/8 scale: 50 ms instead
 # of 62 at 1/4 for 448 px, and a third fewer pixels to send (bench/page.py: 0.14 s to the answer, was 0.16).
 SHRINK_SIDE = 375
+KEPT_SIDE = 448  # the one copy of a photo that outlives its answer (card, "That's wrong"): feedback.STORED_SIDE
+# Photos received but not yet answered: a client that sends faster than the model answers gets a
+# sentence for the rest instead of filling the kernel's memory with them.
+MAX_WAITING_BYTES = 2 * MAX_BYTES
+MAX_NAME = 200
+TOO_MANY = "Too many photos at once: this one was skipped. Please send it again when the others are answered."
+
+
+@dataclass
+class Photo:
+    """One file a visitor gave: number `number` of a batch of `count`. Its pixels are decoded when first asked for."""
+
+    name: str
+    data: bytes = field(repr=False)
+    size: int
+    number: int = 1
+    count: int = 1
+    total: int = 1  # how many the visitor chose: more than `count` when the batch was cut
+    refused: str = ""  # a sentence, when the file was never sent or was not kept
+
+    @cached_property
+    def image(self) -> Image.Image:
+        """The whole decoded photo, upright RGB; ImageError (a sentence) when it is not one."""
+        if self.refused:
+            raise ImageError(self.refused)
+        check_size(self.size)  # as the browser reports it
+        return open_image(self.data, min_side=SHRINK_SIDE)
+
+    @cached_property
+    def small(self) -> Image.Image:
+        """A copy of at most KEPT_SIDE pixels: what a card and its "That's wrong" keep, never the whole photo."""
+        small = self.image.copy() if max(self.image.size) <= KEPT_SIDE else self.image.resize(
+            _fit(self.image.size, KEPT_SIDE), Image.Resampling.BICUBIC, reducing_gap=2.0)
+        return small
+
+
+def _fit(size: tuple[int, int], side: int) -> tuple[int, int]:
+    scale = side / max(size)
+    return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
+
+
+class Batch:
+    """The photos of one batch, each yielded as it arrives: at most `count` are sent of the `total` the visitor chose."""
+
+    def __init__(self, source: "PhotoInput", count: int, total: int, first: dict | None = None):
+        self.source, self.count, self.total, self.received, self.first = source, count, total, 0, first
+
+    def __iter__(self) -> Iterator[Photo]:
+        while self.received < self.count:
+            photo = self.source._next_photo(self)
+            if photo is None:  # a new batch began before this one was whole
+                return
+            yield photo
 
 
 class PhotoInput(anywidget.AnyWidget):
     """Upload button (several files), drop and paste anywhere on the page, and the camera.
 
-    Every photo arrives as `on_photo(meta, data)`: meta is {kind, name, size, ...} with kind
-    "batch" (count, total: a new batch starts), "photo" (data: its bytes) or "too_large" (never sent).
+    `on_photos(callback)`: the callback gets each batch (an iterable of Photo, as they arrive), on
+    the input's own thread, one batch after another.
     """
 
     _esm = HERE / "photo_input.js"
@@ -32,13 +97,107 @@ class PhotoInput(anywidget.AnyWidget):
     shrink_from = traitlets.Int(SHRINK_FROM).tag(sync=True)
     shrink_side = traitlets.Int(SHRINK_SIDE).tag(sync=True)
 
-    def __init__(self, on_photo: Callable[[dict, bytes], None], **kwargs):
+    def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        self._on_photo = on_photo
+        self._inbox: queue.Queue = queue.Queue()
+        self._waiting_bytes = 0
+        self._lock = threading.Lock()
         self.on_msg(self._receive)
 
-    def _receive(self, _widget, content: dict, buffers: list) -> None:
-        if content.get("kind") == "ping":  # the page checks that its server is still there
+    def __repr__(self) -> str:  # a widget's text/plain is put in the page's HTML: no object address there
+        return "Photo input"
+
+    def on_photos(self, callback: Callable[[Batch], None]) -> None:
+        threading.Thread(target=self._serve, args=(callback,), daemon=True, name="photos").start()
+
+    def wait(self, timeout: float = 120) -> bool:
+        """Whether every message received so far has been handled within `timeout` seconds (tests, benchmarks)."""
+        done = threading.Event()
+        threading.Thread(target=lambda: (self._inbox.join(), done.set()), daemon=True).start()
+        return done.wait(timeout)
+
+    def _receive(self, _widget, content, buffers) -> None:
+        """A message from the page. Anything malformed is dropped and logged; the visitor gets nothing back
+        (an exception here would go back to the page as a traceback)."""
+        try:
+            message = _parse(content, buffers)
+        except Exception as e:
+            log.info("dropped a malformed photo-input message: %s", str(e)[:200])
+            return
+        if message["kind"] == "ping":  # the page checks that its server is still there
             self.send({"kind": "pong"})
             return
-        self._on_photo(content, bytes(buffers[0]) if buffers else b"")
+        with self._lock:
+            if self._waiting_bytes + len(message["data"]) > MAX_WAITING_BYTES:
+                message.update(data=b"", refused=TOO_MANY)
+            self._waiting_bytes += len(message["data"])
+        self._inbox.put(message)
+
+    def _take(self) -> dict:
+        message = self._inbox.get()
+        with self._lock:
+            self._waiting_bytes -= len(message.get("data", b""))
+        return message
+
+    def _serve(self, callback: Callable[[Batch], None]) -> None:
+        message = None
+        while True:
+            message = message or self._take()
+            if message["kind"] == "batch":
+                batch = Batch(self, message["count"], message["total"])
+            else:  # a photo without its batch message: a batch of one
+                batch = Batch(self, 1, 1, first=message)
+            self._interrupted = None
+            try:
+                callback(batch)
+                for _ in batch:  # photos the callback left are drained, so the next batch starts clean
+                    pass
+            except Exception:
+                log.exception("the photo callback failed")
+            # Messages count as done once their photo is answered (wait() relies on it): the last photo's
+            # and the batch's own are done here.
+            for _ in range(min(batch.received, 1) + (message["kind"] == "batch")):
+                self._inbox.task_done()
+            message = self._interrupted
+
+    def _next_photo(self, batch: Batch) -> Photo | None:
+        message, batch.first = batch.first or self._take(), None
+        if message["kind"] == "batch":
+            self._interrupted, batch.count = message, batch.received
+            return None
+        if batch.received:  # the previous photo has been answered
+            self._inbox.task_done()
+        batch.received += 1
+        refused = message.get("refused", "")
+        if message["kind"] == "too_large":  # never sent: its size alone gets the sentence
+            try:
+                check_size(message["size"])
+            except ImageError as e:
+                refused = str(e)
+        return Photo(message["name"], message["data"], message["size"] or len(message["data"]), batch.received,
+                     batch.count, max(batch.total, batch.count), refused)
+
+
+def _parse(content, buffers) -> dict:
+    """The fields this input reads from a page message, checked: a dict with a known kind, bounded numbers."""
+    if not isinstance(content, dict):
+        raise TypeError(f"content is a {type(content).__name__}")
+    kind = content.get("kind")
+    if kind == "ping":
+        return {"kind": kind}
+    if kind == "batch":
+        total = _count(content.get("total", 0))
+        return {"kind": kind, "count": min(_count(content.get("count", 0)), MAX_FILES, total or MAX_FILES),
+                "total": total, "data": b""}
+    if kind in ("photo", "too_large"):
+        data = bytes(buffers[0]) if kind == "photo" and buffers else b""
+        name = content.get("name")
+        name = name[:MAX_NAME] if isinstance(name, str) and name.strip() else "the file"
+        return {"kind": kind, "name": name, "size": _count(content.get("size", 0)), "data": data}
+    raise ValueError(f"unknown kind {str(kind)[:40]!r}")
+
+
+def _count(value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 2**53:
+        raise ValueError(f"not a count: {str(value)[:40]!r}")
+    return int(value)
