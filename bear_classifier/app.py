@@ -165,8 +165,17 @@ class Model(Background):
     """The model, loading in the background; `predict` waits for it (on the photo input's thread)."""
 
     def __init__(self, loader=load_classifier, delay: float = LOAD_DELAY, timeout: float = LOAD_TIMEOUT):
-        super().__init__(loader, delay, name="the model")
-        self.timeout = timeout
+        super().__init__(self._timed(loader), delay, name="the model")
+        self.timeout, self.last_ms = timeout, 0.0
+
+    @staticmethod
+    def _timed(loader):
+        def load():
+            start = time.perf_counter()
+            classifier = loader()
+            log.info("model loaded in %.1f s", time.perf_counter() - start)
+            return classifier
+        return load
 
     def predict(self, img):
         try:
@@ -177,8 +186,7 @@ class Model(Background):
             raise Unavailable(BROKEN)
         start = time.perf_counter()
         pred = classifier.predict(img)
-        log.info("classified a photo: %s %.4f in %.0f ms", pred.label, pred.probability,
-                 (time.perf_counter() - start) * 1000)
+        self.last_ms = (time.perf_counter() - start) * 1000
         return pred
 
     @property
@@ -266,6 +274,8 @@ class Gallery(widgets.VBox):
         """The answer card for `photo`: it keeps a copy of at most 448 px, never the photo itself."""
         from .card import AnswerCard  # imports numpy: not before the page is up
 
+        log.info("classified a photo (%d bytes received): %s %.4f in %.0f ms", len(photo.data), pred.label,
+                 pred.probability, self.model.last_ms)  # never its name: the page promises to keep none
         small = photo.small
         on_flag = self._correction(small, pred)
         card = AnswerCard(photo.name, small, pred, on_flag)

@@ -340,3 +340,46 @@ def test_clear_closes_the_cards_widgets_so_their_photos_are_freed(app):
     assert all(w.model_id in widgets.Widget.widgets for w in inside)
     app.gallery.clear_cards()
     assert all(w.comm is None for w in inside)
+
+
+def test_the_gallery_keeps_at_most_its_newest_cards_and_says_so(classifier):
+    app = Page(lambda: classifier, max_cards=3)
+    first = send(app, ("first.jpg", encode(photo(seed=1), "JPEG")))[0]
+    for i in range(4):
+        send(app, (f"p{i}.jpg", encode(photo(seed=i), "JPEG")))
+    assert [c.answer.value.count("p3.jpg") for c in app.cards][:1] == [1] and len(app.cards) == 3
+    assert first.image.comm is None and first.answer.comm is None  # closed: its photo is freed
+    assert "newest answers are kept" in app.gallery.trimmed.value
+
+
+def test_a_card_keeps_a_small_copy_never_the_photo(classifier):
+    """What outlives the answer (the card and its "That's wrong") holds at most 448 px of a 6000×4000 photo."""
+    import gc
+
+    from PIL import Image as PILImage
+
+    app = Page(lambda: classifier, store=None)
+    send(app, ("big.png", encode(photo((6000, 4000)), "PNG")))
+    gc.collect()
+    sides = [max(o.size) for o in gc.get_objects() if isinstance(o, PILImage.Image)]
+    assert sides and max(sides) <= 448, sorted(sides)[-3:]
+
+
+def test_app_ipynb_runs_top_to_bottom_and_classifies_a_photo(tmp_path):
+    """The lesson's notebook, executed as Voila executes it; then a photo through the objects it defines."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(ROOT / "app.ipynb", as_version=4)
+    data = encode(photo(seed=2), "JPEG")
+    nb.cells.append(nbformat.v4.new_code_cell(
+        "photo_input._receive(photo_input, {'kind': 'batch', 'count': 1, 'total': 1}, [])\n"
+        f"photo_input._receive(photo_input, {{'kind': 'photo', 'name': 'nb.jpg', 'size': {len(data)}}}, [{data!r}])\n"
+        "assert photo_input.wait(120)\n"
+        "[card] = gallery.cards.children\n"
+        "print(card.answer.value)"))
+    env_cwd = ROOT
+    client = NotebookClient(nb, timeout=180, kernel_name="python3", resources={"metadata": {"path": str(env_cwd)}})
+    client.execute(env={**__import__("os").environ, "BEAR_FEEDBACK": "off"})
+    out = "".join(o.get("text", "") for o in nb.cells[-1].outputs)
+    assert "Prediction: " in out and "nb.jpg" in out

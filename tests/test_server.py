@@ -15,8 +15,8 @@ from wire import channels, get, kernel_id, replies, send
 SECRETS = {  # file → a snippet that only that file contains
     "export.pkl": (ROOT / "export.pkl").read_bytes()[:40],
     "export.onnx": (ROOT / "export.onnx").read_bytes()[:40],
-    "app.ipynb": b"from bear_classifier.app import BearApp",
-    "bear_classifier/app.py": b"class BearApp(widgets.VBox)",
+    "app.ipynb": b"learn = load_model_in_background()",
+    "bear_classifier/app.py": b"class Gallery(widgets.VBox)",
     "bear_classifier/predict.py": b"def check_sha256",
     "requirements.txt": b"fastai==",
     "export.json": b'"sha256"',
@@ -54,7 +54,7 @@ def test_page_carries_no_notebook_source(server):
     status, body = get(url + "/")
     assert status == 200
     assert b"<html" in body
-    assert b"from bear_classifier.app import BearApp" not in body and b"app = BearApp()" not in body
+    assert b"from bear_classifier.app import" not in body and b"learn = load_model_in_background()" not in body
 
 
 def test_execute_request_over_the_kernel_websocket_is_ignored(server, tmp_path):
