@@ -91,9 +91,8 @@ def free_big_blocks_at_once() -> None:
 
     m_mmap_threshold = -3  # malloc.h
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"))
-        libc.mallopt(m_mmap_threshold, 2**20)
-    except (OSError, AttributeError):  # not glibc (macOS, musl): their allocators return big blocks anyway
+        ctypes.CDLL(ctypes.util.find_library("c")).mallopt(m_mmap_threshold, 2**20)
+    except (OSError, AttributeError, TypeError):  # not glibc (macOS, musl): their allocators return big blocks anyway
         pass
 
 

@@ -28,6 +28,7 @@ SHRINK_FROM = 2**20  # photos this big are scaled down in the browser before sen
 # of a 12 MP phone photo's (3000 or 3024), so the browser decodes those at 1/8 scale: 50 ms instead
 # of 62 at 1/4 for 448 px, and a third fewer pixels to send (bench/page.py: 0.14 s to the answer, was 0.16).
 SHRINK_SIDE = 375
+SHRINK_PIXELS = 12_000_000  # a 12 MP phone photo's JPEG decodes at 1/8 scale already: this is for the others
 KEPT_SIDE = 448  # the one copy of a photo that outlives its answer (card, "That's wrong"): feedback.STORED_SIDE
 # Photos received but not yet answered: a client that sends faster than the model answers gets a
 # sentence for the rest instead of filling the kernel's memory with them.
@@ -50,11 +51,21 @@ class Photo:
 
     @cached_property
     def image(self) -> Image.Image:
-        """The whole decoded photo, upright RGB; ImageError (a sentence) when it is not one."""
+        """The photo as the model reads it, upright RGB; ImageError (a sentence) when it is not one.
+
+        One of more than SHRINK_PIXELS is scaled to a SHRINK_SIDE short side, as the browser scales
+        big files: a small file of many pixels (a 148 KB PNG of 8000×6000) then costs the kernel its
+        decoded 192 MB once, for a moment, not again in every copy made after (the model's resize).
+        """
         if self.refused:
             raise ImageError(self.refused)
         check_size(self.size)  # as the browser reports it
-        return open_image(self.data, min_side=SHRINK_SIDE)
+        img = open_image(self.data, min_side=SHRINK_SIDE)
+        if img.width * img.height > SHRINK_PIXELS:
+            scale = SHRINK_SIDE / min(img.size)
+            img = img.resize((round(img.width * scale), round(img.height * scale)), Image.Resampling.BILINEAR,
+                             reducing_gap=2.0)
+        return img
 
     @cached_property
     def small(self) -> Image.Image:
