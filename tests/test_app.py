@@ -67,6 +67,8 @@ def test_real_photo_gets_a_card_with_label_probability_bars_and_thumbnail(app):
     assert card.answer.value.count('class="bear-bar"') == 4
     assert card.image.value[:2] == b"\xff\xd8"
     assert "Done: 1 photo." in app.status.value
+    # the one polite live region: each answer in the classes' words, with a whole percentage
+    assert re.search(r'<p [^>]*role="status" aria-live="polite">Photo 1 of 1: Grizzly bear, \d{1,3}%\.', app.status.value)
 
 
 def test_a_batch_with_a_bad_file_answers_the_others_newest_first(app):
@@ -75,7 +77,7 @@ def test_a_batch_with_a_bad_file_answers_the_others_newest_first(app):
     assert isinstance(pdf, ErrorCard) and pdf.message.startswith("This file is a PDF document, not an image.")
     assert "notes.pdf" in pdf.children[0].value
     assert "b.png" in b.answer.value and "a.jpg" in a.answer.value
-    assert "Done: 3 photos." in app.status.value
+    assert "Photo 3 of 3: " in app.status.value and "Done: 3 photos." in app.status.value
 
 
 def test_progress_counts_the_batch_and_a_cut_batch_says_so(app):
@@ -312,7 +314,7 @@ def test_every_corpus_kind_gets_an_answer_or_a_sentence_and_memory_stays_flat(ap
 
 def test_the_lessons_own_code_path_gives_the_same_answer(classifier, monkeypatch):
     """BEAR_MODEL=export.pkl: load_learner + learn.predict, the course's code, behind the same page."""
-    from bear_classifier.app import load_classifier
+    from bear_classifier.kernel import load_classifier
 
     monkeypatch.setenv("BEAR_MODEL", str(ROOT / "export.pkl"))
     lesson = load_classifier()
@@ -352,16 +354,19 @@ def test_the_gallery_keeps_at_most_its_newest_cards_and_says_so(classifier):
     assert "newest answers are kept" in app.gallery.trimmed.value
 
 
-def test_a_card_keeps_a_small_copy_never_the_photo(classifier):
+def test_a_card_keeps_a_small_copy_never_the_photo(classifier, tmp_path):
     """What outlives the answer (the card and its "That's wrong") holds at most 448 px of a 6000×4000 photo."""
     import gc
 
     from PIL import Image as PILImage
 
-    app = Page(lambda: classifier, store=None)
-    send(app, ("big.png", encode(photo((6000, 4000)), "PNG")))
+    app = Page(lambda: classifier, store=FeedbackStore(f"sqlite:///{tmp_path / 'feedback.db'}"))
     gc.collect()
-    sides = [max(o.size) for o in gc.get_objects() if isinstance(o, PILImage.Image)]
+    earlier = {id(o) for o in gc.get_objects() if isinstance(o, PILImage.Image)}
+    [card] = send(app, ("big.png", encode(PILImage.new("RGB", (6000, 4000), (90, 120, 60)), "PNG")))
+    assert isinstance(card, AnswerCard) and hasattr(card, "wrong")
+    gc.collect()
+    sides = [max(o.size) for o in gc.get_objects() if isinstance(o, PILImage.Image) and id(o) not in earlier]
     assert sides and max(sides) <= 448, sorted(sides)[-3:]
 
 
