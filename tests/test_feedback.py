@@ -97,3 +97,30 @@ def test_review_feedback_puts_flagged_photos_in_the_review_sheet(tmp_path):
         ("feedback/black/flag-1.jpg", "black", "grizzly"), ("feedback/teddy/flag-2.jpg", "teddy", "not_bear")]
     assert Image.open(tmp_path / "review" / "feedback" / "teddy" / "flag-2.jpg").size == (320, 240)
     assert (tmp_path / "review" / "review.html").read_text().count("<figure>") == 2
+
+
+def test_a_database_that_never_answers_fails_within_the_connect_timeout():
+    """A PostgreSQL address where something accepts connections and never speaks: without a connect timeout the
+    kernel's store thread waits for ever (the TCP handshake succeeds); with one it gives up, and the page goes on."""
+    import socket
+    import threading
+
+    import sqlalchemy as sa
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # the kernel completes the handshake for us; nobody ever reads or writes
+        url = f"postgresql+psycopg://bear@127.0.0.1:{silent.getsockname()[1]}/bear"
+        outcome = []
+
+        def open_store():
+            try:
+                FeedbackStore(url)
+            except sa.exc.OperationalError as e:
+                outcome.append(e)
+
+        opener = threading.Thread(target=open_store, daemon=True)
+        opener.start()
+        opener.join(60)  # a hang detector, not a timing: the timeout is a few seconds
+        assert not opener.is_alive(), "opening the store hung on a database that never answers"
+        assert outcome and "timeout" in str(outcome[0]).lower()

@@ -13,7 +13,7 @@ import psutil
 import pytest
 import websocket
 
-from browser import ROOT, kernels, voila
+from browser import ROOT, chromium, kernels, open_app, require_browser, upload_file, upload_files, voila, wait_card
 from corpus import bad_uploads, encode, photo, valid_uploads
 from wire import channels, get, kernel_id, parse, send
 
@@ -155,6 +155,24 @@ def test_memory_stays_bounded_after_100_photos_of_every_kind(server):
         assert visitor.pong() and leaks(visitor) == []
     finally:
         visitor.close()
+
+
+def test_three_8000x6000_pngs_through_the_page_grow_the_kernel_by_under_100_mib(server):
+    require_browser()
+    url, _, proc, _ = server
+    png = big_png()
+    with chromium() as browser:
+        page = open_app(browser, url)
+        kernel = page.evaluate("document.body.dataset.kernelId")
+        upload_file(page, "warm-up.jpg", encode(photo(), "JPEG"), "image/jpeg")
+        wait_card(page, "warm-up.jpg")
+        before = rss_mib(proc, kernel)
+        upload_files(page, *[(f"big{i}.png", png, "image/png") for i in range(3)])
+        page.get_by_text("Done: 3 photos.").wait_for(timeout=120_000)
+        assert all("Prediction: " in wait_card(page, f"big{i}.png") for i in range(3))
+        grown = rss_mib(proc, kernel) - before
+    print(f"three 8000×6000 PNGs through the page: +{grown:.0f} MiB")
+    assert grown < 100, grown
 
 
 MALFORMED = [  # (content, buffers) of a custom message to the photo input
