@@ -180,6 +180,9 @@ class Correction:
                 self.store.update(self.row, label)
         except FeedbackError as e:
             return str(e)
+        except Exception:  # a card's button must answer with a sentence whatever happens; details in the log
+            log.exception("storing a correction failed")
+            return UNREACHABLE
         log.info("flag %d: the model said %s, the visitor says %s", self.row, self.pred.label, label)
         return f"Thanks! Stored as “{self.classes.name(label)}”."
 

@@ -388,3 +388,18 @@ def test_app_ipynb_runs_top_to_bottom_and_classifies_a_photo(tmp_path):
     client.execute(env={**__import__("os").environ, "BEAR_FEEDBACK": "off"})
     out = "".join(o.get("text", "") for o in nb.cells[-1].outputs)
     assert "Prediction: " in out and "nb.jpg" in out
+
+
+def test_photos_sent_faster_than_they_are_answered_are_refused_with_a_sentence_not_kept(classifier):
+    """A client that sends 15 MB photos while the model loads: what waits is bounded (40 MB), the rest is refused."""
+    release = threading.Event()
+    app = Page(lambda: release.wait(30) and classifier)
+    junk = b"\xff\xd8\xff" + bytes(15 * 2**20)
+    app.receive({"kind": "batch", "count": 5, "total": 5})
+    for i in range(5):
+        app.receive({"kind": "photo", "name": f"{i}.jpg", "size": len(junk)}, junk)
+    assert app.input._waiting_bytes <= 40 * 2**20
+    release.set()
+    app.answered()
+    messages = [card.message for card in reversed(app.cards)]
+    assert [m.startswith("Too many photos at once") for m in messages] == [False, False, True, True, True], messages
