@@ -13,6 +13,12 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from .predict import Prediction
 
 log = logging.getLogger("bear_classifier")
 
@@ -86,7 +92,7 @@ class Background:
     """A value made on a thread of its own (after `delay` seconds, or sooner when asked for), then kept."""
 
     def __init__(self, make, delay: float = 0.0, name: str = "background"):
-        self.value, self.failed = None, False
+        self.value = None  # None also when making it failed: the reason is in the server log
         self._done, self._wanted, self._listeners = threading.Event(), threading.Event(), []
         self._lock = threading.Lock()
         threading.Thread(target=self._run, args=(make, delay), daemon=True, name=name).start()
@@ -97,7 +103,6 @@ class Background:
             self.value = make() if callable(make) else make
         except Exception:  # details in the server log; the page says what it means for the visitor
             log.exception("loading %s failed", threading.current_thread().name)
-            self.failed = True
         while True:  # listeners first, so whoever sees it done also sees what they did
             with self._lock:
                 listeners, self._listeners = self._listeners, []
@@ -158,7 +163,8 @@ class Model(Background):
             return classifier
         return load
 
-    def predict(self, img):
+    def predict(self, img: "Image.Image") -> "Prediction":
+        """The model's answer for `img`, once it has loaded; Unavailable (a sentence) if it can't answer."""
         try:
             classifier = self.get(self.timeout)
         except TimeoutError:

@@ -70,14 +70,9 @@ class Photo:
     @cached_property
     def small(self) -> Image.Image:
         """A copy of at most KEPT_SIDE pixels: what a card and its "That's wrong" keep, never the whole photo."""
-        small = self.image.copy() if max(self.image.size) <= KEPT_SIDE else self.image.resize(
-            _fit(self.image.size, KEPT_SIDE), Image.Resampling.BICUBIC, reducing_gap=2.0)
+        small = self.image.copy()
+        small.thumbnail((KEPT_SIDE, KEPT_SIDE))
         return small
-
-
-def _fit(size: tuple[int, int], side: int) -> tuple[int, int]:
-    scale = side / max(size)
-    return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
 
 
 class Batch:
@@ -119,6 +114,7 @@ class PhotoInput(anywidget.AnyWidget):
         return "Photo input"
 
     def on_photos(self, callback: Callable[[Batch], None]) -> None:
+        """Call `callback(photos)` for each batch, on a thread of the input's own, one batch after another."""
         threading.Thread(target=self._serve, args=(callback,), daemon=True, name="photos").start()
 
     def wait(self, timeout: float = 120) -> bool:
@@ -161,10 +157,10 @@ class PhotoInput(anywidget.AnyWidget):
             self._interrupted = None
             try:
                 callback(batch)
-                for _ in batch:  # photos the callback left are drained, so the next batch starts clean
-                    pass
             except Exception:
                 log.exception("the photo callback failed")
+            for _ in batch:  # photos the callback left are drained, so the next batch starts clean
+                pass
             # Messages count as done once their photo is answered (wait() relies on it): the last photo's
             # and the batch's own are done here.
             for _ in range(min(batch.received, 1) + (message["kind"] == "batch")):
