@@ -1,56 +1,36 @@
-"""The page: a photo input, then a gallery of answer cards, newest first; one BearApp per visitor (kernel).
+"""The page's kernel side, in the pieces app.ipynb puts together: the photo input, the model loading in the
+background (kernel.py), and the gallery of answer cards with its status line, "Clear" and "That's wrong".
+One kernel per visitor.
 
-Only ipywidgets, anywidget and Pillow are imported up front, so the page shows at once; the
-"That's wrong" store (SQLAlchemy: 0.2 s to import), onnxruntime and the model load in a background
-thread, and a photo that comes during warm-up waits for them (at most LOAD_TIMEOUT seconds).
+Only ipywidgets, anywidget and Pillow are imported up front, so the page shows at once; the model
+(onnxruntime) and the "That's wrong" store (SQLAlchemy: 0.2 s to import) load on threads of their
+own, and a photo that comes during warm-up waits for them on the photo input's thread, never on the
+kernel's main one, which keeps answering the page.
 """
 from __future__ import annotations
 
 import html
 import logging
-import os
-import sys
-import threading
-import time
-from pathlib import Path
+from contextlib import contextmanager
 
 import ipywidgets as widgets
 
-from .images import ImageError, check_size, open_image
-from .widget import SHRINK_SIDE, PhotoInput
+from .gallery import Cards
+from .images import ImageError
+from .kernel import BROKEN, Background, Model, Unavailable, log_to_server
+from .kernel import load_model_in_background  # noqa: F401  app.ipynb takes it, PhotoInput and Gallery from here
+from .widget import Photo, PhotoInput
 
 log = logging.getLogger("bear_classifier")
-if not log.handlers:  # the kernel's real stderr is the server log; the page never sees it
-    _handler = logging.StreamHandler(sys.__stderr__)
-    _handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
-    log.addHandler(_handler)
-    log.setLevel(logging.INFO)
 
-# The model loads in the background, but loading holds Python's lock for a moment, which would slow
-# the kernel's replies while the browser builds the page. So loading waits this long, or until the
-# first photo, whichever comes first.
-LOAD_DELAY = 3.0
-LOAD_TIMEOUT = 120.0  # a photo waits this long for a model that is still loading, then gets a sentence
-INSTRUCTIONS = "Give me photos of bears: I'll tell you for each whether it is a grizzly, a black bear or a teddy bear."
+STORE_TIMEOUT = 15.0  # a card waits this long for the "That's wrong" store, then comes without the button
+MAX_CARDS = 24  # older cards are closed: a visitor's kernel keeps at most this many photos
+FAILED = "Something went wrong while classifying this photo. Please try another one."
+TRIMMED = f"Only the {MAX_CARDS} newest answers are kept on the page; older ones were removed."
 PRIVACY = {True: "Photos are classified and forgotten. One is kept only if you press “That's wrong” on its card "
-                 "and say what it really is: then the photo (without its metadata) and your answer are stored to "
-                 "improve the model.",
+                 "and say what it really is: then the photo (small, without its metadata or its file name) and "
+                 "your answer are stored to improve the model.",
            False: "Photos are classified and forgotten: nothing you give this page is stored."}
-
-
-def load_classifier():
-    """The Classifier for export.onnx; or, where BEAR_MODEL names a .pkl file, the lesson's load_learner + learn.predict.
-
-    A kernel serves one visitor, one photo at a time: one thread per forward pass (Classifier.load's
-    default). With two, the browser, the server or another visitor's kernel takes a core mid-forward
-    and both threads wait (measured on 2 cores during an upload: 20-40 ms with one thread, 33-140 ms with two).
-    """
-    from .predict import Classifier, LessonClassifier
-
-    model = os.environ.get("BEAR_MODEL")
-    if model and model.endswith(".pkl"):
-        return LessonClassifier.load(Path(model))
-    return Classifier.load(Path(model)) if model else Classifier.load()
 
 
 def default_store():
@@ -60,117 +40,107 @@ def default_store():
     return FeedbackStore.from_env()
 
 
-class BearApp(widgets.VBox):
-    """Photo input, progress line, gallery of answer cards with "Clear", and what is stored."""
+def page_classes():
+    """The served model's classes, in the page's words; the checkout's classes.toml where its card can't be read
+    (the model won't load either, and the page says so)."""
+    from .classes import Classes
+    from .predict import CHECKOUT, served_classes
 
-    def __init__(self, loader=load_classifier, load_delay: float = LOAD_DELAY, store=default_store,
-                 load_timeout: float = LOAD_TIMEOUT):
-        """`store`: a FeedbackStore, None, or a function returning either, called in the background."""
-        self.input = PhotoInput(self.receive)
-        self.status = widgets.HTML(INSTRUCTIONS)
+    try:
+        return served_classes()
+    except Exception:
+        log.exception("could not read the served model's classes")
+        return Classes.from_file(CHECKOUT / "classes.toml")
+
+
+class Gallery(widgets.VBox):
+    """The answers, newest first: a status line that announces each, "Clear", at most MAX_CARDS cards, what is stored."""
+
+    def __init__(self, model: Model, store=default_store, classes=None, max_cards: int = MAX_CARDS):
+        """`store`: a FeedbackStore, None, or a function returning either, called on a thread of its own."""
+        log_to_server()
+        self.model, self.classes, self.max_cards = model, classes or page_classes(), max_cards
+        self.status = widgets.HTML(self._say(self.classes.question))
         self.status.add_class("bear-status")
-        self.clear = widgets.Button(description="Clear", tooltip="Remove every card", layout=widgets.Layout(display="none"))
-        self.clear.on_click(lambda _: self.clear_gallery())
-        self.gallery = widgets.VBox()
-        self.gallery.add_class("bear-gallery")
-        self.privacy = widgets.HTML()
-        super().__init__([self.input, self.status, self.clear, self.gallery, self.privacy])
+        self.cards = Cards()  # with its bar: "Your photos (3)", "Clear" and its undo
+        self.trimmed, self.privacy = widgets.HTML(), widgets.HTML()
+        super().__init__([self.status, self.cards.bar, self.cards, self.trimmed, self.privacy])
         self.add_class("bear-app")
-        self.store, self.classifier, self.load_error, self.load_timeout = None, None, None, load_timeout
-        self.batch = dict(count=0, total=0, done=0)
-        self._loaded, self._wanted = threading.Event(), threading.Event()
-        threading.Thread(target=self._load, args=(loader, load_delay, store), daemon=True).start()
+        self.store = Background(store, name="the feedback store")
+        self.store.when_done(lambda s: setattr(self.privacy, "value",
+                                               f'<p class="bear-note">{PRIVACY[s.value is not None]}</p>'))
+        model.when_done(self._model_known)
 
-    def _open_store(self, store) -> None:
-        """Open the "That's wrong" store and say on the page what is kept. A store that can't be
-        opened (a database down) keeps nothing, rather than taking the page down with it."""
+    def __repr__(self) -> str:  # a widget's text/plain is put in the page's HTML: no object address there
+        return "Answers"
+
+    @staticmethod
+    def _say(text: str, busy: bool = False) -> str:
+        """The status line: one polite live region, so a screen reader announces each answer once."""
+        css = "bear-busy" if busy else "bear-said"
+        return f'<p class="{css}" role="status" aria-live="polite">{html.escape(text, quote=False)}</p>'
+
+    def _model_known(self, model: Model) -> None:
+        if model.value is None:  # said at once, not at the first upload
+            self.status.value = self._say(BROKEN)
+
+    @contextmanager
+    def answering(self, photo: Photo):
+        """Answer `photo` inside this block; a file that is no photo, or any failure, becomes a card saying why."""
+        waiting = not self.model.ready
+        self.status.value = self._say("Loading the model (first time only)…" if waiting else
+                                      f"Classifying {photo.number} of {photo.count}…", busy=True)
         try:
-            self.store = store() if callable(store) else store
+            yield
+        except (ImageError, Unavailable) as e:
+            log.info("no answer for a photo: %s", e)
+            self._show(photo, self._error_card(photo.name, str(e)), f"no answer. {e}")
         except Exception:
-            log.exception("could not open the feedback store: nothing will be stored")
-        self.privacy.value = f'<p class="bear-note">{PRIVACY[self.store is not None]}</p>'
+            log.exception("classifying a photo failed")
+            self._show(photo, self._error_card(photo.name, FAILED), f"no answer. {FAILED}")
 
-    def _load(self, loader, delay: float, store) -> None:
-        self._open_store(store)  # at once: the page's note says what is kept
-        self._wanted.wait(delay)
-        start = time.perf_counter()
+    def add(self, photo: Photo, pred) -> None:
+        """The answer card for `photo`: it keeps a copy of at most 448 px, never the photo itself."""
+        from .card import AnswerCard  # imports numpy: not before the page is up
+
+        log.info("classified a photo (%d bytes received): %s %.4f in %.0f ms", len(photo.data), pred.label,
+                 pred.probability, self.model.last_ms)  # never its name: the page promises to keep none
+        small = photo.small
+        on_flag = self._correction(small, pred)
+        card = AnswerCard(photo.name, small, pred, on_flag, self.classes)
+        self._show(photo, card, f"{self.classes.name(pred.label)}, {round(100 * pred.probability)}%.")
+
+    def _correction(self, small, pred):
         try:
-            from . import card  # noqa: F401  numpy and the card's code, before the first photo needs them
-            self.classifier = loader()
-            log.info("model loaded in %.1f s", time.perf_counter() - start)
-        except Exception as e:  # ModelError carries a human sentence; anything else gets logged in full
-            log.exception("could not load the model")
-            self.load_error = str(e)
-        finally:
-            self._loaded.set()
+            store = self.store.get(STORE_TIMEOUT)
+        except TimeoutError:
+            log.warning("the feedback store is still not open: a card without “That's wrong”")
+            return None
+        if store is None:
+            return None
+        from .feedback import Correction
 
-    def receive(self, meta: dict, data: bytes) -> None:
-        """One message from the photo input: a new batch, a photo, or a file too large to send."""
-        kind, name = meta.get("kind"), str(meta.get("name") or "the file")
-        if kind == "batch":
-            self.batch = dict(count=int(meta.get("count", 0)), total=int(meta.get("total", 0)), done=0)
-            self._progress()
-            return
-        if kind in ("photo", "too_large"):  # a file too large was never sent: its size alone gets the sentence
-            self._add(self.classify(name, data, meta.get("size") or len(data)))
-        self.batch["done"] += 1
-        self._progress()
+        return Correction(store, small, pred, self.classes, self.model.sha256)
 
-    def classify(self, name: str, data: bytes, size: int = 0) -> widgets.Box:
-        """The card for one file: an answer, or the sentence that says why there is none."""
-        from .card import AnswerCard, ErrorCard  # imports numpy: not before the page is up (the loader warms it)
+    @staticmethod
+    def _error_card(name: str, message: str):
+        from .card import ErrorCard
 
-        self._wanted.set()
-        try:
-            check_size(size)  # as the browser reports it
-            img = open_image(data, min_side=SHRINK_SIDE)
-            if not self._loaded.is_set():
-                self.status.value = '<span class="bear-busy">Loading the model (first time only)…</span>'
-                if not self._loaded.wait(self.load_timeout):
-                    return ErrorCard(name, "The model is taking too long to load. Please reload the page in a minute.")
-            if self.classifier is None:
-                return ErrorCard(name, f"The model could not be loaded: {self.load_error}")
-            start = time.perf_counter()
-            pred = self.classifier.predict(img)
-            log.info("classified %r (%d bytes received): %s %.4f in %.0f ms", name, len(data), pred.label,
-                     pred.probability, (time.perf_counter() - start) * 1000)
-        except ImageError as e:
-            log.info("rejected upload %r: %s", name, e)
-            return ErrorCard(name, str(e))
-        except Exception:
-            log.exception("classifying %r failed", name)
-            return ErrorCard(name, "Something went wrong while classifying this photo. Please try another one.")
-        on_flag = (lambda label: self.flag(img, name, pred, label)) if self.store is not None else None
-        return AnswerCard(name, img, pred, on_flag)
+        return ErrorCard(name, message)
 
-    def flag(self, img, name: str, pred, label: str) -> str:
-        """Store a "That's wrong" answer; the sentence to show on the card."""
-        from .feedback import FeedbackError
+    def _show(self, photo: Photo, card, said: str) -> None:
+        self.cards.add(card)
+        if self.cards.trim(self.max_cards):
+            self.trimmed.value = f'<p class="bear-note">{TRIMMED}</p>'
+        text = f"Photo {photo.number} of {photo.count}: {said}"
+        if photo.number == photo.count:
+            what = "1 photo" if photo.count == 1 else f"{photo.count} photos"
+            cut = (f" Only the first {photo.count} of the {photo.total} photos are classified: give me the rest in "
+                   "another batch." if photo.total > photo.count else "")
+            text += f" Done: {what}.{cut} Give me more any time."
+        self.status.value = self._say(text)
 
-        try:
-            self.store.add(img, name, pred.label, pred.probability, label, getattr(self.classifier, "sha256", ""))
-        except FeedbackError as e:
-            return str(e)
-        log.info("flagged %r: model said %s, visitor says %s", name, pred.label, label)
-        return f"Thanks! Stored as “{label.replace('_', ' ')}”."
-
-    def _add(self, card: widgets.Box) -> None:
-        self.gallery.children = (card, *self.gallery.children)  # newest first
-        self.clear.layout.display = ""
-
-    def _progress(self) -> None:
-        count, total, done = self.batch["count"], self.batch["total"], self.batch["done"]
-        cut = (f" Only the first {count} of the {total} photos are classified: give me the rest in another batch."
-               if total > count else "")
-        if done < count:
-            self.status.value = f'<span class="bear-busy">Classifying {done + 1} of {count}…</span>{html.escape(cut)}'
-        else:
-            what = "1 photo" if count == 1 else f"{count} photos"
-            self.status.value = f"Done: {what}.{html.escape(cut)} Give me more any time."
-
-    def clear_gallery(self) -> None:
-        cards, self.gallery.children = self.gallery.children, ()
-        for card in cards:
-            card.close_all()  # ipywidgets keeps every widget until it is closed: the cards' photos with them
-        self.clear.layout.display = "none"
-        self.status.value = INSTRUCTIONS
+    def clear_cards(self) -> None:
+        """"Clear", as the bar's button does it: the cards go, and come back if "Undo" is pressed in time."""
+        self.cards.clear()
+        self.trimmed.value = ""

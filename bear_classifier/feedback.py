@@ -10,6 +10,9 @@ from __future__ import annotations
 import io
 import logging
 import os
+import time
+from collections import deque
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,12 +24,17 @@ log = logging.getLogger(__name__)
 DEFAULT_DB = Path(__file__).resolve().parent.parent / "feedback.db"
 DEFAULT_MAX_MB = 500
 STORED_SIDE = 448  # photos are kept at this size: enough to relabel and retrain at 224 px
+VISITOR_SHARE = 0.05  # one visitor (kernel) may fill at most this share of the store, so one can't lock out the rest
+PER_MINUTE = 10  # changes a visitor may make in a minute: a person corrects a few cards, a script thousands
+CONNECT_TIMEOUT = 5  # seconds: a database that doesn't answer costs the page its button, not its start
 
 metadata = sa.MetaData()
 flags = sa.Table(
     "flags", metadata,
     sa.Column("id", sa.Integer, primary_key=True),
     sa.Column("created", sa.DateTime(timezone=True), nullable=False),
+    # Always empty: the page promises only the photo and the answer. Kept so that stores made before
+    # (NOT NULL, no default) still take new rows.
     sa.Column("name", sa.String(255), nullable=False),
     sa.Column("predicted", sa.String(16), nullable=False),
     sa.Column("probability", sa.Float, nullable=False),
@@ -44,7 +52,6 @@ class FeedbackError(RuntimeError):
 class Flag:
     id: int
     created: datetime
-    name: str
     predicted: str
     probability: float
     label: str
@@ -61,15 +68,26 @@ def clean_jpeg(img: Image.Image, side: int = STORED_SIDE) -> bytes:
     return buf.getvalue()
 
 
-class FeedbackStore:
-    """Flags in a database at `url`, refused with a sentence once the photos take `max_mb`."""
+UNREACHABLE = "Sorry, your answer could not be stored right now. Please try again later."
 
-    def __init__(self, url: str, max_mb: float = DEFAULT_MAX_MB):
+
+class FeedbackStore:
+    """Flags in a database at `url`, refused with a sentence once the photos take `max_mb`.
+
+    One store per kernel, so per visitor: its rows may take at most `visitor_share` of `max_mb`, and
+    it makes at most `per_minute` changes a minute (None: no limit, for scripts and tests).
+    """
+
+    def __init__(self, url: str, max_mb: float = DEFAULT_MAX_MB, visitor_share: float = VISITOR_SHARE,
+                 per_minute: int | None = PER_MINUTE):
         self.url, self.max_bytes = url, int(max_mb * 2**20)
-        self.engine = sa.create_engine(url, pool_pre_ping=True)
+        self.share_bytes, self.per_minute = int(self.max_bytes * visitor_share), per_minute
+        self.mine: dict[int, int] = {}  # this visitor's rows: id → photo bytes
+        self._changes: deque[float] = deque()
+        self.engine = sa.create_engine(url, pool_pre_ping=True, connect_args=_connect_args(url))
         if self.engine.dialect.name == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
-        metadata.create_all(self.engine)
+        create_table(self.engine)
 
     @classmethod
     def from_env(cls) -> "FeedbackStore | None":
@@ -83,25 +101,121 @@ class FeedbackStore:
         url = os.environ.get("BEAR_FEEDBACK_URL") or f"sqlite:///{os.environ.get('BEAR_FEEDBACK_DB', DEFAULT_DB)}"
         return cls(url, float(os.environ.get("BEAR_FEEDBACK_MAX_MB", DEFAULT_MAX_MB)))
 
-    def add(self, img: Image.Image, name: str, predicted: str, probability: float, label: str,
-            model_sha256: str) -> int:
-        """Store one flag; its id. Raises FeedbackError when the store is full or unreachable."""
+    def add(self, img: Image.Image, predicted: str, probability: float, label: str, model_sha256: str) -> int:
+        """Store one flag; its id. Raises FeedbackError (a sentence) when the store, or this visitor's share of it,
+        is full, when this visitor changes too much too fast, or when the database can't be reached."""
         photo = clean_jpeg(img)
-        try:
-            with self.engine.begin() as db:
-                used = db.execute(sa.select(sa.func.coalesce(sa.func.sum(sa.func.length(flags.c.photo)), 0))).scalar()
-                if used + len(photo) > self.max_bytes:
-                    raise FeedbackError("Thanks, but the feedback store is full, so this photo was not kept.")
-                return db.execute(flags.insert().values(
-                    created=datetime.now(timezone.utc), name=name[:255], predicted=predicted, probability=probability,
-                    label=label, model_sha256=model_sha256, photo=photo)).inserted_primary_key[0]
-        except sa.exc.SQLAlchemyError:
-            log.exception("storing feedback for %r failed", name)
-            raise FeedbackError("Sorry, your answer could not be stored right now. Please try again later.") from None
+        self._count_change()
+        with self._db() as db:
+            used = db.execute(sa.select(sa.func.coalesce(sa.func.sum(sa.func.length(flags.c.photo)), 0))).scalar()
+            if used + len(photo) > self.max_bytes:
+                raise FeedbackError("Thanks, but the feedback store is full, so this photo was not kept.")
+            if sum(self.mine.values()) + len(photo) > self.share_bytes:
+                raise FeedbackError("Thanks, but you have stored as many photos as one visitor may, "
+                                    "so this one was not kept.")
+            row = db.execute(flags.insert().values(
+                created=datetime.now(timezone.utc), name="", predicted=predicted, probability=probability,
+                label=label, model_sha256=model_sha256, photo=photo)).inserted_primary_key[0]
+        self.mine[row] = len(photo)
+        return row
+
+    def update(self, row: int, label: str) -> None:
+        """Change the label of this visitor's flag `row` (the same row: a correction is changed, never multiplied)."""
+        self._count_change()
+        with self._db() as db:
+            db.execute(flags.update().where(flags.c.id == row).values(label=label))
+
+    def delete(self, row: int) -> None:
+        """Remove this visitor's flag `row` (undo)."""
+        self._count_change()
+        with self._db() as db:
+            db.execute(flags.delete().where(flags.c.id == row))
+        self.mine.pop(row, None)
 
     def all(self) -> list[Flag]:
         with self.engine.connect() as db:
-            return [Flag(**row._mapping) for row in db.execute(sa.select(flags).order_by(flags.c.id))]
+            columns = [c for c in flags.c if c.name != "name"]
+            return [Flag(**row._mapping) for row in db.execute(sa.select(*columns).order_by(flags.c.id))]
+
+    def _count_change(self) -> None:
+        if self.per_minute is None:
+            return
+        now = time.monotonic()
+        while self._changes and now - self._changes[0] > 60:
+            self._changes.popleft()
+        if len(self._changes) >= self.per_minute:
+            raise FeedbackError("That's a lot of changes in a minute: please wait a moment and try again.")
+        self._changes.append(now)
+
+    @contextmanager
+    def _db(self):
+        try:
+            with self.engine.begin() as db:
+                yield db
+        except sa.exc.SQLAlchemyError:
+            log.exception("the feedback store failed")
+            raise FeedbackError(UNREACHABLE) from None
+
+
+class Correction:
+    """The one stored correction a card may have, as the card's "That's wrong" callback: `correction(label)`
+    stores it, or replaces the one stored (the same row); `correction(None)` removes it. Returns the sentence
+    to show on the card. It keeps the card's small copy of the photo, never the photo itself."""
+
+    def __init__(self, store: FeedbackStore, small: Image.Image, pred, classes, model_sha256: str):
+        self.store, self.small, self.pred, self.classes, self.sha256 = store, small, pred, classes, model_sha256
+        self.row: int | None = None
+
+    def __call__(self, label: str | None) -> str:
+        if label is None:
+            return self._undo()
+        if not isinstance(label, str) or label not in self.classes.vocab:
+            return "That isn't one of the answers this app knows, so nothing was stored."
+        if label == self.pred.label:
+            return f"That's what the model said ({self.classes.name(label)}): choose another answer to correct it."
+        try:
+            if self.row is None:
+                self.row = self.store.add(self.small, self.pred.label, self.pred.probability, label, self.sha256)
+            else:
+                self.store.update(self.row, label)
+        except FeedbackError as e:
+            return str(e)
+        except Exception:  # a card's button must answer with a sentence whatever happens; details in the log
+            log.exception("storing a correction failed")
+            return UNREACHABLE
+        log.info("flag %d: the model said %s, the visitor says %s", self.row, self.pred.label, label)
+        return f"Thanks! Stored as “{self.classes.name(label)}”."
+
+    def _undo(self) -> str:
+        if self.row is None:
+            return "Nothing was stored for this photo."
+        try:
+            self.store.delete(self.row)
+        except FeedbackError as e:
+            return str(e)
+        log.info("flag %d removed by the visitor", self.row)
+        self.row = None
+        return "Your correction was removed: nothing is stored for this photo."
+
+
+def create_table(engine: sa.Engine) -> None:
+    """Create the table once, whoever comes first: kernels of several replicas start at once on a fresh database,
+    and all but one lose the race to CREATE TABLE ("already exists", or a duplicate type on PostgreSQL)."""
+    try:
+        metadata.create_all(engine)
+    except sa.exc.DBAPIError:
+        if not sa.inspect(engine).has_table(flags.name):
+            raise
+        log.info("another process created the feedback table first")
+
+
+def _connect_args(url: str) -> dict:
+    backend = sa.engine.make_url(url).get_backend_name()
+    if backend == "sqlite":
+        return {"timeout": 10}  # waiting for another visitor's write, on top of busy_timeout below
+    if backend == "postgresql":
+        return {"connect_timeout": CONNECT_TIMEOUT}
+    return {}
 
 
 def _sqlite_pragmas(connection, _record) -> None:

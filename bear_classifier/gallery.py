@@ -22,8 +22,8 @@ class GalleryBar(anywidget.AnyWidget):
     cleared = traitlets.Int(0).tag(sync=True)  # cards that "Undo" would bring back; 0: no undo offered
 
 
-class Gallery(widgets.VBox):
-    """The cards (its children, newest first); `bar` goes above it on the page."""
+class Cards(widgets.VBox):
+    """The answer cards (its children, newest first); `bar` goes above it on the page."""
 
     def __init__(self, undo_seconds: float = UNDO_SECONDS):
         super().__init__()
@@ -39,6 +39,16 @@ class Gallery(widgets.VBox):
         self.forget()  # a new photo after "Clear": the cleared ones are gone for good
         self.children = (card, *self.children)
         self.bar.count = len(self.children)
+
+    def trim(self, keep: int) -> int:
+        """Close all but the `keep` newest cards (a visitor's kernel keeps at most that many photos); how many went."""
+        kept, dropped = self.children[:keep], self.children[keep:]
+        if dropped:
+            self.children = kept
+            for card in dropped:
+                getattr(card, "close_all", card.close)()
+            self.bar.count = len(kept)
+        return len(dropped)
 
     def clear(self) -> None:
         """Hide every card; "Undo" brings them back for `undo_seconds`, then they are closed."""

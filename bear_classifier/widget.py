@@ -1,17 +1,25 @@
-"""PhotoInput: the page's own photo input, an anywidget whose JavaScript ships in this package."""
+"""PhotoInput: the page's own photo input, an anywidget whose JavaScript ships in this package.
+
+Its messages come from whoever holds the page's websocket, so each is checked before anything reads
+it, and the photos are handed to the app's callback on a thread of their own: the kernel's main
+thread stays free to answer the page (its pings, its buttons) while a photo waits for the model.
+"""
 from __future__ import annotations
 
-import base64
-import io
 import logging
-import os
+import queue
+import threading
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import anywidget
 import traitlets
+from PIL import Image
 
-from .images import MAX_BYTES
+from .examples import offered
+from .images import MAX_BYTES, ImageError, check_size, open_image
 
 log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
@@ -21,44 +29,72 @@ SHRINK_FROM = 2**20  # photos this big are scaled down in the browser before sen
 # of a 12 MP phone photo's (3000 or 3024), so the browser decodes those at 1/8 scale: 50 ms instead
 # of 62 at 1/4 for 448 px, and a third fewer pixels to send (bench/page.py: 0.14 s to the answer, was 0.16).
 SHRINK_SIDE = 375
-# Examples to try: photos in this folder (beside app.ipynb, where Voila starts the kernel) are offered
-# as a row of thumbnails; BEAR_EXAMPLES names another folder. See examples/README.md.
-EXAMPLES = "examples"
-EXAMPLE_TYPES = {".jpg", ".jpeg", ".png", ".webp"}
-MAX_EXAMPLES = 8
-EXAMPLE_THUMB = 144  # px: shown at 72 CSS px, sharp on a phone's 2x screen
+SHRINK_PIXELS = 12_000_000  # a 12 MP phone photo's JPEG decodes at 1/8 scale already: this is for the others
+KEPT_SIDE = 448  # the one copy of a photo that outlives its answer (card, "That's wrong"): feedback.STORED_SIDE
+# Photos received but not yet answered: a client that sends faster than the model answers gets a
+# sentence for the rest instead of filling the kernel's memory with them.
+MAX_WAITING_BYTES = 2 * MAX_BYTES
+MAX_NAME = 200
+TOO_MANY = "Too many photos at once: this one was skipped. Please send it again when the others are answered."
 
 
-def example_files(folder: Path | None = None) -> dict[str, Path]:
-    """{name: path} of the example photos, sorted by name: what the page offers and all the kernel will read."""
-    folder = Path(folder or os.environ.get("BEAR_EXAMPLES") or EXAMPLES)
-    if not folder.is_dir():
-        return {}
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in EXAMPLE_TYPES and p.is_file())
-    return {p.name: p for p in files[:MAX_EXAMPLES]}
+@dataclass
+class Photo:
+    """One file a visitor gave: number `number` of a batch of `count`. Its pixels are decoded when first asked for."""
+
+    name: str
+    data: bytes = field(repr=False)
+    size: int
+    number: int = 1
+    count: int = 1
+    total: int = 1  # how many the visitor chose: more than `count` when the batch was cut
+    refused: str = ""  # a sentence, when the file was never sent or was not kept
+
+    @cached_property
+    def image(self) -> Image.Image:
+        """The photo as the model reads it, upright RGB; ImageError (a sentence) when it is not one.
+
+        One of more than SHRINK_PIXELS is scaled to a SHRINK_SIDE short side, as the browser scales
+        big files: a small file of many pixels (a 148 KB PNG of 8000×6000) then costs the kernel its
+        decoded 192 MB once, for a moment, not again in every copy made after (the model's resize).
+        """
+        if self.refused:
+            raise ImageError(self.refused)
+        check_size(self.size)  # as the browser reports it
+        img = open_image(self.data, min_side=SHRINK_SIDE)
+        if img.width * img.height > SHRINK_PIXELS:
+            scale = SHRINK_SIDE / min(img.size)
+            img = img.resize((round(img.width * scale), round(img.height * scale)), Image.Resampling.BILINEAR,
+                             reducing_gap=2.0)
+        return img
+
+    @cached_property
+    def small(self) -> Image.Image:
+        """A copy of at most KEPT_SIDE pixels: what a card and its "That's wrong" keep, never the whole photo."""
+        small = self.image.copy()
+        small.thumbnail((KEPT_SIDE, KEPT_SIDE))
+        return small
 
 
-def example_thumb(path: Path) -> str | None:
-    """A small JPEG of the photo as a data: URL (no request leaves the page for it), or None if unreadable."""
-    from PIL import Image, ImageOps
+class Batch:
+    """The photos of one batch, each yielded as it arrives: at most `count` are sent of the `total` the visitor chose."""
 
-    try:
-        with Image.open(path) as img:
-            small = ImageOps.exif_transpose(img).convert("RGB")
-            small.thumbnail((EXAMPLE_THUMB, EXAMPLE_THUMB))
-    except Exception:
-        log.warning("example %s could not be read: left out", path.name)
-        return None
-    buf = io.BytesIO()
-    small.save(buf, format="JPEG", quality=80)
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+    def __init__(self, source: "PhotoInput", count: int, total: int, first: dict | None = None):
+        self.source, self.count, self.total, self.received, self.first = source, count, total, 0, first
+
+    def __iter__(self) -> Iterator[Photo]:
+        while self.received < self.count:
+            photo = self.source._next_photo(self)
+            if photo is None:  # a new batch began before this one was whole
+                return
+            yield photo
 
 
 class PhotoInput(anywidget.AnyWidget):
     """Upload button (several files), drop and paste anywhere on the page, and the camera.
 
-    Every photo arrives as `on_photo(meta, data)`: meta is {kind, name, size, ...} with kind
-    "batch" (count, total: a new batch starts), "photo" (data: its bytes) or "too_large" (never sent).
+    `on_photos(callback)`: the callback gets each batch (an iterable of Photo, as they arrive), on
+    the input's own thread, one batch after another.
     """
 
     _esm = HERE / "photo_input.js"
@@ -67,32 +103,125 @@ class PhotoInput(anywidget.AnyWidget):
     max_files = traitlets.Int(MAX_FILES).tag(sync=True)
     shrink_from = traitlets.Int(SHRINK_FROM).tag(sync=True)
     shrink_side = traitlets.Int(SHRINK_SIDE).tag(sync=True)
-    examples = traitlets.List().tag(sync=True)  # [{name, thumb}]: the examples row
+    examples = traitlets.List().tag(sync=True)  # [{name, thumb}]: the examples row (examples.py)
 
-    def __init__(self, on_photo: Callable[[dict, bytes], None], examples: Path | None = None, **kwargs):
+    def __init__(self, examples: Path | None = None, **kwargs):
         super().__init__(**kwargs)
-        self._on_photo = on_photo
-        self._examples = example_files(examples)
-        thumbs = {name: example_thumb(path) for name, path in self._examples.items()}
-        self._examples = {name: path for name, path in self._examples.items() if thumbs[name]}
-        self.examples = [{"name": name, "thumb": thumbs[name]} for name in self._examples]
+        self._examples, self.examples = offered(examples)
+        self._inbox: queue.Queue = queue.Queue()
+        self._waiting_bytes = 0
+        self._lock = threading.Lock()
         self.on_msg(self._receive)
 
-    def _example(self, name) -> None:
-        """An example chosen on the page: only a name this widget listed, read here, then exactly as an upload."""
-        path = self._examples.get(name) if isinstance(name, str) else None
-        if path is None:
-            log.warning("refused an example that was not offered")
-            return
-        data = path.read_bytes()
-        self._on_photo({"kind": "batch", "count": 1, "total": 1}, b"")
-        self._on_photo({"kind": "photo", "name": name, "size": len(data)}, data)
+    def __repr__(self) -> str:  # a widget's text/plain is put in the page's HTML: no object address there
+        return "Photo input"
 
-    def _receive(self, _widget, content: dict, buffers: list) -> None:
-        if content.get("kind") == "ping":  # the page checks that its server is still there
+    def on_photos(self, callback: Callable[[Batch], None]) -> None:
+        """Call `callback(photos)` for each batch, on a thread of the input's own, one batch after another."""
+        threading.Thread(target=self._serve, args=(callback,), daemon=True, name="photos").start()
+
+    def wait(self, timeout: float = 120) -> bool:
+        """Whether every message received so far has been handled within `timeout` seconds (tests, benchmarks)."""
+        done = threading.Event()
+        threading.Thread(target=lambda: (self._inbox.join(), done.set()), daemon=True).start()
+        return done.wait(timeout)
+
+    def _receive(self, _widget, content, buffers) -> None:
+        """A message from the page. Anything malformed is dropped and logged; the visitor gets nothing back
+        (an exception here would go back to the page as a traceback)."""
+        try:
+            message = _parse(content, buffers)
+        except Exception as e:
+            log.info("dropped a malformed photo-input message: %s", str(e)[:200])
+            return
+        if message["kind"] == "ping":  # the page checks that its server is still there
             self.send({"kind": "pong"})
             return
-        if content.get("kind") == "example":
-            self._example(content.get("name"))
-            return
-        self._on_photo(content, bytes(buffers[0]) if buffers else b"")
+        if message["kind"] == "example":  # only a name this input listed; then exactly as an upload
+            path = self._examples.get(message["name"])
+            if path is None:
+                log.warning("refused an example that was not offered")
+                return
+            data = path.read_bytes()
+            self._enqueue({"kind": "batch", "count": 1, "total": 1, "data": b""})
+            message = {"kind": "photo", "name": message["name"], "size": len(data), "data": data}
+        self._enqueue(message)
+
+    def _enqueue(self, message: dict) -> None:
+        with self._lock:
+            if self._waiting_bytes + len(message["data"]) > MAX_WAITING_BYTES:
+                message.update(data=b"", refused=TOO_MANY)
+            self._waiting_bytes += len(message["data"])
+        self._inbox.put(message)
+
+    def _take(self) -> dict:
+        message = self._inbox.get()
+        with self._lock:
+            self._waiting_bytes -= len(message.get("data", b""))
+        return message
+
+    def _serve(self, callback: Callable[[Batch], None]) -> None:
+        message = None
+        while True:
+            message = message or self._take()
+            if message["kind"] == "batch":
+                batch = Batch(self, message["count"], message["total"])
+            else:  # a photo without its batch message: a batch of one
+                batch = Batch(self, 1, 1, first=message)
+            self._interrupted = None
+            try:
+                callback(batch)
+            except Exception:
+                log.exception("the photo callback failed")
+            for _ in batch:  # photos the callback left are drained, so the next batch starts clean
+                pass
+            # Messages count as done once their photo is answered (wait() relies on it): the last photo's
+            # and the batch's own are done here.
+            for _ in range(min(batch.received, 1) + (message["kind"] == "batch")):
+                self._inbox.task_done()
+            message = self._interrupted
+
+    def _next_photo(self, batch: Batch) -> Photo | None:
+        message, batch.first = batch.first or self._take(), None
+        if message["kind"] == "batch":
+            self._interrupted, batch.count = message, batch.received
+            return None
+        if batch.received:  # the previous photo has been answered
+            self._inbox.task_done()
+        batch.received += 1
+        refused = message.get("refused", "")
+        if message["kind"] == "too_large":  # never sent: its size alone gets the sentence
+            try:
+                check_size(message["size"])
+            except ImageError as e:
+                refused = str(e)
+        return Photo(message["name"], message["data"], message["size"] or len(message["data"]), batch.received,
+                     batch.count, max(batch.total, batch.count), refused)
+
+
+def _parse(content, buffers) -> dict:
+    """The fields this input reads from a page message, checked: a dict with a known kind, bounded numbers."""
+    if not isinstance(content, dict):
+        raise TypeError(f"content is a {type(content).__name__}")
+    kind = content.get("kind")
+    if kind == "ping":
+        return {"kind": kind}
+    if kind == "example":
+        name = content.get("name")
+        return {"kind": kind, "name": name if isinstance(name, str) else ""}
+    if kind == "batch":
+        total = _count(content.get("total", 0))
+        return {"kind": kind, "count": min(_count(content.get("count", 0)), MAX_FILES, total or MAX_FILES),
+                "total": total, "data": b""}
+    if kind in ("photo", "too_large"):
+        data = bytes(buffers[0]) if kind == "photo" and buffers else b""
+        name = content.get("name")
+        name = name[:MAX_NAME] if isinstance(name, str) and name.strip() else "the file"
+        return {"kind": kind, "name": name, "size": _count(content.get("size", 0)), "data": data}
+    raise ValueError(f"unknown kind {str(kind)[:40]!r}")
+
+
+def _count(value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 2**53:
+        raise ValueError(f"not a count: {str(value)[:40]!r}")
+    return int(value)

@@ -6,24 +6,52 @@ from io import BytesIO
 import pytest
 from PIL import Image
 
-from bear_classifier.app import BearApp
+from bear_classifier.app import Gallery, Model, PhotoInput, default_store
 from bear_classifier.card import AnswerCard, ErrorCard
 from bear_classifier.feedback import FeedbackStore
 from conftest import BEARS, ROOT, need_shared
 from corpus import PDF, encode, exif_rotated_jpeg, photo
 
 
-def send(app: BearApp, *files: tuple[str, bytes]) -> list:
+class Page:
+    """The page's kernel side as app.ipynb builds it, driven in-process with the photo input's own messages."""
+
+    def __init__(self, loader, store=None, load_timeout: float = 120, **gallery):
+        self.model = Model(loader, delay=0, timeout=load_timeout)
+        self.input, self.gallery = PhotoInput(), Gallery(self.model, store, **gallery)
+        self.status, self.privacy = self.gallery.status, self.gallery.privacy
+
+        def on_photos(photos):  # app.ipynb's callback, line for line
+            for photo in photos:
+                with self.gallery.answering(photo):
+                    self.gallery.add(photo, self.model.predict(photo.image))
+
+        self.input.on_photos(on_photos)
+
+    def receive(self, meta, data: bytes = b"") -> None:
+        """One message as the page's websocket delivers it to the photo input."""
+        self.input._receive(self.input, meta, [data] if data else [])
+
+    def answered(self) -> None:
+        assert self.input.wait(60), "the photo input did not answer"
+
+    @property
+    def cards(self) -> tuple:
+        return self.gallery.cards.children
+
+
+def send(app: Page, *files: tuple[str, bytes]) -> list:
     """Send a batch as photo_input.js does: a "batch" message, then one "photo" message per file."""
-    app.receive({"kind": "batch", "count": len(files), "total": len(files)}, b"")
+    app.receive({"kind": "batch", "count": len(files), "total": len(files)})
     for name, data in files:
         app.receive({"kind": "photo", "name": name, "size": len(data)}, data)
-    return list(app.gallery.children[:len(files)])
+    app.answered()
+    return list(app.cards[:len(files)])
 
 
 @pytest.fixture
 def app(classifier):
-    return BearApp(loader=lambda: classifier, store=None)
+    return Page(lambda: classifier)
 
 
 def grizzly_bytes() -> bytes:
@@ -36,10 +64,12 @@ def test_real_photo_gets_a_card_with_label_probability_bars_and_thumbnail(app):
     [card] = send(app, ("bear.jpg", grizzly_bytes()))
     assert isinstance(card, AnswerCard)
     assert card.lesson.startswith("Prediction: grizzly; Probability: 0.") and card.name == "bear.jpg"
-    assert re.fullmatch(r"Grizzly bear · (>99|\d\d)%", card.verdict)
+    assert card.verdict.startswith("Grizzly bear · ")
     assert [words for words, _, _ in card.bars][0] == "Grizzly bear" and len(card.bars) == 4
     assert card.photo[:2] == b"\xff\xd8"
     assert "Done: 1 photo." in app.status.value
+    # the one polite live region: each answer in the classes' words, with a whole percentage
+    assert re.search(r'<p [^>]*role="status" aria-live="polite">Photo 1 of 1: Grizzly bear, \d{1,3}%\.', app.status.value)
 
 
 def test_a_batch_with_a_bad_file_answers_the_others_newest_first(app):
@@ -47,16 +77,17 @@ def test_a_batch_with_a_bad_file_answers_the_others_newest_first(app):
     b, pdf, a = cards  # newest first
     assert isinstance(pdf, ErrorCard) and pdf.message.startswith("This file is a PDF document, not an image.")
     assert (pdf.name, b.name, a.name) == ("notes.pdf", "b.png", "a.jpg")
-    assert "Done: 3 photos." in app.status.value
+    assert "Photo 3 of 3: " in app.status.value and "Done: 3 photos." in app.status.value
 
 
 def test_progress_counts_the_batch_and_a_cut_batch_says_so(app):
     seen = []
     app.status.observe(lambda c: seen.append(c["new"]), names="value")
-    app.receive({"kind": "batch", "count": 2, "total": 25}, b"")
+    app.receive({"kind": "batch", "count": 2, "total": 25})
     for i in range(2):
         data = encode(photo(seed=i), "JPEG")
         app.receive({"kind": "photo", "name": f"{i}.jpg", "size": len(data)}, data)
+    app.answered()
     assert any("Classifying 1 of 2" in s for s in seen) and any("Classifying 2 of 2" in s for s in seen)
     assert "Only the first 2 of the 25 photos are classified" in app.status.value
 
@@ -81,16 +112,20 @@ def test_where_it_looked_toggles_an_overlay(app):
 
 
 def test_file_too_large_to_send_gets_a_card_from_its_size(app):
-    app.receive({"kind": "too_large", "name": "huge.jpg", "size": 120 * 2**20}, b"")
-    [card] = app.gallery.children
+    app.receive({"kind": "too_large", "name": "huge.jpg", "size": 120 * 2**20})
+    app.answered()
+    [card] = app.cards
     assert card.message == "The file is too large (120.0 MB; the limit is 20 MB). Please upload a smaller photo."
 
 
-def test_clear_empties_the_gallery(app):
-    send(app, ("a.jpg", encode(photo(), "JPEG")))
-    assert app.clear.layout.display == ""
-    app.clear.click()
-    assert app.gallery.children == () and app.clear.layout.display == "none"
+def test_clear_empties_the_gallery_and_undo_brings_it_back(app):
+    send(app, ("a.jpg", encode(photo(), "JPEG")), ("b.jpg", encode(photo(seed=1), "JPEG")))
+    bar = app.gallery.cards.bar
+    assert bar.count == 2
+    app.gallery.cards._receive(bar, {"kind": "clear"}, [])  # what the bar's "Clear" sends
+    assert app.cards == () and (bar.count, bar.cleared) == (0, 2)
+    app.gallery.cards._receive(bar, {"kind": "undo"}, [])
+    assert [c.name for c in app.cards] == ["b.jpg", "a.jpg"] and (bar.count, bar.cleared) == (2, 0)
 
 
 def test_photo_during_warm_up_waits_then_answers(classifier):
@@ -100,7 +135,7 @@ def test_photo_during_warm_up_waits_then_answers(classifier):
         release.wait(10)
         return classifier
 
-    app = BearApp(loader=slow_loader, store=None)
+    app = Page(slow_loader)
     statuses = []
     app.status.observe(lambda c: statuses.append(c["new"]), names="value")
     threading.Timer(0.3, release.set).start()
@@ -111,21 +146,46 @@ def test_photo_during_warm_up_waits_then_answers(classifier):
 
 def test_a_model_that_never_loads_gives_a_sentence_not_a_frozen_page():
     never = threading.Event()
-    app = BearApp(loader=lambda: never.wait(30), store=None, load_timeout=0.5)
+    app = Page(lambda: never.wait(30), load_timeout=0.5)
     [card] = send(app, ("photo.jpg", encode(photo(), "JPEG")))
     assert card.message == "The model is taking too long to load. Please reload the page in a minute."
     never.set()
 
 
-def test_model_that_fails_to_load_is_explained_on_the_card():
+def test_a_model_that_fails_to_load_is_said_before_any_upload_and_its_details_stay_in_the_log(caplog):
     from bear_classifier.predict import ModelError
 
     def broken():
-        raise ModelError("export.onnx does not match its model card")
+        raise ModelError("export.onnx does not match its model card (sha256 0123456789ab…): git checkout export.onnx")
 
-    app = BearApp(loader=broken, store=None)
+    with caplog.at_level("ERROR", logger="bear_classifier"):
+        app = Page(broken)
+        assert app.model.get(10) is None
+    sentence = "This app's model couldn't be loaded; the site's owner has been told."
+    assert sentence in app.status.value  # before any photo
     [card] = send(app, ("photo.jpg", encode(photo(), "JPEG")))
-    assert card.message == "The model could not be loaded: export.onnx does not match its model card"
+    assert card.message == sentence and "sha256" not in app.status.value
+    assert "git checkout export.onnx" in caplog.text
+
+
+def test_a_photo_during_warm_up_never_holds_the_kernels_main_thread(classifier):
+    """The main thread hands the photo over and returns at once; the page's pings are answered meanwhile."""
+    release = threading.Event()
+    app = Page(lambda: release.wait(30) and classifier)
+    pongs = []
+    app.input.send = pongs.append  # what the widget sends back to the page
+    data = encode(photo(), "JPEG")
+    app.receive({"kind": "batch", "count": 1, "total": 1})
+    app.receive({"kind": "photo", "name": "early.jpg", "size": len(data)}, data)
+    app.receive({"kind": "ping"})
+    assert pongs == [{"kind": "pong"}] and app.cards == ()
+    from browser import wait_for
+
+    assert wait_for(lambda: "Loading the model" in app.status.value, 10, step=0.05)
+    release.set()
+    app.answered()
+    [card] = app.cards
+    assert "Prediction: " in card.lesson
 
 
 def test_unexpected_errors_are_logged_not_shown(caplog):
@@ -133,36 +193,82 @@ def test_unexpected_errors_are_logged_not_shown(caplog):
         def predict(self, img):
             raise RuntimeError("secret internals")
 
-    app = BearApp(loader=lambda: Exploding(), store=None)
+    app = Page(lambda: Exploding())
     with caplog.at_level("ERROR", logger="bear_classifier"):
         [card] = send(app, ("photo.jpg", encode(photo(), "JPEG")))
     assert card.message == "Something went wrong while classifying this photo. Please try another one."
     assert "secret internals" in caplog.text
 
 
-def test_thats_wrong_stores_one_row_without_exif(classifier, tmp_path):
+def test_thats_wrong_stores_one_row_without_exif_or_file_name(classifier, tmp_path):
     store = FeedbackStore(f"sqlite:///{tmp_path / 'feedback.db'}")
-    app = BearApp(loader=lambda: classifier, store=store)
+    app = Page(lambda: classifier, store)
     exif = Image.Exif()
     exif[0x8825] = {2: (48.0, 51.0, 24.0), 1: "N"}  # a GPS position, as phones write it
     exif[0x010F] = "PhoneMaker"
     [card] = send(app, ("garden.jpg", encode(photo((400, 300)), "JPEG", exif=exif)))
-    assert "teddy" in [label for label, _ in card.choices]
-    card._receive(card, {"kind": "flag", "label": "teddy"}, [])  # what the card sends when "Teddy bear" is chosen
-    assert "Stored as" in card.reply and card.chosen == "teddy"
+    other = next(label for label in ("teddy", "black") if label != card_label(card))
+    assert other in [label for label, _ in card.choices] and card_label(card) not in [l for l, _ in card.choices]
+    card._receive(card, {"kind": "flag", "label": other}, [])  # what the card sends when the visitor chooses
+    assert f"Stored as “{app.gallery.classes.name(other)}”" in card.reply and card.chosen == other
     [row] = store.all()
-    assert (row.name, row.label, row.model_sha256) == ("garden.jpg", "teddy", classifier.sha256)
+    assert (row.label, row.model_sha256) == (other, classifier.sha256)
+    assert "garden" not in str(row) and not hasattr(row, "name")
     assert row.predicted == classifier.predict(Image.open(BytesIO(encode(photo((400, 300)), "JPEG")))).label
     stored = Image.open(BytesIO(row.photo))
     assert stored.size == (400, 300) and not stored.getexif() and "exif" not in stored.info
 
 
+def card_label(card) -> str:
+    return re.search(r"Prediction: (\w+);", card.lesson).group(1)
+
+
+def test_one_card_stores_one_correction_whatever_the_visitor_sends(classifier, tmp_path):
+    """Changing the answer 8 times and pressing the button 5 more times: one row, the last answer; undo removes it."""
+    store = FeedbackStore(f"sqlite:///{tmp_path / 'feedback.db'}", per_minute=None)
+    app = Page(lambda: classifier, store)
+    [card] = send(app, ("a.jpg", encode(photo(), "JPEG")))
+    flag = app.gallery._correction(photo(), classifier.predict(photo()))  # the card's callback, as a card gets it
+    said = card_label(card)
+    others = [label for label in app.gallery.classes.vocab if label != said]
+    for i in range(8):
+        assert flag(others[i % len(others)]).startswith("Thanks! Stored as")
+    [row] = store.all()
+    assert row.label == others[7 % len(others)]
+    assert "what the model said" in flag(said) and "isn't one of the answers" in flag("honey")
+    assert "isn't one of the answers" in flag("<script>")
+    assert [r.label for r in store.all()] == [row.label]
+    assert "removed" in flag(None) and store.all() == []
+    assert flag(others[0]).startswith("Thanks!") and len(store.all()) == 1
+
+
+def test_a_visitor_has_a_rate_and_a_share_so_others_still_find_room(classifier, tmp_path):
+    url = f"sqlite:///{tmp_path / 'feedback.db'}"
+    store = FeedbackStore(url, max_mb=40, per_minute=10)
+    pred = classifier.predict(photo())
+    other = next(label for label in ("teddy", "black") if label != pred.label)
+    from bear_classifier.classes import Classes
+    from bear_classifier.feedback import Correction
+
+    classes = Classes.from_file(ROOT / "classes.toml")
+    replies = [Correction(store, photo((448, 448), seed=i), pred, classes, "abc")(other) for i in range(12)]
+    assert all(r.startswith("Thanks!") for r in replies[:10])
+    assert all("a lot of changes in a minute" in r for r in replies[10:])  # the 11th and 12th within the minute
+    store.per_minute = None
+    replies = [Correction(store, photo((448, 448), seed=i), pred, classes, "abc")(other) for i in range(40)]
+    assert "as many photos as one visitor may" in replies[-1]
+    mine = sum(len(r.photo) for r in store.all())
+    assert mine <= 0.05 * 40 * 2**20
+    visitor = FeedbackStore(url, max_mb=40)  # another visitor's kernel: there is room for them
+    assert Correction(visitor, photo(seed=99), pred, classes, "abc")(other).startswith("Thanks!")
+
+
 def test_with_storing_disabled_there_is_no_button_and_nothing_is_written(classifier, tmp_path, monkeypatch):
     monkeypatch.setenv("BEAR_FEEDBACK", "off")
     monkeypatch.setenv("BEAR_FEEDBACK_DB", str(tmp_path / "feedback.db"))
-    app = BearApp(loader=lambda: classifier)
+    app = Page(lambda: classifier, store=default_store)
     [card] = send(app, ("a.jpg", encode(photo(), "JPEG")))
-    assert card.choices == [] and "nothing you give this page is stored" in app.children[-1].value
+    assert card.choices == [] and "nothing you give this page is stored" in app.privacy.value
     assert not (tmp_path / "feedback.db").exists()
 
 
@@ -171,11 +277,11 @@ def test_a_store_that_cannot_be_opened_keeps_nothing_and_the_page_still_answers(
     from browser import free_port
 
     monkeypatch.setenv("BEAR_FEEDBACK_URL", f"postgresql+psycopg://bear@127.0.0.1:{free_port()}/bear")
-    app = BearApp(loader=lambda: classifier)
+    app = Page(lambda: classifier, store=default_store)
     [card] = send(app, ("a.jpg", grizzly_bytes()))
-    assert "Prediction: grizzly" in card.lesson and card.choices == []
+    assert card.lesson.startswith("Prediction: grizzly") and card.choices == []
     assert "nothing you give this page is stored" in app.privacy.value
-    assert "could not open the feedback store" in caplog.text
+    assert "loading the feedback store failed" in caplog.text
 
 
 def test_every_corpus_kind_gets_an_answer_or_a_sentence_and_memory_stays_flat(app):
@@ -197,7 +303,7 @@ def test_every_corpus_kind_gets_an_answer_or_a_sentence_and_memory_stays_flat(ap
         [card] = send(app, (name, data))
         assert isinstance(card, ErrorCard) and phrase.lower() in card.message.lower(), (name, card)
         assert "Traceback" not in card.message
-    app.clear_gallery()
+    app.gallery.clear_cards()
     [card] = send(app, ("after.jpg", encode(photo(seed=5), "JPEG")))
     assert "Prediction: " in card.lesson
     gc.collect()
@@ -208,11 +314,11 @@ def test_every_corpus_kind_gets_an_answer_or_a_sentence_and_memory_stays_flat(ap
 
 def test_the_lessons_own_code_path_gives_the_same_answer(classifier, monkeypatch):
     """BEAR_MODEL=export.pkl: load_learner + learn.predict, the course's code, behind the same page."""
-    from bear_classifier.app import load_classifier
+    from bear_classifier.kernel import load_classifier
 
     monkeypatch.setenv("BEAR_MODEL", str(ROOT / "export.pkl"))
     lesson = load_classifier()
-    app = BearApp(loader=lambda: lesson, store=None)
+    app = Page(lambda: lesson)
     img = photo((500, 280), seed=4)
     [card] = send(app, ("lesson.png", encode(img, "PNG")))
     served = classifier.predict(open_image_bytes(encode(img, "PNG")))
@@ -233,5 +339,68 @@ def test_clear_closes_the_cards_widgets_so_their_photos_are_freed(app):
 
     [card] = send(app, ("a.jpg", encode(photo(), "JPEG")))
     assert card.model_id in widgets.Widget.widgets
-    app.clear_gallery()
+    app.gallery.clear_cards()
+    assert app.cards == () and app.gallery.cards.bar.cleared == 1  # "Undo" is offered for a few seconds
+    app.gallery.cards.forget()  # what the undo's timer does when it runs out
     assert card.comm is None
+
+
+def test_the_gallery_keeps_at_most_its_newest_cards_and_says_so(classifier):
+    app = Page(lambda: classifier, max_cards=3)
+    first = send(app, ("first.jpg", encode(photo(seed=1), "JPEG")))[0]
+    for i in range(4):
+        send(app, (f"p{i}.jpg", encode(photo(seed=i), "JPEG")))
+    assert [c.name for c in app.cards][:1] == ["p3.jpg"] and len(app.cards) == 3
+    assert first.comm is None  # closed: its photo is freed
+    assert "newest answers are kept" in app.gallery.trimmed.value
+
+
+def test_a_card_keeps_a_small_copy_never_the_photo(classifier, tmp_path):
+    """What outlives the answer (the card and its "That's wrong") holds at most 448 px of a 6000×4000 photo."""
+    import gc
+
+    from PIL import Image as PILImage
+
+    app = Page(lambda: classifier, store=FeedbackStore(f"sqlite:///{tmp_path / 'feedback.db'}"))
+    gc.collect()
+    earlier = {id(o) for o in gc.get_objects() if isinstance(o, PILImage.Image)}
+    [card] = send(app, ("big.png", encode(PILImage.new("RGB", (6000, 4000), (90, 120, 60)), "PNG")))
+    assert isinstance(card, AnswerCard) and card.choices
+    gc.collect()
+    sides = [max(o.size) for o in gc.get_objects() if isinstance(o, PILImage.Image) and id(o) not in earlier]
+    assert sides and max(sides) <= 448, sorted(sides)[-3:]
+
+
+def test_app_ipynb_runs_top_to_bottom_and_classifies_a_photo(tmp_path):
+    """The lesson's notebook, executed as Voila executes it; then a photo through the objects it defines."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(ROOT / "app.ipynb", as_version=4)
+    data = encode(photo(seed=2), "JPEG")
+    nb.cells.append(nbformat.v4.new_code_cell(
+        "photo_input._receive(photo_input, {'kind': 'batch', 'count': 1, 'total': 1}, [])\n"
+        f"photo_input._receive(photo_input, {{'kind': 'photo', 'name': 'nb.jpg', 'size': {len(data)}}}, [{data!r}])\n"
+        "assert photo_input.wait(120)\n"
+        "[card] = gallery.cards.children\n"
+        "print(card.lesson, card.name)"))
+    env_cwd = ROOT
+    client = NotebookClient(nb, timeout=180, kernel_name="python3", resources={"metadata": {"path": str(env_cwd)}})
+    client.execute(env={**__import__("os").environ, "BEAR_FEEDBACK": "off"})
+    out = "".join(o.get("text", "") for o in nb.cells[-1].outputs)
+    assert "Prediction: " in out and "nb.jpg" in out
+
+
+def test_photos_sent_faster_than_they_are_answered_are_refused_with_a_sentence_not_kept(classifier):
+    """A client that sends 15 MB photos while the model loads: what waits is bounded (40 MB), the rest is refused."""
+    release = threading.Event()
+    app = Page(lambda: release.wait(30) and classifier)
+    junk = b"\xff\xd8\xff" + bytes(15 * 2**20)
+    app.receive({"kind": "batch", "count": 5, "total": 5})
+    for i in range(5):
+        app.receive({"kind": "photo", "name": f"{i}.jpg", "size": len(junk)}, junk)
+    assert app.input._waiting_bytes <= 40 * 2**20
+    release.set()
+    app.answered()
+    messages = [card.message for card in reversed(app.cards)]
+    assert [m.startswith("Too many photos at once") for m in messages] == [False, False, True, True, True], messages

@@ -145,11 +145,11 @@ def test_where_it_looked_and_thats_wrong(server):
         assert wait_for(lambda: img.get_attribute("src") != before, 30)  # the overlay replaces the photo
         the_card.get_by_role("button", name="That's wrong").click()
         the_card.get_by_role("radio", name="Teddy bear").check()
-        the_card.get_by_text("Thanks! Stored as").wait_for(timeout=30_000)
+        the_card.get_by_text("Thanks! Stored as “Teddy bear”.").wait_for(timeout=30_000)
     from bear_classifier.feedback import FeedbackStore
 
-    [row] = [r for r in FeedbackStore(f"sqlite:///{db}").all() if r.name == "flag-me.jpg"]
-    assert row.label == "teddy" and Image.open(io.BytesIO(row.photo)).size[0] > 0
+    [row] = [r for r in FeedbackStore(f"sqlite:///{db}").all() if r.label == "teddy"]
+    assert Image.open(io.BytesIO(row.photo)).size[0] > 0
 
 
 def test_phone_sized_page_stacks_cards_with_large_buttons(server):
@@ -183,6 +183,7 @@ def phone_photo(data: bytes, orientation: int | None = None, fmt: str = "JPEG") 
 
 def test_big_photos_of_any_format_are_shrunk_in_the_browser_and_keep_their_answer(server):
     url, log, _ = server
+    start = len(log.read_text())
     data, label = real_photo()
     big, sideways, webp = phone_photo(data), phone_photo(data, orientation=6), phone_photo(data, fmt="WEBP")
     with chromium() as browser:
@@ -199,10 +200,9 @@ def test_big_photos_of_any_format_are_shrunk_in_the_browser_and_keep_their_answe
         upload_file(page, "cut.jpg", big[: len(big) // 2], "image/jpeg")  # the browser can't decode it...
         text = wait_card(page, "cut.jpg")  # ...so it is sent as is, and the kernel says why
         assert "The image file is damaged or incomplete" in text and "Prediction:" not in text
-    received = dict(re.findall(r"classified '(phone\.jpg|phone\.webp|sideways\.jpg)' \((\d+) bytes received\)",
-                               log.read_text()))
+    received = re.findall(r"classified a photo \((\d+) bytes received\)", log.read_text()[start:])
     assert len(big) > 2 * 2**20 and len(received) == 3, (len(big), received)
-    assert all(int(n) < len(big) / 4 for n in received.values()), (received, len(big))
+    assert all(int(n) < len(big) / 4 for n in received), (received, len(big))
 
 
 def test_choosing_the_same_photo_twice_classifies_it_twice(server):
@@ -216,7 +216,7 @@ def test_choosing_the_same_photo_twice_classifies_it_twice(server):
         page = open_app(browser, url, init_script=record)
         for times in [1, 2]:
             upload_file(page, "same.jpg", data, "image/jpeg")
-            assert wait_for(lambda: log.read_text().count("classified 'same.jpg'") >= times, 120, step=0.2), \
+            assert wait_for(lambda: page.locator(".bear-card-name", has_text="same.jpg").count() >= times, 120, step=0.2), \
                 f"upload {times} of the same photo was not classified"
         assert page.evaluate("window.valuesAtClick") == ["", ""]
 
@@ -257,7 +257,6 @@ def test_the_early_button_takes_photos_before_voilas_javascript_has_loaded(serve
         page = slow_page(browser, url)
         upload_file(page, "huge.jpg", huge_file(tmp_path), button="#bear-early button")
         assert "The file is too large (60.0 MB" in wait_card(page, "huge.jpg")
-    assert "classified 'early.jpg'" in log.read_text()
 
 
 def test_binder_setup_serves_the_app_with_its_template(tmp_path):

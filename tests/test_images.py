@@ -56,3 +56,27 @@ def test_limits_are_checked_before_decoding():
         open_image(data, max_pixels=100_000)
     with pytest.raises(ImageError, match="too large"):
         open_image(data, max_bytes=1000)
+
+
+def test_postscript_is_refused_with_a_sentence_before_any_decoder_sees_it():
+    """EPS decodes through Ghostscript wherever it is installed: the page promises photos, so it is never opened."""
+    from corpus import encode, photo
+
+    for data in [encode(photo((64, 48)), "EPS"), b"%!PS-Adobe-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n"]:
+        with pytest.raises(ImageError, match=r"^This file is a PostScript document, not an image\."):
+            open_image(data)
+
+
+@pytest.mark.parametrize("fmt", ["PCX", "TGA", "SGI", "DDS", "QOI", "IM"])
+def test_formats_the_page_does_not_promise_are_refused(fmt):
+    from corpus import encode, photo
+
+    with pytest.raises(ImageError, match="not an image format I can read|not an image"):
+        open_image(encode(photo((64, 48)), fmt))
+
+
+def test_the_browsers_shrunk_pixels_decode():
+    """A big photo the browser has shrunk arrives as PPM (photo_input.js)."""
+    from corpus import encode, photo
+
+    assert open_image(encode(photo((500, 375)), "PPM")).size == (500, 375)

@@ -20,8 +20,6 @@ NOT_A_BEAR = encode(photo(seed=3), "PNG")  # a test pattern: the model says "not
 # against 4.6: webpack says so in 15 warnings. Harmless, and only a newer Voila can end them.
 UPSTREAM_WARNING = re.compile(r"^(Unsatisfied version|No satisfying version)")
 PHONE = dict(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True, device_scale_factor=2)
-app_wiring = pytest.mark.xfail(strict=True, reason=(
-    "needs app.py to use gallery.Gallery and to replace/remove a card's row on on_flag(label)/on_flag(None)"))
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +167,6 @@ def test_thats_wrong_offers_only_the_other_answers_and_stores_the_choice(server)
     assert [r.label for r in rows] == [offered[0]] and rows[0].predicted == said
 
 
-@app_wiring
 def test_thats_wrong_can_be_changed_and_undone_and_undo_removes_the_row(server):
     url, _, db = server
     data, _ = real_photo("teddy", 2)
@@ -191,7 +188,6 @@ def test_thats_wrong_can_be_changed_and_undone_and_undo_removes_the_row(server):
         assert not radios.nth(1).is_checked()
 
 
-@app_wiring
 def test_clear_can_be_undone_then_forgets_and_hands_focus_to_the_upload_button(server):
     url, _, _ = server
     with chromium() as browser:
@@ -351,9 +347,9 @@ def test_the_verdict_is_in_the_classes_words_and_says_when_it_is_not_sure():
 def test_the_gallery_clears_with_an_undo_then_closes_the_cards():
     import ipywidgets as widgets
 
-    from bear_classifier.gallery import Gallery
+    from bear_classifier.gallery import Cards
 
-    gallery = Gallery(undo_seconds=0.5)
+    gallery = Cards(undo_seconds=0.5)
     cards = [widgets.HTML(str(i)) for i in range(3)]
     for c in cards:
         gallery.add(c)

@@ -28,11 +28,12 @@ def kernel_id(page_html: bytes) -> str:
     return m.group(1).decode()
 
 
-def v1_frame(msg_type: str, content: dict, channel: str = "shell") -> bytes:
-    """One kernel message: an 8-byte part count, the parts' offsets, then channel, header, parent, metadata, content."""
+def v1_frame(msg_type: str, content, channel: str = "shell", buffers: list[bytes] = (), metadata: dict | None = None) -> bytes:
+    """One kernel message: an 8-byte part count, the parts' offsets, then channel, header, parent, metadata, content,
+    and any binary buffers (a photo the page sends)."""
     header = {"msg_id": uuid.uuid4().hex, "msg_type": msg_type, "session": uuid.uuid4().hex, "username": "",
               "version": "5.3", "date": "2026-01-01T00:00:00Z"}
-    parts = [channel.encode(), *(json.dumps(p).encode() for p in (header, {}, {}, content))]
+    parts = [channel.encode(), *(json.dumps(p).encode() for p in (header, {}, metadata or {}, content)), *buffers]
     offsets = [8 * (len(parts) + 2)]
     for part in parts:
         offsets.append(offsets[-1] + len(part))
@@ -41,8 +42,17 @@ def v1_frame(msg_type: str, content: dict, channel: str = "shell") -> bytes:
 
 def msg_type(frame: bytes) -> str:
     """The message type of a v1 frame the server sent."""
-    offsets = [int.from_bytes(frame[8 * i:8 * (i + 1)], "little") for i in (2, 3)]
-    return json.loads(frame[offsets[0]:offsets[1]])["msg_type"]
+    return parse(frame)["header"]["msg_type"]
+
+
+def parse(frame: bytes) -> dict:
+    """A v1 frame the server sent: channel, header, parent_header, metadata, content, buffers."""
+    n = int.from_bytes(frame[:8], "little")
+    offsets = [int.from_bytes(frame[8 * i:8 * (i + 1)], "little") for i in range(1, n + 1)]
+    parts = [frame[a:b] for a, b in zip(offsets, offsets[1:])]
+    names = ["header", "parent_header", "metadata", "content"]
+    return {"channel": parts[0].decode(), **{k: json.loads(p) for k, p in zip(names, parts[1:5])},
+            "buffers": parts[5:]}
 
 
 def channels(url: str, kernel: str, subprotocols: list[str] | None = (V1,), cookie: str | None = None):
@@ -64,5 +74,6 @@ def replies(ws, until: str, seconds: float = 20) -> list[str]:
     return seen
 
 
-def send(ws, msg_type: str, content: dict | None = None) -> None:
-    ws.send(v1_frame(msg_type, content or {}), opcode=websocket.ABNF.OPCODE_BINARY)
+def send(ws, msg_type: str, content=None, buffers: list[bytes] = (), metadata: dict | None = None) -> None:
+    ws.send(v1_frame(msg_type, {} if content is None else content, buffers=buffers, metadata=metadata),
+            opcode=websocket.ABNF.OPCODE_BINARY)

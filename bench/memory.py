@@ -1,0 +1,64 @@
+"""A visitor's kernel memory under hostile photos: a real `voila app.ipynb` kernel, photos sent over the widget's
+comm as any client can (tests/test_kernel_limits.py's raw websocket client), RSS read from /proc.
+
+  after one photo          the kernel with the model loaded and one answer given
+  three 8000×6000 PNGs     148 KB each (under the browser's shrinking threshold, so the page sends them as is)
+  100 photos of every kind the hardening corpus (29 kinds, an 8000×6000 JPEG among them) and 8000×6000 PNGs,
+                           in batches of 20: the gallery keeps its 24 newest cards
+  after "Clear"            the Clear button pressed over the comm
+  peak                     VmHWM: the most the kernel held at once (one 8000×6000 photo decoded: 192 MB)
+
+Usage: python bench/memory.py [--photos 100]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from browser import kernels, voila  # noqa: E402
+from corpus import bad_uploads, encode, photo, valid_uploads  # noqa: E402
+from test_kernel_limits import Visitor, big_png  # noqa: E402
+from wire import send  # noqa: E402
+
+
+def memory(proc, kernel: str) -> tuple[float, float]:
+    """(RSS, peak RSS) of the kernel `kernel` in MiB."""
+    [mine] = [k for k in kernels(proc) if any(kernel in part for part in k.cmdline())]
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{mine.pid}/status").read_text().splitlines())
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--photos", type=int, default=100)
+    args = parser.parse_args()
+    png = big_png()
+    kinds = [(name, data) for name, data, _ in valid_uploads() + bad_uploads()] + [("big.png", png)] * 6
+    rows = []
+    with voila(env={"BEAR_FEEDBACK": "off"}) as (url, _, proc):
+        visitor = Visitor(url)
+        try:
+            visitor.upload([("warm-up.jpg", encode(photo(), "JPEG"))])
+            rows.append(("after one photo", *memory(proc, visitor.kernel)))
+            visitor.upload([(f"big{i}.png", png) for i in range(3)])
+            rows.append(("+ three 8000×6000 PNGs", *memory(proc, visitor.kernel)))
+            for start in range(0, args.photos, 20):
+                visitor.upload([kinds[(start + i) % len(kinds)] for i in range(min(20, args.photos - start))])
+            rows.append((f"+ {args.photos} photos of every kind", *memory(proc, visitor.kernel)))
+            clear = visitor.find(lambda s: s.get("description") == "Clear")
+            send(visitor.ws, "comm_msg", {"comm_id": clear, "data": {"method": "custom", "content": {"event": "click"}}})
+            visitor.pump(lambda m: "Give me photos" in visitor.status, seconds=30)
+            rows.append(("after Clear", *memory(proc, visitor.kernel)))
+        finally:
+            visitor.close()
+    print(f"{'kernel memory (MiB)':<32} {'RSS':>8} {'peak':>8}")
+    for name, rss, peak in rows:
+        print(f"{name:<32} {rss:>8.0f} {peak:>8.0f}")
+
+
+if __name__ == "__main__":
+    main()
