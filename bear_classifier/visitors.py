@@ -157,7 +157,8 @@ class VisitorKernels(AsyncMappingKernelManager):
         visit = Visit(page.current_user.username, client_address(page.request))
         self._visits[kernel_id] = visit
         theirs = [k for k, v in self._visits.items() if v.address == visit.address and k != kernel_id and k in self]
-        for old in sorted(theirs, key=self._last_activity)[:len(theirs) + 1 - self.kernels_per_address]:
+        over = max(0, len(theirs) + 1 - self.kernels_per_address)
+        for old in sorted(theirs, key=self._last_activity)[:over]:
             self.log.warning("%s holds %d kernels: shutting down its least recently active one, %s.",
                              visit.address, len(theirs) + 1, old)
             del self._visits[old]  # from now on its page is told its session ended
