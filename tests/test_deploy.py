@@ -61,13 +61,15 @@ def test_the_containers_command_line_serves_the_app_and_its_health_check_starts_
     assert cmd[0] == "voila" and "--Voila.ip=0.0.0.0" in cmd  # Voila listens on localhost only unless told
     port = free_port()
     cmd = [str(BIN / "voila") if c == "voila" else (f"--port={port}" if c.startswith("--port=") else c) for c in cmd]
-    env = {**os.environ, "JUPYTER_PATH": str(ROOT / "share" / "jupyter"), "BEAR_FEEDBACK_DB": str(tmp_path / "f.db")}
+    env = {**os.environ, "JUPYTER_PATH": str(ROOT / "share" / "jupyter"), "BEAR_FEEDBACK_DB": str(tmp_path / "f.db"),
+           "PYTHONPATH": str(ROOT)}  # the server imports this checkout's package, as the image's does its own
     health = re.search(r"http://127\.0\.0\.1:8866(/[^'\"]+)", (ROOT / "Dockerfile").read_text()).group(1)
     with serve(cmd, port, health, ROOT, tmp_path / "voila.log", env) as (url, _, proc):
-        assert wait_for(lambda: len(kernels(proc)) == 1, 60)  # the preheated kernel
+        pool = json.loads((ROOT / "voila.json").read_text())["VoilaConfiguration"]["default_pool_size"]
+        assert wait_for(lambda: len(kernels(proc)) == pool, 90)  # the preheated kernels
         for _ in range(5):
             assert urllib.request.urlopen(url + health, timeout=5).status == 200
-        assert len(kernels(proc)) == 1  # health checks start nothing
+        assert len(kernels(proc)) == pool  # health checks start nothing
         page = urllib.request.urlopen(url + "/", timeout=60).read().decode()
         assert "Is it a bear?" in page and "Upload photos" in page
 

@@ -181,7 +181,7 @@ IDLE_S = 6
 def test_a_tab_left_open_and_idle_has_its_kernel_culled_and_says_so_while_the_pool_stays():
     require_browser()
     cull = [f"--MappingKernelManager.cull_idle_timeout={IDLE_S}", "--MappingKernelManager.cull_interval=1"]
-    with voila(*cull) as (url, log, proc), chromium() as browser:
+    with voila(*cull, "--VoilaConfiguration.default_pool_size=1") as (url, log, proc), chromium() as browser:
         assert wait_for(lambda: len(kernels(proc)) == 1, 60), "no preheated kernel"
         page = open_app(browser, url)  # takes the preheated kernel; the pool starts another
         upload_file(page, "bear.jpg", encode(photo(seed=3), "JPEG"), "image/jpeg")
