@@ -22,10 +22,6 @@ const CAMERA_ERRORS = {
 // pixel it is sent, and a flat 8000×6000 PNG is small on the wire but 144 MB once decoded.
 const SHRINK_PIXELS = 4_000_000;
 let active = null; // the view that receives dropped and pasted photos: the last one rendered
-// The kernel answers a ping every few seconds. When the server behind the page is gone (a restart,
-// a replica that died), nothing else on a Voila page says so: without this, photos would vanish
-// into a dead connection.
-const PING_EVERY_MS = 4000, LOST_AFTER_MS = 20000;
 const LOST = "The connection to the server was lost. Please reload the page to keep going.";
 
 function element(tag, props = {}, ...children) {
@@ -246,6 +242,69 @@ function examplesRow(model) {
   return box;
 }
 
+// Heartbeat. Every few seconds while the tab is shown, the page asks the server about its kernel
+// (GET api/kernels/<id>, with the visitor's cookie). The kernel never sees it: only what the visitor
+// does counts as its activity, so a tab left open no longer holds its kernel past the idle cull.
+// 200: the kernel is there (a "connection lost" is cleared); 410: it ended here (culled after the
+// idle time, or given back when the visitor's address opened too many pages): say so and stop;
+// anything else, or no answer, for LOST_AFTER_MS: the server behind the page is gone (a restart,
+// a replica that died, where another replica answers 404), which nothing else on a Voila page says.
+const PING_EVERY_MS = 4000, LOST_AFTER_MS = 20000;
+
+function kernelUrl() {
+  // The bear template puts the kernel id on <body>; Voila's own page config has it too.
+  const configs = [...document.querySelectorAll("#jupyter-config-data")].map((c) => JSON.parse(c.textContent));
+  const id = document.body.dataset.kernelId || configs.map((c) => c.kernelId).filter(Boolean).pop();
+  const base = configs.map((c) => c.baseUrl).filter(Boolean).pop() || "/";
+  return id ? `${base}api/kernels/${encodeURIComponent(id)}` : null;
+}
+
+function endedSentence(why, idleSeconds) {
+  if (why === "crowded") {
+    return "This session ended because more pages were opened from the same address. Reload the page to start again.";
+  }
+  if (!idleSeconds) { return "This session ended. Reload the page to start again."; }
+  const [n, unit] = idleSeconds >= 60 ? [Math.round(idleSeconds / 60), "minute"] : [Math.round(idleSeconds), "second"];
+  return `This session ended after ${n} ${unit}${n === 1 ? "" : "s"} without activity. Reload the page to start again.`;
+}
+
+function heartbeat({ lost, back, ended }) {
+  const url = kernelUrl();
+  if (!url) { return () => {}; }
+  let lastAnswer = Date.now(), isLost = false, over = false, idleSeconds = null, timer = null;
+  async function ping() {
+    let reply = null;
+    try {
+      reply = await fetch(url, { credentials: "same-origin", cache: "no-store", signal: AbortSignal.timeout(PING_EVERY_MS) });
+      if (reply.ok) { idleSeconds = (await reply.json()).cull_idle_timeout ?? idleSeconds; }
+    } catch { reply = null; } // no answer: the network, or a server that is gone or frozen
+    if (over) { return; }
+    if (reply?.ok) {
+      lastAnswer = Date.now();
+      if (isLost) { isLost = false; back(); }
+    } else if (reply?.status === 410) {
+      over = true;
+      stop();
+      ended(endedSentence((await reply.json().catch(() => ({}))).message, idleSeconds));
+    } else if (!isLost && Date.now() - lastAnswer > LOST_AFTER_MS) {
+      isLost = true;
+      lost();
+    }
+  }
+  const resume = () => {
+    if (timer !== null || over) { return; }
+    lastAnswer = Date.now(); // time spent hidden is not time without an answer
+    ping();
+    timer = setInterval(ping, PING_EVERY_MS);
+  };
+  const pause = () => { clearInterval(timer); timer = null; };
+  const onVisibility = () => (document.hidden ? pause() : resume());
+  function stop() { pause(); document.removeEventListener("visibilitychange", onVisibility); }
+  document.addEventListener("visibilitychange", onVisibility);
+  if (!document.hidden) { resume(); }
+  return stop;
+}
+
 function render({ model, el }) {
   installPageListeners();
   const input = element("input", { type: "file", accept: "image/*", multiple: true, hidden: true });
@@ -259,20 +318,18 @@ function render({ model, el }) {
   el.append(element("div", { className: "bear-input-buttons" }, upload, cameraButton, input), hint,
     examplesRow(model), camera.panel, note);
 
-  let lastPong = Date.now(), lost = false;
-  model.on("msg:custom", (msg) => { if (msg.kind === "pong") { lastPong = Date.now(); } });
-  const heartbeat = setInterval(() => {
-    if (!lost && Date.now() - lastPong > LOST_AFTER_MS) {
-      lost = true;
-      el.classList.add("bear-lost");
-      upload.disabled = cameraButton.disabled = true;
-      say(LOST);
-    }
-    if (!lost) { model.send({ kind: "ping" }); }
-  }, PING_EVERY_MS);
+  let blocked = null; // why photos can't be sent now: the heartbeat's sentence
+  const block = (sentence) => {
+    blocked = sentence;
+    el.classList.toggle("bear-lost", Boolean(sentence));
+    upload.disabled = cameraButton.disabled = Boolean(sentence);
+    if (sentence) { camera.stop(); }
+    say(sentence || "");
+  };
+  const stopHeartbeat = heartbeat({ lost: () => block(LOST), back: () => block(null), ended: block });
 
   const send = (files) => {
-    if (lost) { say(LOST); return; }
+    if (blocked) { say(blocked); return; }
     say("");
     sendAll(files, model);
   };
@@ -282,7 +339,7 @@ function render({ model, el }) {
   cameraButton.addEventListener("click", () => camera.start());
   // Photos chosen with the early button of the `bear` Voila template, before this widget existed.
   window.bearEarly?.handOff(send);
-  return () => { clearInterval(heartbeat); camera.stop(); if (active === send) { active = null; } };
+  return () => { stopHeartbeat(); camera.stop(); if (active === send) { active = null; } };
 }
 
 export default { render };

@@ -1,10 +1,13 @@
 """Deployment files: the container image's recipe, its command line served for real, HAProxy's and Kubernetes' files."""
+import http.server
 import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
+import threading
 import urllib.request
 from pathlib import Path
 
@@ -58,13 +61,15 @@ def test_the_containers_command_line_serves_the_app_and_its_health_check_starts_
     assert cmd[0] == "voila" and "--Voila.ip=0.0.0.0" in cmd  # Voila listens on localhost only unless told
     port = free_port()
     cmd = [str(BIN / "voila") if c == "voila" else (f"--port={port}" if c.startswith("--port=") else c) for c in cmd]
-    env = {**os.environ, "JUPYTER_PATH": str(ROOT / "share" / "jupyter"), "BEAR_FEEDBACK_DB": str(tmp_path / "f.db")}
+    env = {**os.environ, "JUPYTER_PATH": str(ROOT / "share" / "jupyter"), "BEAR_FEEDBACK_DB": str(tmp_path / "f.db"),
+           "PYTHONPATH": str(ROOT)}  # the server imports this checkout's package, as the image's does its own
     health = re.search(r"http://127\.0\.0\.1:8866(/[^'\"]+)", (ROOT / "Dockerfile").read_text()).group(1)
     with serve(cmd, port, health, ROOT, tmp_path / "voila.log", env) as (url, _, proc):
-        assert wait_for(lambda: len(kernels(proc)) == 1, 60)  # the preheated kernel
+        pool = json.loads((ROOT / "voila.json").read_text())["VoilaConfiguration"]["default_pool_size"]
+        assert wait_for(lambda: len(kernels(proc)) == pool, 90)  # the preheated kernels
         for _ in range(5):
             assert urllib.request.urlopen(url + health, timeout=5).status == 200
-        assert len(kernels(proc)) == 1  # health checks start nothing
+        assert len(kernels(proc)) == pool  # health checks start nothing
         page = urllib.request.urlopen(url + "/", timeout=60).read().decode()
         assert "Is it a bear?" in page and "Upload photos" in page
 
@@ -100,3 +105,93 @@ def test_haproxy_configuration_is_valid(tmp_path):
     r = subprocess.run([exe, "-c", "-f", str(cfg)], capture_output=True, text=True,
                        env={**os.environ, "BEAR_LB_BIND": "127.0.0.1:8080"})
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+class Echo(http.server.BaseHTTPRequestHandler):
+    """A stand-in replica that records what HAProxy forwards: each request's headers and body size."""
+
+    seen: list = []
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        self._answer(0)
+
+    def do_POST(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        self._answer(len(self.rfile.read(length)))
+
+    def _answer(self, body_size: int) -> None:
+        if not self.path.endswith("health.txt"):
+            Echo.seen.append((self.command, self.path, {k.lower(): ", ".join(self.headers.get_all(k)) for k in self.headers}, body_size))
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def balancer(tmp_path_factory):
+    """deploy/haproxy.cfg, run by the real haproxy, in front of one Echo replica: (url, what the replica saw)."""
+    exe = tool("haproxy")
+    replica = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    threading.Thread(target=replica.serve_forever, daemon=True).start()
+    cfg = tmp_path_factory.mktemp("haproxy") / "haproxy.cfg"
+    cfg.write_text((ROOT / "deploy" / "haproxy.cfg").read_text()
+                   + f"    server r1 127.0.0.1:{replica.server_port} cookie r1\n")
+    port = free_port()
+    proc = subprocess.Popen([exe, "-f", str(cfg), "-db"], env={**os.environ, "BEAR_LB_BIND": f"127.0.0.1:{port}"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        assert wait_for(lambda: raw(port, b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")[:12]
+                        == b"HTTP/1.1 200", 20)
+        yield port, Echo.seen
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        replica.shutdown()
+
+
+def raw(port: int, head: bytes, body_chunks=(), timeout: float = 10) -> bytes:
+    """Send a request as bytes (headers, then each body chunk as it goes) and read the answer; b"" if none."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+            s.sendall(head)
+            try:
+                for chunk in body_chunks:
+                    s.sendall(chunk)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # refused midway: the answer is already there
+            return s.recv(65536)
+    except OSError:
+        return b""
+
+
+def test_haproxy_refuses_a_60_mb_chunked_body_and_one_over_1_mb_with_a_length(balancer):
+    port, seen = balancer
+    mib = b"x" * 2**20
+    chunked = (f"{len(mib):x}\r\n".encode() + mib + b"\r\n" for _ in range(60))
+    answer = raw(port, b"POST /voila/api/shutdown/x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+                 chunked)
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:80]
+    answer = raw(port, b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 2000000\r\n\r\n", [b"x" * 2_000_000])
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:80]
+    answer = raw(port, b"POST /small HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello")
+    assert answer.startswith(b"HTTP/1.1 200")  # a small body with its length passes
+    assert [(m, p, size) for m, p, _, size in seen if m == "POST"] == [("POST", "/small", 5)]
+
+
+def test_haproxy_sets_x_forwarded_for_itself_marks_its_cookie_samesite_and_keeps_voila_query_inside(balancer):
+    port, seen = balancer
+    answer = raw(port, b"GET /page HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 203.0.113.66\r\n"
+                       b"X-Forwarded-Proto: https\r\nConnection: close\r\n\r\n")
+    cookie = next(line for line in answer.decode().split("\r\n") if line.lower().startswith("set-cookie: bear_replica="))
+    assert {"httponly", "samesite=lax"} <= {f.strip().lower() for f in cookie.split(";")[1:]}, cookie
+    headers = next(h for m, p, h, _ in seen if p == "/page")
+    assert headers["x-forwarded-for"] == "127.0.0.1"  # the connection's address, not the client's word
+    assert headers["x-forwarded-proto"] == "http"
+    assert raw(port, b"GET /voila/query/4b1c7e2a-1d2e-4f3a-9b8c-7d6e5f4a3b2c HTTP/1.1\r\nHost: a\r\n"
+                     b"Connection: close\r\n\r\n").startswith(b"HTTP/1.1 403")

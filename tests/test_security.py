@@ -1,6 +1,9 @@
 """A hostile visitor against a real Voila server on loopback (docs/security.md): each test sends the hostile
 input itself, bounded in count and time, then checks that the server still answers everyone else."""
+import http.cookiejar
 import json
+import os
+import signal
 import struct
 import time
 import urllib.request
@@ -8,9 +11,11 @@ import urllib.request
 import psutil
 import pytest
 import websocket
+from tornado.web import create_signed_value
 
-from browser import voila
-from wire import V1, channels, get, kernel_id, replies, send
+from browser import ROOT, WIDGET_BUTTON, chromium, kernels, open_app, require_browser, upload_file, voila, wait_card, wait_for
+from corpus import encode, photo
+from wire import V1, channels, cookie_header, get, kernel_id, replies, request, send
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +48,9 @@ def is_closed(ws, within: float = 5.0) -> bool:
     return False
 
 
-def kernel_answers(url: str, kernel: str) -> bool:
+def kernel_answers(url: str, kernel: str, jar: http.cookiejar.CookieJar | None = None) -> bool:
     """A well-formed kernel_info_request on a fresh socket gets its reply: the page's own traffic still flows."""
-    ws = channels(url, kernel)
+    ws = channels(url, kernel, **({"jar": jar} if jar is not None else {}))
     try:
         send(ws, "kernel_info_request")
         return "kernel_info_reply" in replies(ws, until="kernel_info_reply")
@@ -91,3 +96,142 @@ def test_a_malformed_frame_closes_that_socket_and_the_kernel_goes_on(server, fra
     assert is_closed(ws)
     assert answers_health(url)
     assert kernel_answers(url, kernel)
+
+
+# A kernel id is not a password: only the visitor whose page a kernel was bound to may use it.
+
+def visitor_page(url: str, headers: dict | None = None) -> tuple[str, http.cookiejar.CookieJar]:
+    """A new visitor (their own cookie jar) loads the page: (their kernel id, their jar)."""
+    jar = http.cookiejar.CookieJar()
+    status, page = get(url + "/", headers, jar=jar)
+    assert status == 200
+    return kernel_id(page), jar
+
+
+def forged_cookie(jar: http.cookiejar.CookieJar) -> str:
+    """The owner's visitor cookie remade with the owner's very name, signed with a secret the attacker made up."""
+    value = next(c.value for c in jar if c.name == "bear_visitor")
+    user = json.loads(__import__("base64").b64decode(value.split("|")[4].split(":", 1)[1]))
+    return "bear_visitor=" + create_signed_value(os.urandom(32), "bear_visitor", json.dumps(user)).decode()
+
+
+def attacks(url: str, owner: http.cookiejar.CookieJar) -> dict[str, str | None]:
+    """The Cookie header of each kind of stranger: none, a forged visitor cookie, a real one of their own."""
+    _, stranger = visitor_page(url)
+    return {"no-cookie": None, "forged-visitor-cookie": forged_cookie(owner),
+            "their-own-visitor-cookie": cookie_header(stranger)}
+
+
+@pytest.mark.parametrize("who", ["no-cookie", "forged-visitor-cookie", "their-own-visitor-cookie"])
+def test_another_visitors_kernel_id_alone_reads_attaches_and_stops_nothing(server, who):
+    url, log, _ = server
+    kernel, owner = visitor_page(url)
+    cookie = attacks(url, owner)[who]
+    # A self-made _xsrf cookie with the matching header passes jupyter_server's double-submit check.
+    headers = {"Cookie": "; ".join(filter(None, [cookie, "_xsrf=mine"])), "X-XSRFToken": "mine"}
+    status, _ = request(url + f"/api/kernels/{kernel}", headers=headers, jar=None)
+    assert status == 403, "another visitor read the kernel's model"
+    with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+        channels(url, kernel, cookie=headers["Cookie"], jar=None)
+    assert refused.value.status_code == 403, "another visitor attached to the kernel's channels"
+    for method, route in [("POST", f"/voila/api/shutdown/{kernel}"), ("DELETE", f"/api/kernels/{kernel}"),
+                          ("POST", f"/api/kernels/{kernel}/interrupt"), ("POST", f"/api/kernels/{kernel}/restart")]:
+        status, _ = request(url + route, method, headers, jar=None, data=b"" if method == "POST" else None)
+        assert status in (403, 404, 405), f"{method} {route} answered {status}"
+    assert get(url + f"/api/kernels/{kernel}", jar=owner)[0] == 200, "the owner's kernel was stopped"
+    assert kernel_answers(url, kernel, owner), "the owner's kernel no longer answers its owner"
+    assert "not its kernel's visitor" in log.read_text()
+
+
+def test_the_visitor_cookie_is_signed_httponly_samesite_and_secure_behind_tls(server):
+    url, _, _ = server
+    for headers, secure in [({}, False), ({"X-Forwarded-Proto": "https"}, True)]:
+        with urllib.request.urlopen(urllib.request.Request(url + "/", headers=headers), timeout=60) as r:
+            cookie = next(c for c in r.headers.get_all("Set-Cookie") if c.startswith("bear_visitor="))
+            r.read()
+        flags = {f.strip().lower() for f in cookie.split(";")[1:]}
+        assert {"httponly", "samesite=lax"} <= flags and ("secure" in flags) == secure, cookie
+
+
+def test_the_owners_page_in_two_tabs_of_one_browser_both_keep_working(server):
+    require_browser()
+    url, _, _ = server
+    with chromium() as browser:
+        context = browser.new_context(viewport={"width": 900, "height": 900})
+        tabs = [context.new_page() for _ in range(2)]  # one browser, one visitor cookie, a kernel per tab
+        for tab in tabs:
+            tab.goto(url)
+            tab.locator(WIDGET_BUTTON).wait_for(timeout=120_000)
+        cookie = next(c for c in context.cookies() if c["name"] == "bear_visitor")
+        assert cookie["httpOnly"] and cookie["sameSite"] == "Lax"
+        for i, tab in enumerate(tabs):
+            upload_file(tab, f"tab{i}.jpg", encode(photo(seed=i), "JPEG"), "image/jpeg")
+        for i, tab in enumerate(tabs):
+            assert "Prediction: " in wait_card(tab, f"tab{i}.jpg")
+        time.sleep(9)  # two heartbeats: both tabs still answered
+        for i, tab in enumerate(tabs):
+            upload_file(tab, f"again{i}.jpg", encode(photo(seed=i + 5), "JPEG"), "image/jpeg")
+            assert "Prediction: " in wait_card(tab, f"again{i}.jpg")
+            assert tab.locator(".bear-lost").count() == 0
+
+
+IDLE_S = 6
+
+
+def test_a_tab_left_open_and_idle_has_its_kernel_culled_and_says_so_while_the_pool_stays():
+    require_browser()
+    cull = [f"--MappingKernelManager.cull_idle_timeout={IDLE_S}", "--MappingKernelManager.cull_interval=1"]
+    with voila(*cull, "--VoilaConfiguration.default_pool_size=1") as (url, log, proc), chromium() as browser:
+        assert wait_for(lambda: len(kernels(proc)) == 1, 60), "no preheated kernel"
+        page = open_app(browser, url)  # takes the preheated kernel; the pool starts another
+        upload_file(page, "bear.jpg", encode(photo(seed=3), "JPEG"), "image/jpeg")
+        assert "Prediction: " in wait_card(page, "bear.jpg")
+        ended = f"This session ended after {IDLE_S} seconds without activity. Reload the page to start again."
+        page.get_by_text(ended).wait_for(timeout=60_000)  # the tab stayed open, its socket too
+        assert page.locator("#rendered_cells button.bear-upload").is_disabled()
+        assert "Culling 'idle' kernel" in log.read_text() and "with 1 connections" in log.read_text()
+        # The pool's new kernel, idle for longer than that by now, is kept for the next visitor.
+        assert wait_for(lambda: len(kernels(proc)) == 1, 30)
+        pool = kernels(proc)[0].pid
+        time.sleep(IDLE_S + 3)
+        assert [k.pid for k in kernels(proc)] == [pool]
+        page.reload()
+        page.locator("#rendered_cells button.bear-upload").wait_for(timeout=120_000)  # a reload starts again
+
+
+def test_a_later_answered_heartbeat_clears_connection_lost():
+    require_browser()
+    with voila() as (url, _, proc), chromium() as browser:
+        page = open_app(browser, url)
+        os.kill(proc.pid, signal.SIGSTOP)  # the server stops answering, without closing anything
+        try:
+            page.get_by_text(LOST).wait_for(timeout=60_000)
+            assert page.locator("#rendered_cells button.bear-upload").is_disabled()
+        finally:
+            os.kill(proc.pid, signal.SIGCONT)
+        page.get_by_text(LOST).wait_for(state="detached", timeout=30_000)
+        upload_file(page, "after.jpg", encode(photo(seed=4), "JPEG"), "image/jpeg")
+        assert "Prediction: " in wait_card(page, "after.jpg")
+
+
+LOST = "The connection to the server was lost. Please reload the page to keep going."
+PER_ADDRESS = json.loads((ROOT / "voila.json").read_text())["VisitorKernels"]["kernels_per_address"]
+
+
+def test_twelve_pages_from_one_address_leave_it_at_most_the_cap_of_kernels(server):
+    url, log, proc = server
+    proxied = {"X-Forwarded-For": "203.0.113.9"}  # as HAProxy on this machine says it (deploy/haproxy.cfg)
+    before = len(kernels(proc))
+    pages = [visitor_page(url, proxied) for _ in range(12)]  # twelve visitors behind one address
+    assert wait_for(lambda: len(kernels(proc)) <= before + PER_ADDRESS, 60), len(kernels(proc))
+    first, last = pages[0], pages[-1]
+    status, body = get(url + f"/api/kernels/{first[0]}", jar=first[1])
+    assert status == 410 and json.loads(body)["message"] == "crowded"  # its tab says why its session ended
+    assert get(url + f"/api/kernels/{last[0]}", jar=last[1])[0] == 200
+    assert "203.0.113.9 holds 9 kernels" in log.read_text()
+    # Another address is not counted with it.
+    other, jar = visitor_page(url, {"X-Forwarded-For": "198.51.100.4"})
+    assert get(url + f"/api/kernels/{other}", jar=jar)[0] == 200
+    for kernel, jar in pages:  # give the server back what this test took
+        request(url + f"/api/kernels/{kernel}", "DELETE", {"X-XSRFToken": "x", "Cookie": f"{cookie_header(jar)}; _xsrf=x"},
+                jar=None)

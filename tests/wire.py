@@ -1,7 +1,11 @@
 """Speaking to a Voila server as a raw client would, without a browser: its page, the kernel id in it, and
-kernel messages framed as the page's own client frames them (jupyter_server's v1 websocket protocol)."""
+kernel messages framed as the page's own client frames them (jupyter_server's v1 websocket protocol).
+
+Like a browser, the client keeps the cookies the server sets (JAR, unless told `jar=None`: a client
+without any), and sends them back: a kernel answers only to the visitor whose page it was bound to."""
 from __future__ import annotations
 
+import http.cookiejar
 import json
 import re
 import time
@@ -14,12 +18,28 @@ import websocket
 V1 = "v1.kernel.websocket.jupyter.org"
 
 
-def get(url: str, headers: dict | None = None) -> tuple[int, bytes]:
+JAR = http.cookiejar.CookieJar()  # the visitor these helpers speak for, unless told otherwise
+
+
+def request(url: str, method: str = "GET", headers: dict | None = None, jar: http.cookiejar.CookieJar | None = JAR,
+            data: bytes | None = None) -> tuple[int, bytes]:
+    """(status, body) of one request, sending and keeping `jar`'s cookies (None: none at all)."""
+    handlers = [urllib.request.HTTPCookieProcessor(jar)] if jar is not None else []
+    opener = urllib.request.build_opener(*handlers)
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=60) as r:
+        with opener.open(urllib.request.Request(url, data=data, headers=headers or {}, method=method), timeout=60) as r:
             return r.status, r.read()
     except urllib.error.HTTPError as e:
         return e.code, e.read()
+
+
+def get(url: str, headers: dict | None = None, jar: http.cookiejar.CookieJar | None = JAR) -> tuple[int, bytes]:
+    return request(url, "GET", headers, jar)
+
+
+def cookie_header(jar: http.cookiejar.CookieJar | None = JAR) -> str | None:
+    """The Cookie header `jar` sends (the helpers speak to one loopback server at a time)."""
+    return "; ".join(f"{c.name}={c.value}" for c in jar) if jar is not None else None
 
 
 def kernel_id(page_html: bytes) -> str:
@@ -55,10 +75,12 @@ def parse(frame: bytes) -> dict:
             "buffers": parts[5:]}
 
 
-def channels(url: str, kernel: str, subprotocols: list[str] | None = (V1,), cookie: str | None = None):
-    """The kernel's websocket, as the page opens it (the v1 subprotocol) unless told otherwise."""
+def channels(url: str, kernel: str, subprotocols: list[str] | None = (V1,), cookie: str | None = None,
+             jar: http.cookiejar.CookieJar | None = JAR):
+    """The kernel's websocket, as the page opens it (the v1 subprotocol, the jar's cookies) unless told otherwise."""
     return websocket.create_connection(url.replace("http", "ws", 1) + f"/api/kernels/{kernel}/channels", timeout=10,
-                                       subprotocols=list(subprotocols) if subprotocols else None, cookie=cookie)
+                                       subprotocols=list(subprotocols) if subprotocols else None,
+                                       cookie=cookie if cookie is not None else cookie_header(jar))
 
 
 def replies(ws, until: str, seconds: float = 20) -> list[str]:
