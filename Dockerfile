@@ -11,14 +11,14 @@ RUN pip install --no-cache-dir -r requirements-serve.txt
 # An unprivileged user owns the feedback volume and nothing else.
 RUN useradd --create-home --uid 10001 bear && mkdir /data && chown bear:bear /data
 COPY bear_classifier/ bear_classifier/
-COPY pyproject.toml README.md ./
-# The server itself imports the package (its websocket guard, set in voila.json).
-RUN pip install --no-cache-dir --no-deps .
 COPY share/ share/
+COPY examples/ examples/
 COPY app.ipynb voila.json export.onnx export.json ./
 
 USER 10001
-ENV JUPYTER_PATH=/app/share/jupyter BEAR_FEEDBACK_DB=/data/feedback.db
+# The server imports the package from /app (voila.json's websocket guard and visitor checks).
+ENV PYTHONPATH=/app JUPYTER_PATH=/app/share/jupyter JUPYTER_CONFIG_PATH=/app/share/jupyter/config \
+    BEAR_FEEDBACK_DB=/data/feedback.db
 VOLUME /data
 EXPOSE 8866
 # A static file: checking it starts no kernel (every GET / would start one).

@@ -16,26 +16,27 @@ SHARED ?= ../shared/data
 BEAR_RECIPE := --data $(SHARED)/bears --classes classes.toml --labels data/cleaning.csv --valid data/valid.csv \
 	--negatives $(SHARED)/not_bear
 
-$(BIN)/.installed: requirements.txt requirements-serve.txt requirements-dev.txt pyproject.toml
+$(BIN)/.installed: requirements.txt requirements-serve.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements-dev.txt
-	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
 
-$(APP_VENV)/bin/.installed-serve: requirements-serve.txt pyproject.toml
+$(APP_VENV)/bin/.installed-serve: requirements-serve.txt
 	$(PYTHON) -m venv $(APP_VENV)
 	$(APP_VENV)/bin/pip install --quiet --upgrade pip
 	$(APP_VENV)/bin/pip install --quiet -r requirements-serve.txt
-	$(APP_VENV)/bin/pip install --quiet --no-deps -e .
 	touch $@
 
 install: $(BIN)/.installed
 
-# The "bear" template (share/jupyter/voila/templates/bear) shows a working upload button before
-# Voila's JavaScript has loaded; plain `voila app.ipynb` works too, without that button.
+# The server imports this checkout's package (voila.json's websocket guard and visitor checks), finds the
+# "bear" template in share/jupyter (an upload button that works before Voila's JavaScript has loaded) and
+# its page hook in share/jupyter/config (the served model's title). Plain `voila app.ipynb` works too.
+SERVE_ENV := PYTHONPATH=$(CURDIR) JUPYTER_PATH=$(CURDIR)/share/jupyter JUPYTER_CONFIG_PATH=$(CURDIR)/share/jupyter/config
+
 app: $(APP_VENV)/bin/.installed-serve
-	JUPYTER_PATH=$(CURDIR)/share/jupyter $(APP_VENV)/bin/voila --template=bear app.ipynb
+	$(SERVE_ENV) $(APP_VENV)/bin/voila --template=bear app.ipynb
 
 replicas: $(APP_VENV)/bin/.installed-serve
 	VOILA=$(APP_VENV)/bin/voila REPLICAS=$(REPLICAS) PORT=$(PORT) deploy/replicas.sh

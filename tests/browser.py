@@ -78,7 +78,7 @@ def serve(cmd: list[str], port: int, probe: str, cwd: Path, log: Path | None, en
                 break  # the server answers
             except OSError:
                 if proc.poll() is not None or time.time() > deadline:
-                    raise RuntimeError(f"{cmd[2]} did not start:\n{log.read_text()}")
+                    raise RuntimeError(f"{' '.join(cmd[:4])} did not start:\n{log.read_text()}")
                 time.sleep(0.3)
             else:
                 break

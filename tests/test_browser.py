@@ -260,13 +260,14 @@ def test_the_early_button_takes_photos_before_voilas_javascript_has_loaded(serve
 
 
 def test_binder_setup_serves_the_app_with_its_template(tmp_path):
-    # Binder runs binder/postBuild, then Voila inside a Jupyter server at /voila/render/app.ipynb.
+    # Binder runs binder/postBuild, then its Jupyter server through binder/start, with Voila inside it at
+    # /voila/render/app.ipynb.
     require_browser()
     env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTER")} | {"HOME": str(tmp_path)}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"  # postBuild's pip: this environment's
     subprocess.run(["bash", "binder/postBuild"], cwd=ROOT, env=env, check=True)
     port = free_port()
-    cmd = [sys.executable, "-m", "jupyter_server", f"--port={port}", "--no-browser", "--ServerApp.ip=127.0.0.1",
+    server = str(Path(sys.executable).parent / "jupyter-server")  # as a script: only binder/start puts the package on its path
+    cmd = ["bash", "binder/start", server, f"--port={port}", "--no-browser", "--ServerApp.ip=127.0.0.1",
            "--IdentityProvider.token=", "--allow-root"]
     with serve(cmd, port, "/api", ROOT, None, env) as (url, log, _), chromium() as browser:
         page = browser.new_page(viewport={"width": 900, "height": 900})
