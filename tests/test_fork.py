@@ -149,7 +149,8 @@ def test_evaluate_and_review_read_the_classes_from_the_model(trained, fork, tmp_
 
 
 def test_the_page_serves_the_forks_model(trained, fork, tmp_path):
-    """`BEAR_MODEL=OUT/export.onnx make app`: the page answers with the fork's classes, every one in its bars."""
+    """`BEAR_MODEL=OUT/export.onnx make app`: the page answers with the fork's classes, every one in its bars, is
+    titled by them and never says "bear"."""
     from browser import chromium, open_app, require_browser, upload_file, voila, wait_card
 
     require_browser()
@@ -161,7 +162,10 @@ def test_the_page_serves_the_forks_model(trained, fork, tmp_path):
         page = open_app(browser, url)
         upload_file(page, "mine.jpg", photo.read_bytes(), "image/jpeg")
         text = wait_card(page, "mine.jpg")
-    assert "Prediction: " in text and all(label in text for label in PATTERNS), text
+        title, whole = page.title(), page.inner_text("body")
+    names = ["Striped cloth", "Checked cloth", "Polka dots", "No pattern I know"]  # the fork's classes.toml
+    assert "Prediction: " in text and all(name in text for name in names), text
+    assert title == "Which pattern?" and "Which pattern?" in whole and "bear" not in whole.lower(), whole
 
 
 @pytest.mark.parametrize("case, expected", [
