@@ -107,7 +107,13 @@ class Visitor:
         for name, data in files:
             self.custom(self.photo_input, {"kind": "photo", "name": name, "size": len(data)}, [data])
         what = "1 photo" if len(files) == 1 else f"{len(files)} photos"
-        assert self.pump(lambda m: f"Done: {what}." in self.status, seconds=300), self.status
+        started = []  # the status still says the last batch's "Done" until this one starts: wait for it to start
+
+        def done(_message) -> bool:
+            started.extend(["yes"] if "Classifying" in self.status or "Loading" in self.status else [])
+            return bool(started) and f"Done: {what}." in self.status
+
+        assert self.pump(done, seconds=300), self.status
 
     def pong(self) -> bool:
         self.custom(self.photo_input, {"kind": "ping"})
