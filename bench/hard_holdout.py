@@ -24,9 +24,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bear_classifier.data import CLASSES, image_files, label_items, read_labels, read_sources, subject  # noqa: E402
+from bear_classifier.data import image_files, label_items, read_labels, read_sources, subject  # noqa: E402
 from openset_features import DATA, RESULTS, groups  # noqa: E402
-from openset_study import BEAR_LIKE  # noqa: E402
+from openset_study import BEAR_LIKE, BEARS  # noqa: E402
 
 HARD = RESULTS / "hard"
 
@@ -41,7 +41,7 @@ def split() -> tuple[list, list, list]:
     """(train, valid, hard) (path, label) lists of bear photos: labels after data/cleaning.csv."""
     root = DATA / "bears"
     items = [(p, y) for p, y in label_items(root, image_files(root), read_labels(ROOT / "data" / "cleaning.csv"))
-             if y in CLASSES]
+             if y in BEARS]
     sources, checked, hard = read_sources(root), set(read_labels(ROOT / "data" / "valid.csv")), set(hard_sources())
     rel = lambda p: p.relative_to(root).as_posix()  # noqa: E731
     held = [(p, y) for p, y in items if sources[rel(p)] in hard]

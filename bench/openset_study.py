@@ -26,7 +26,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bear_classifier.data import CLASSES, negatives_split, read_labels, subject  # noqa: E402
+from bear_classifier.data import negatives_split, read_labels, subject  # noqa: E402
+from bear_classifier.model import ImageNetGate  # noqa: E402
 from bear_classifier.openset import fit_gate  # noqa: E402
 from openset_features import DATA, RESULTS, load  # noqa: E402
 
@@ -36,6 +37,7 @@ hyena baboon capuchin chimpanzee colobus gibbon gorilla guenon howler_monkey lan
 proboscis_monkey siamang spider_monkey squirrel_monkey titi badger beaver marmot otter polecat mink weasel skunk
 wombat koala porcupine three_toed_sloth wild_boar hog warthog bison ox water_buffalo sea_lion guinea_pig hamster
 meerkat mongoose lynx cougar lion""".split())
+BEARS = ["black", "grizzly", "teddy"]  # the shipped model's classes, in its vocab's order
 OWN_TRIPLES = [("forest", "mountain", "glacier"), ("dog", "cat", "car"), ("bird", "sea", "buildings")]
 
 
@@ -113,6 +115,23 @@ def people_sets(feats: dict, kind: str) -> dict:
     return {"people": feats["people"][kind][~lfw], "LFW 25 px faces": feats["people"][kind][lfw]}
 
 
+def shipped_logits() -> tuple[Callable, ImageNetGate]:
+    """(class logits / T, ImageNet gate) of the shipped bear model on pooled views (see `shipped`)."""
+    s = torch.load(RESULTS / "shipped_heads.pt")
+    head, imagenet = torch.nn.Linear(1280, 3), torch.nn.Linear(1280, 1000)
+    head.load_state_dict(s["head"])
+    imagenet.load_state_dict(s["imagenet"])
+    gate = ImageNetGate(imagenet, s["groups"], s["sharpness"])
+    return lambda v: head(v[:, 0].float()) / s["temperature"], gate
+
+
+def shipped() -> tuple[Callable, Callable]:
+    """(class probabilities, ImageNet gate's accept) of the shipped bear model on pooled views, from its heads as
+    cached by the features step (its export.pkl predates model.GatedNet)."""
+    logits, gate = shipped_logits()
+    return (lambda v: logits(v).softmax(1).detach().numpy(), lambda v: (gate(v.float()) >= 0).numpy())
+
+
 def own_classes(feats: dict, triple: tuple[str, ...], keep: float, seed: int = 0) -> list[dict]:
     """Set-up (a) on the untouched network's features."""
     neg = feats["not_bear"]
@@ -138,7 +157,7 @@ def bear_split(feats: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     relabel = read_labels(ROOT / "data" / "cleaning.csv")
     valid = read_labels(ROOT / "data" / "valid.csv")
     labels = [valid.get(f[6:], relabel.get(f[6:], Path(f).parent.name)) for f in feats["bears"]["files"]]
-    y = np.array([CLASSES.index(lab) if lab in CLASSES else -1 for lab in labels])
+    y = np.array([BEARS.index(lab) if lab in BEARS else -1 for lab in labels])
     is_valid = np.array([f[6:] in valid for f in feats["bears"]["files"]])
     is_train = ~is_valid & (y >= 0) & np.array([f[6:] not in dropped for f in feats["bears"]["files"]])
     return is_train, is_valid, y
@@ -146,9 +165,7 @@ def bear_split(feats: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def bears(feats: dict, keep: float) -> list[dict]:
     """Set-up (b), on both networks: the shipped species head / a logistic regression, the ImageNet gate."""
-    from bear_classifier.predict import load_model
-
-    net = load_model(ROOT / "export.pkl").model.cpu().eval()
+    head_probs, imagenet = shipped()
     is_train, is_valid, y = bear_split(feats)
     neg_files = [DATA / f for f in feats["not_bear"]["files"]]
     held = set(negatives_split(neg_files)[1])
@@ -160,10 +177,9 @@ def bears(feats: dict, keep: float) -> list[dict]:
         tx, ty = x[torch.from_numpy(is_train)], torch.from_numpy(y[is_train])
         vx, vy = x[torch.from_numpy(is_valid)], torch.from_numpy(y[is_valid])
         if kind == "tuned":
-            probs = lambda v: net.species_logits(v[:, 0].float()).softmax(1).detach().numpy()  # noqa: E731
+            probs = head_probs
         else:
             probs = softmax_head(tx, ty)
-        imagenet = lambda v: (net.gate(v.float()) >= 0).numpy()  # noqa: E731
         neg = feats["not_bear"][kind]
         out_sets = {"everyday (held-out subjects)": neg[held_mask & ~like], "bear-like animals": neg[like],
                     **people_sets(feats, kind)}
@@ -177,14 +193,13 @@ def hard_part(feats: dict, keep: float) -> list[dict]:
     """The bear decision on bench/hard_holdout.py's hard part, fitted without it: the untouched network (which
     never saw any of it) with a logistic-regression head, and the shipped one (which trained on the hard sources:
     optimistic for them, as the grouped folds in export.json are not)."""
-    from bear_classifier.predict import load_model
     from hard_holdout import split
 
-    net = load_model(ROOT / "export.pkl").model.cpu().eval()
+    head_probs, imagenet = shipped()
     index = {f: i for i, f in enumerate(feats["bears"]["files"])}
     checked = set(read_labels(ROOT / "data" / "valid.csv"))
     pick = lambda items: (torch.tensor([index[p.relative_to(DATA).as_posix()] for p, _ in items]),  # noqa: E731
-                          torch.tensor([CLASSES.index(y) for _, y in items]))
+                          torch.tensor([BEARS.index(y) for _, y in items]))
     train, valid, held = split()
     held_checked = [i for i in held if i[0].relative_to(DATA / "bears").as_posix() in checked]
     neg_files = [DATA / f for f in feats["not_bear"]["files"]]
@@ -194,10 +209,9 @@ def hard_part(feats: dict, keep: float) -> list[dict]:
         x = feats["bears"][kind]
         (ti, ty), (vi, vy) = pick(train), pick(valid)
         if kind == "tuned":
-            probs = lambda v: net.species_logits(v[:, 0].float()).softmax(1).detach().numpy()  # noqa: E731
+            probs = head_probs
         else:
             probs = softmax_head(x[ti], ty)
-        imagenet = lambda v: (net.gate(v.float()) >= 0).numpy()  # noqa: E731
         (hi, hy), (ci, cy) = pick(held), pick(held_checked)
         with torch.no_grad():
             for name, accept in methods(x[ti], ty, x[vi], keep, probs, imagenet).items():
@@ -210,6 +224,41 @@ def hard_part(feats: dict, keep: float) -> list[dict]:
                 row["rejected bear-like"] = 1 - accept(feats["not_bear"][kind][like]).mean()
                 row.update({f"rejected {k}": 1 - accept(v).mean() for k, v in people_sets(feats, kind).items()})
                 rows.append(row)
+    return rows
+
+
+def calibration(feats: dict) -> list[dict]:
+    """ECE of the shipped model's shown probability (its four answers) with its ImageNet gate alone, and with the
+    distance gate beside it (keep: every validation photo), on the hand-checked bears plus the everyday photos
+    of held-out subjects (as `evaluate` scores), and on the hard part's hand-checked bears."""
+    from bear_classifier.calibrate import expected_calibration_error
+    from bear_classifier.model import answer_log_probs
+    from bear_classifier.openset import BothGates
+    from hard_holdout import split
+
+    logits, imagenet = shipped_logits()
+    x, neg = feats["bears"]["tuned"], feats["not_bear"]["tuned"]
+    is_train, is_valid, y = bear_split(feats)
+    neg_files = [DATA / f for f in feats["not_bear"]["files"]]
+    held = set(negatives_split(neg_files)[1])
+    everyday = neg[torch.tensor([f in held for f in neg_files])]
+    index = {f: i for i, f in enumerate(feats["bears"]["files"])}
+    checked = set(read_labels(ROOT / "data" / "valid.csv"))
+    hard = [(index[p.relative_to(DATA).as_posix()], BEARS.index(lab)) for p, lab in split()[2]
+            if p.relative_to(DATA / "bears").as_posix() in checked]
+    sets = {"hand-checked bears + everyday photos": (torch.cat([x[torch.from_numpy(is_valid)], everyday]),
+                                                     torch.cat([torch.from_numpy(y[is_valid]),
+                                                                torch.full((len(everyday),), 3)])),
+            "hard part's hand-checked bears": (x[torch.tensor([i for i, _ in hard])], torch.tensor([c for _, c in hard]))}
+    distance = fit_gate(x[torch.from_numpy(is_train)], torch.from_numpy(y[is_train]), x[torch.from_numpy(is_valid)], 1.0)
+    rows = []
+    with torch.no_grad():
+        for name, gate in (("ImageNet gate (as shipped)", imagenet), ("ImageNet gate & distance", BothGates(imagenet, distance))):
+            row = dict(gate=name)
+            for label, (v, t) in sets.items():
+                probs = answer_log_probs(logits(v), gate(v.float())).exp()
+                row[f"ECE, {label} ({len(t)})"] = expected_calibration_error(probs, t)
+            rows.append(row)
     return rows
 
 
@@ -230,6 +279,8 @@ def main() -> None:
     print(table(bears(feats, args.keep), ["features", "method"]))
     print(f"\n(c) bears, hard held-out part (bench/hard_holdout.py), keep {args.keep:.1%}")
     print(table(hard_part(feats, args.keep), ["features", "method"]))
+    print("\n(d) calibration of the shipped bear model's shown probability")
+    print(table(calibration(feats), ["gate"]))
     for triple in OWN_TRIPLES:
         print(f"\n(a) own classes {'/'.join(triple)} (untouched network, logistic-regression head), keep {args.keep:.1%}")
         print(table(own_classes(feats, triple, args.keep), ["method"]))
