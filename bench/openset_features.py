@@ -1,7 +1,9 @@
 """Pooled views of every pool photo and every photo of a person, through the shipped network and the untouched one.
 
 One decode and one trunk pass per photo (the trunk is frozen, so both networks share it), then both tails.
-Cached per group under bench/results/features_<group>.pt: {"files", "tuned", "untouched"}, views (N, 5, C) float16.
+Cached per group under bench/results/features_<group>.pt: {"files", "tuned", "untouched"}, views (N, 5, C) float16;
+and the shipped network's class head, ImageNet head, temperature and ImageNet gate in shipped_heads.pt, which is all
+bench/openset_study.py needs of it.
 Usage: python bench/openset_features.py   (about 15 minutes on 2 busy CPU cores)
 """
 from __future__ import annotations
@@ -45,6 +47,17 @@ def extract(learn, untouched_tail: torch.nn.Module, files: list[Path], untouched
     return torch.cat(tuned), (torch.cat(plain) if untouched else None)
 
 
+def save_heads(net: torch.nn.Module) -> None:
+    """The class head, ImageNet head, temperature and ImageNet gate of `net` (a GatedNet), for the study."""
+    from bear_classifier.model import ImageNetGate
+
+    gate = next(m for m in net.gate.modules() if isinstance(m, ImageNetGate))
+    torch.save(dict(head=net.head[-1].state_dict(), imagenet=net.imagenet.module.state_dict(),
+                    temperature=float(net.temperature), sharpness=gate.sharpness,
+                    groups=[(ids, float(t)) for ids, t in zip(gate.rows, gate.thresholds)]),
+               RESULTS / "shipped_heads.pt")
+
+
 def load(group: str) -> dict:
     return torch.load(RESULTS / f"features_{group}.pt")
 
@@ -53,6 +66,7 @@ def main() -> None:
     torch.set_num_threads(2)
     learn = load_model(ROOT / "export.pkl")
     untouched_tail = split_imagenet_model(create_imagenet_model())[1].eval()
+    save_heads(learn.model)
     for group, files in groups().items():
         out = RESULTS / f"features_{group}.pt"
         if out.exists():
