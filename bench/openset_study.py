@@ -91,7 +91,8 @@ def methods(train_x, train_y, valid_x, keep: float, probs: Callable, imagenet: C
     pca_only_thr = keep_threshold(pca_only(valid_x), keep)
     gate = fit_gate(train_x, train_y, valid_x, keep)
     maha = lambda x: (gate(x) >= 0).numpy()  # noqa: E731
-    out = {"max softmax": lambda x: msp(x) >= msp_thr, "kNN cosine (k=10, all training photos)": lambda x: knn(x) >= knn_thr,
+    out = {"max softmax": lambda x: msp(x) >= msp_thr,
+           "kNN cosine (k=10, all training photos)": lambda x: knn(x) >= knn_thr,
            "Mahalanobis in PCA 128 only": lambda x: pca_only(x) >= pca_only_thr,
            "Mahalanobis + left-out part (openset.py)": maha,
            "Mahalanobis & max softmax": lambda x: maha(x) & (msp(x) >= msp_thr)}
@@ -246,14 +247,17 @@ def calibration(feats: dict) -> list[dict]:
     checked = set(read_labels(ROOT / "data" / "valid.csv"))
     hard = [(index[p.relative_to(DATA).as_posix()], BEARS.index(lab)) for p, lab in split()[2]
             if p.relative_to(DATA / "bears").as_posix() in checked]
+    valid_y = torch.from_numpy(y[is_valid])
     sets = {"hand-checked bears + everyday photos": (torch.cat([x[torch.from_numpy(is_valid)], everyday]),
-                                                     torch.cat([torch.from_numpy(y[is_valid]),
-                                                                torch.full((len(everyday),), 3)])),
-            "hard part's hand-checked bears": (x[torch.tensor([i for i, _ in hard])], torch.tensor([c for _, c in hard]))}
-    distance = fit_gate(x[torch.from_numpy(is_train)], torch.from_numpy(y[is_train]), x[torch.from_numpy(is_valid)], 1.0)
+                                                     torch.cat([valid_y, torch.full((len(everyday),), 3)])),
+            "hard part's hand-checked bears": (x[torch.tensor([i for i, _ in hard])],
+                                               torch.tensor([c for _, c in hard]))}
+    train_mask, valid_mask = torch.from_numpy(is_train), torch.from_numpy(is_valid)
+    distance = fit_gate(x[train_mask], torch.from_numpy(y[is_train]), x[valid_mask], 1.0)
     rows = []
     with torch.no_grad():
-        for name, gate in (("ImageNet gate (as shipped)", imagenet), ("ImageNet gate & distance", BothGates(imagenet, distance))):
+        for name, gate in (("ImageNet gate (as shipped)", imagenet),
+                           ("ImageNet gate & distance", BothGates(imagenet, distance))):
             row = dict(gate=name)
             for label, (v, t) in sets.items():
                 probs = answer_log_probs(logits(v), gate(v.float())).exp()
@@ -282,7 +286,8 @@ def main() -> None:
     print("\n(d) calibration of the shipped bear model's shown probability")
     print(table(calibration(feats), ["gate"]))
     for triple in OWN_TRIPLES:
-        print(f"\n(a) own classes {'/'.join(triple)} (untouched network, logistic-regression head), keep {args.keep:.1%}")
+        print(f"\n(a) own classes {'/'.join(triple)} (untouched network, logistic-regression head), "
+              f"keep {args.keep:.1%}")
         print(table(own_classes(feats, triple, args.keep), ["method"]))
 
 
