@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-DIM = 128  # PCA components: 1280 features would make a 6.5 MB precision matrix for no measured gain
+DIM = 128  # PCA components: 64, 128 and 256 did alike; 1280 features would make a 6.5 MB precision matrix
 KEEP = 0.99  # share of the validation photos a gate on its own keeps
 KEEP_WITH_IMAGENET = 1.0  # beside an ImageNet gate, which already turns most photos away: every validation photo
 # The gate's logit at the validation photos' median distance: p(in set) = 0.99995 there, so the gate cuts photos
@@ -29,8 +29,8 @@ SHARPNESS = 10.0
 class DistanceGate(nn.Module):
     """Logit of p(the photo shows one of the classes) from views (N, V, C): positive inside the threshold.
 
-    logit = SHARPNESS * (threshold - distance) / (threshold - median validation distance): 0 at the
-    threshold, SHARPNESS at a typical validation photo, so typical photos keep their class probability.
+    logit = sharpness * (threshold - distance) / (threshold - median validation distance): 0 at the
+    threshold, sharpness at a typical validation photo, so typical photos keep their class probability.
     """
 
     def __init__(self, mean: torch.Tensor, components: torch.Tensor, centroids: torch.Tensor, precision: torch.Tensor,
@@ -43,6 +43,7 @@ class DistanceGate(nn.Module):
         self.register_buffer("residual_var", residual_var.float())  # () per left-out dimension
         self.register_buffer("threshold", torch.tensor(float("inf")))
         self.register_buffer("scale", torch.tensor(1.0))
+        self.sharpness = SHARPNESS  # kept with the module, so a saved network answers as it was calibrated
 
     def distance(self, views: torch.Tensor) -> torch.Tensor:
         """Distance (N,) of the whole photo (view 0) to the nearest class: Mahalanobis inside the subspace,
@@ -55,7 +56,7 @@ class DistanceGate(nn.Module):
         return (d2 + left_out).clamp_min(0).sqrt()
 
     def forward(self, views: torch.Tensor) -> torch.Tensor:
-        return SHARPNESS * (self.threshold - self.distance(views)) / self.scale
+        return self.sharpness * (self.threshold - self.distance(views)) / self.scale
 
     def calibrate(self, views: torch.Tensor, keep: float = KEEP) -> "DistanceGate":
         """Set the threshold so that `keep` of these (validation) photos are kept."""
