@@ -13,6 +13,7 @@ from fastai.vision.all import Learner, accuracy, set_seed
 from torch import nn
 from torch.nn import functional as F
 
+from . import openset
 from .classes import Classes
 from .data import make_dataloaders
 from .model import (OFFLINE_ARCH, Frozen, GatedNet, class_head, create_imagenet_model, gate_for,
@@ -182,14 +183,16 @@ def train_model(root: Path, classes: Classes | None = None, labels_csv: Path | N
                 valid_csv: Path | None = None, negatives: Path | None = None, arch: str = OFFLINE_ARCH,
                 epochs: int = 3, freeze_epochs: int = 1, lr: float = 2e-3, size: int = 224, bs: int = 64,
                 workers: int = 0, seed: int = 42, clean: bool = True, temperature: float = TEMPERATURE,
-                forget_weight: float = 1.0, items: list | None = None, valid_items: list | None = None):
+                forget_weight: float = 1.0, items: list | None = None, valid_items: list | None = None,
+                keep: float | None = None):
     """The lesson-2 pipeline from folders to a trained learner: verify, label, clean, fine-tune.
 
     train.ipynb runs the same steps one cell each. `classes` default to Classes.for_data(root).
     `negatives` is a folder of photos of none of the classes (see with_negatives). `workers` decode
     images in parallel (a GPU machine's cores; on a 2-core CPU the main process is as fast).
     `items`/`valid_items` ((path, label) lists) replace the folders' own, for the cross-validation
-    folds. Returns (learn, card).
+    folds. After fine-tuning, the "none of these" gate is fitted on the training photos' features and
+    calibrated to keep `keep` of the validation photos (default: openset.fit_for_learner's). Returns (learn, card).
     """
     from .clean import auto_clean
     from .data import image_files, verify_images
@@ -208,6 +211,7 @@ def train_model(root: Path, classes: Classes | None = None, labels_csv: Path | N
     kept = [item for item in items if item[0] not in dropped]
     learn.dls = split_dataloaders(*with_negatives(kept, valid_items, negatives, classes.none_label, seed), **loaders)
     fine_tune(learn, epochs, lr, freeze_epochs=freeze_epochs, forget_weight=forget_weight)
+    learn.model.gate = openset.fit_for_learner(learn, kept, valid_items, keep)  # "none of these" (openset.py)
     learn.model.temperature.fill_(temperature)
     card = model_card(learn, root, report, labels_csv, dropped, arch=arch, size=size, validation=how,
                       epochs=dict(frozen=freeze_epochs, unfrozen=epochs), lr=lr, seed=seed,

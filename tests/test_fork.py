@@ -103,7 +103,8 @@ def test_train_writes_the_model_its_onnx_file_and_a_card_in_the_classes_words(tr
     assert classes.labels == PATTERNS and classes.title == "Which pattern?"  # the fork's classes.toml, found by itself
     assert classes.name("dots") == "Polka dots" and classes.vocab[-1] == "none"
     assert card["validation"] == "random 20%, stratified by class (seed 42)"
-    assert card["valid_metrics"]["n"] == 8 and card["gate"]["kind"].startswith("none")  # no ImageNet rows, no gate yet
+    assert card["valid_metrics"]["n"] == 8  # no ImageNet rows: "none of these" is learned from the photos alone
+    assert card["gate"]["kind"].startswith("distance to the training classes")
     train, valid = card["data"]["train"], card["data"]["valid"]
     assert all(train[k] + valid[k] == 12 and valid[k] >= 2 for k in PATTERNS) and train["none"] == valid["none"] == 0
 

@@ -63,7 +63,9 @@ def test_model_card_describes_the_export(trained):
     saved = json.loads((out / "export.json").read_text())
     assert Classes.from_dict(saved["classes"]).vocab == ["black", "grizzly", "teddy", "not_bear"]
     assert Classes.from_dict(saved["classes"]).name("grizzly") == "Grizzly bear"
-    assert saved["gate"]["kind"] == "imagenet" and saved["validation"].startswith("random 20%")
+    imagenet, distance = saved["gate"]["gates"]  # the bears' ImageNet gate, and "none of these" (openset.py)
+    assert imagenet["kind"] == "imagenet" and distance["kind"].startswith("distance") and distance["keep"] == 1.0
+    assert saved["validation"].startswith("random 20%")
     assert saved["arch"] == "tf_efficientnet_lite0"
     assert set(saved["versions"]) >= {"python", "torch", "torchvision", "fastai", "timm", "pillow"}
     import hashlib

@@ -1,0 +1,134 @@
+""""None of these": how far a photo's features lie from the training classes, for any classes.
+
+The network's pooled features of the whole photo, scaled to unit length, are projected on their main axes
+(PCA, fitted on the training photos). The distance has two parts: the Mahalanobis distance to the nearest
+class mean inside that subspace, with one covariance shared by the classes and shrunk by Ledoit and Wolf's
+rule (scikit-learn), so a few hundred photos per class are enough; and what the subspace leaves out, scaled
+by its mean on the training photos (probabilistic PCA). The second part matters most: a face or a street
+projected on the bears' main axes can land near a bear, but most of it lies outside them (measured:
+bench/openset_study.py). The threshold is the distance under which a chosen share of the validation photos
+falls, so the decision needs nothing but the training and validation photos. The gate is a torch module
+whose statistics are buffers, so it travels inside the network: `learn.predict`, export.pkl and the ONNX
+file alike. Where more is known (ImageNet rows for the classes), `BothGates` asks both.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+DIM = 128  # PCA components: 64, 128 and 256 did alike; 1280 features would make a 6.5 MB precision matrix
+KEEP = 0.99  # share of the validation photos a gate on its own keeps
+KEEP_WITH_IMAGENET = 1.0  # beside an ImageNet gate, which already turns most photos away: every validation photo
+# The gate's logit at the validation photos' median distance: p(in set) = 0.99995 there, so the gate cuts photos
+# off beyond the threshold and leaves the class head's calibrated probability alone inside it (at 4, p = 0.98
+# there, the bears' ECE rose from 0.90% to 1.15%: bench/openset_study.py).
+SHARPNESS = 10.0
+
+
+class DistanceGate(nn.Module):
+    """Logit of p(the photo shows one of the classes) from views (N, V, C): positive inside the threshold.
+
+    logit = sharpness * (threshold - distance) / (threshold - median validation distance): 0 at the
+    threshold, sharpness at a typical validation photo, so typical photos keep their class probability.
+    """
+
+    def __init__(self, mean: torch.Tensor, components: torch.Tensor, centroids: torch.Tensor, precision: torch.Tensor,
+                 residual_var: torch.Tensor):
+        super().__init__()
+        self.register_buffer("mean", mean.float())  # (C,)
+        self.register_buffer("components", components.float())  # (D, C)
+        self.register_buffer("centroids", centroids.float())  # (K, D)
+        self.register_buffer("precision", precision.float())  # (D, D)
+        self.register_buffer("residual_var", residual_var.float())  # () per left-out dimension
+        self.register_buffer("threshold", torch.tensor(float("inf")))
+        self.register_buffer("scale", torch.tensor(1.0))
+        self.sharpness = SHARPNESS  # kept with the module, so a saved network answers as it was calibrated
+
+    def distance(self, views: torch.Tensor) -> torch.Tensor:
+        """Distance (N,) of the whole photo (view 0) to the nearest class: Mahalanobis inside the subspace,
+        and the part of the features the subspace leaves out."""
+        x = nn.functional.normalize(views[:, 0].float(), dim=1) - self.mean
+        z = x @ self.components.T
+        left_out = (x - z @ self.components).square().sum(1) / self.residual_var
+        diff = z[:, None, :] - self.centroids[None]
+        d2 = torch.einsum("nkd,de,nke->nk", diff, self.precision, diff).amin(1)
+        return (d2 + left_out).clamp_min(0).sqrt()
+
+    def forward(self, views: torch.Tensor) -> torch.Tensor:
+        return self.sharpness * (self.threshold - self.distance(views)) / self.scale
+
+    def calibrate(self, views: torch.Tensor, keep: float = KEEP) -> "DistanceGate":
+        """Set the threshold so that `keep` of these (validation) photos are kept."""
+        with torch.no_grad():
+            d = self.distance(views)
+            self.threshold.fill_(float(torch.quantile(d, keep)))
+            self.scale.fill_(max(float(self.threshold - d.median()), 1e-6))
+        self.keep = keep
+        return self
+
+    def card(self) -> dict:
+        return dict(kind="distance to the training classes (openset.py)", dims=self.components.shape[0],
+                    classes=self.centroids.shape[0], keep=getattr(self, "keep", None),
+                    threshold=round(float(self.threshold), 4))
+
+
+class BothGates(nn.Module):
+    """A photo is in the set only if every gate says so: the smallest of their logits."""
+
+    def __init__(self, *gates: nn.Module):
+        super().__init__()
+        self.gates = nn.ModuleList(gates)
+
+    def forward(self, views: torch.Tensor) -> torch.Tensor:
+        return torch.stack([g(views) for g in self.gates]).amin(0)
+
+    def card(self) -> dict:
+        return dict(kind="all of", gates=[g.card() if hasattr(g, "card") else type(g).__name__ for g in self.gates])
+
+
+def fit_distance_gate(features: torch.Tensor, labels: torch.Tensor, dim: int = DIM) -> DistanceGate:
+    """A DistanceGate fitted on training features (N, C) of the whole photo and their class indices (N,).
+
+    Uncalibrated (it keeps everything) until `calibrate` sees the validation photos.
+    """
+    from sklearn.covariance import LedoitWolf
+    from sklearn.decomposition import PCA
+
+    x, y = nn.functional.normalize(features.float(), dim=1).numpy(), labels.numpy()
+    pca = PCA(n_components=min(dim, *x.shape), random_state=0).fit(x)
+    z = pca.transform(x)
+    residual_var = ((x - pca.inverse_transform(z)) ** 2).sum(1).mean() / max(x.shape[1] - pca.n_components_, 1)
+    classes = np.unique(y)
+    centroids = np.stack([z[y == k].mean(0) for k in classes])
+    residuals = z - centroids[np.searchsorted(classes, y)]
+    precision = LedoitWolf().fit(residuals).precision_
+    t = lambda a: torch.from_numpy(np.asarray(a, dtype=np.float32))  # noqa: E731
+    return DistanceGate(t(pca.mean_), t(pca.components_), t(centroids), t(precision), t(residual_var))
+
+
+def fit_gate(train_views: torch.Tensor, train_labels: torch.Tensor, valid_views: torch.Tensor,
+             keep: float = KEEP, dim: int = DIM) -> DistanceGate:
+    """The "none of these" gate from the training photos' pooled views (N, V, C) and labels, calibrated on the
+    validation photos' views to keep `keep` of them."""
+    return fit_distance_gate(train_views[:, 0], train_labels, dim).calibrate(valid_views, keep)
+
+
+def fit_for_learner(learn, train: list, valid: list, keep: float | None = None, bs: int = 64) -> nn.Module:
+    """The gate of a fine-tuned learner, from its (path, label) training and validation photos of the classes
+    (not the negatives): one pass of the network over each, without augmentation. A DistanceGate, asked
+    together with the gate the network already has where it has one (bears: the ImageNetGate). By default
+    it keeps KEEP of the validation photos alone, all of them beside another gate (bench/openset_study.py:
+    for bears that keeps the ImageNet gate's 99.6% of bears and turns away 99.9% of everyday photos, not 99.7%)."""
+    from .model import NoGate
+    from .train import view_features  # here, not at the top: train imports this module
+
+    vocab = list(learn.dls.vocab)
+    valid = valid or train  # a folder too small for a validation split: calibrate on the training photos
+    train_views, _ = view_features(learn, learn.dls.test_dl([p for p, _ in train], bs=bs))
+    valid_views, _ = view_features(learn, learn.dls.test_dl([p for p, _ in valid], bs=bs))
+    labels = torch.tensor([vocab.index(y) for _, y in train])
+    current = learn.model.gate
+    alone = isinstance(current, NoGate)
+    distance = fit_gate(train_views, labels, valid_views, keep or (KEEP if alone else KEEP_WITH_IMAGENET))
+    return distance if alone else BothGates(current, distance)

@@ -1,0 +1,81 @@
+"""Pooled views of every pool photo and every photo of a person, through the shipped network and the untouched one.
+
+One decode and one trunk pass per photo (the trunk is frozen, so both networks share it), then both tails.
+Cached per group under bench/results/features_<group>.pt: {"files", "tuned", "untouched"}, views (N, 5, C) float16;
+and the shipped network's class head, ImageNet head, temperature and ImageNet gate in shipped_heads.pt, which is all
+bench/openset_study.py needs of it.
+Usage: python bench/openset_features.py   (about 15 minutes on 2 busy CPU cores)
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from bear_classifier.data import image_files  # noqa: E402
+from bear_classifier.model import create_imagenet_model, pooled_views, split_imagenet_model  # noqa: E402
+from bear_classifier.predict import load_model  # noqa: E402
+from people import people_files  # noqa: E402
+
+DATA = ROOT.parent / "shared" / "data"
+RESULTS = ROOT / "bench" / "results"
+
+
+def groups() -> dict[str, list[Path]]:
+    bears = [p for p in image_files(DATA / "bears") if p.parent.name in ("black", "grizzly", "teddy")]
+    return {"people": people_files(), "bears": bears, "not_bear": image_files(DATA / "not_bear")}
+
+
+def extract(learn, untouched_tail: torch.nn.Module, files: list[Path], untouched: bool = True
+            ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Pooled views (N, 5, C) float16 of `files` through `learn`'s network and, if `untouched`, `untouched_tail`."""
+    from fastprogress.fastprogress import progress_bar
+
+    net = learn.model.cpu().eval()
+    tuned, plain = [], []
+    with torch.inference_mode():
+        for xb, in progress_bar(learn.dls.test_dl(files, bs=64, num_workers=0)):
+            trunk = net.trunk(xb.as_subclass(torch.Tensor))
+            tuned.append(pooled_views(net.tail(trunk)).half())
+            if untouched:
+                plain.append(pooled_views(untouched_tail(trunk)).half())
+    return torch.cat(tuned), (torch.cat(plain) if untouched else None)
+
+
+def save_heads(net: torch.nn.Module) -> None:
+    """The class head, ImageNet head, temperature and ImageNet gate of `net` (a GatedNet), for the study."""
+    from bear_classifier.model import ImageNetGate
+
+    gate = next(m for m in net.gate.modules() if isinstance(m, ImageNetGate))
+    torch.save(dict(head=net.head[-1].state_dict(), imagenet=net.imagenet.module.state_dict(),
+                    temperature=float(net.temperature), sharpness=gate.sharpness,
+                    groups=[(ids, float(t)) for ids, t in zip(gate.rows, gate.thresholds)]),
+               RESULTS / "shipped_heads.pt")
+
+
+def load(group: str) -> dict:
+    return torch.load(RESULTS / f"features_{group}.pt")
+
+
+def main() -> None:
+    torch.set_num_threads(2)
+    learn = load_model(ROOT / "export.pkl")
+    untouched_tail = split_imagenet_model(create_imagenet_model())[1].eval()
+    save_heads(learn.model)
+    for group, files in groups().items():
+        out = RESULTS / f"features_{group}.pt"
+        if out.exists():
+            continue
+        print(f"{group}: {len(files)} photos", flush=True)
+        tuned, plain = extract(learn, untouched_tail, files)
+        rel = [p.relative_to(DATA).as_posix() if p.is_relative_to(DATA) else p.name for p in files]
+        torch.save(dict(files=rel, tuned=tuned, untouched=plain), out)
+
+
+if __name__ == "__main__":
+    main()

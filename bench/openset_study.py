@@ -1,0 +1,295 @@
+""""None of these": which out-of-set decision, measured per method on subjects held out, from cached features.
+
+Two set-ups, each scored on the network the shipped bear model fine-tuned ("tuned") and on the untouched
+ImageNet network ("untouched"), from bench/openset_features.py's cache:
+  (a) own classes: three pool subjects the project never used as classes are the classes (80/20 seeded
+      split); out of set: every other subject, the bears, and the people (bench/people.py). The head is a
+      logistic regression on the untouched features, which is what fine-tuning starts from.
+  (b) bears: the shipped model's training bears and its hand-checked validation photos (data/valid.csv);
+      out of set: the everyday photos of the not-bear subjects it never trained on (data.negatives_split),
+      the bear-like animals (foxes, wolves, monkeys...: the false bears found elsewhere), the people.
+Every method is calibrated to keep KEEP of the validation photos, except the ImageNet gate (its thresholds).
+Usage: python bench/openset_study.py [--keep 0.99]   (about a minute once the features are cached)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from bear_classifier.data import negatives_split, read_labels, subject  # noqa: E402
+from bear_classifier.model import ImageNetGate  # noqa: E402
+from bear_classifier.openset import fit_gate  # noqa: E402
+from openset_features import DATA, RESULTS, load  # noqa: E402
+
+# The not-bear subjects closest to a bear (furry mammals, canids, primates): the false bears found elsewhere.
+BEAR_LIKE = set("""arctic_fox grey_fox kit_fox red_fox coyote dingo timber_wolf white_wolf red_wolf african_hunting_dog
+hyena baboon capuchin chimpanzee colobus gibbon gorilla guenon howler_monkey langur macaque marmoset orangutan patas
+proboscis_monkey siamang spider_monkey squirrel_monkey titi badger beaver marmot otter polecat mink weasel skunk
+wombat koala porcupine three_toed_sloth wild_boar hog warthog bison ox water_buffalo sea_lion guinea_pig hamster
+meerkat mongoose lynx cougar lion""".split())
+BEARS = ["black", "grizzly", "teddy"]  # the shipped model's classes, in its vocab's order
+OWN_TRIPLES = [("forest", "mountain", "glacier"), ("dog", "cat", "car"), ("bird", "sea", "buildings")]
+
+
+def keep_threshold(valid_scores: np.ndarray, keep: float) -> float:
+    """The score above which `keep` of the validation photos lie (higher score = more in-set)."""
+    return float(np.quantile(valid_scores, 1 - keep))
+
+
+def softmax_head(train_x, train_y) -> Callable:
+    """A logistic regression on the whole photo's features: probabilities (N, K)."""
+    from sklearn.linear_model import LogisticRegression
+
+    clf = LogisticRegression(C=0.5, max_iter=3000).fit(train_x[:, 0].float().numpy(), train_y.numpy())
+    return lambda x: clf.predict_proba(x[:, 0].float().numpy())
+
+
+def knn_scorer(train_x, k: int = 10) -> Callable:
+    """Minus the mean cosine distance to the k nearest training photos (whole-photo features)."""
+    from sklearn.neighbors import NearestNeighbors
+
+    unit = lambda x: torch.nn.functional.normalize(x[:, 0].float(), dim=1).numpy()  # noqa: E731
+    nn_ = NearestNeighbors(n_neighbors=k, metric="cosine").fit(unit(train_x))
+    return lambda x: -nn_.kneighbors(unit(x))[0].mean(1)
+
+
+def pca_only_scorer(train_x, train_y, dim: int = 128) -> Callable:
+    """Mahalanobis to the nearest class inside the PCA subspace alone, on raw features: the first try, kept for
+    the record (what lies outside the bears' main axes is where faces and streets differ from bears)."""
+    from sklearn.covariance import LedoitWolf
+    from sklearn.decomposition import PCA
+
+    x, y = train_x[:, 0].float().numpy(), train_y.numpy()
+    pca = PCA(dim, random_state=0).fit(x)
+    z = pca.transform(x)
+    mu = np.stack([z[y == k].mean(0) for k in np.unique(y)])
+    prec = LedoitWolf().fit(z - mu[np.searchsorted(np.unique(y), y)]).precision_
+
+    def score(v):
+        d = pca.transform(v[:, 0].float().numpy())[:, None] - mu[None]
+        return -np.einsum("nkd,de,nke->nk", d, prec, d).min(1)
+    return score
+
+
+def methods(train_x, train_y, valid_x, keep: float, probs: Callable, imagenet: Callable | None) -> dict:
+    """{method: accept(x) -> bool array}, each calibrated on valid_x to keep `keep` (the ImageNet gate as shipped)."""
+    msp = lambda x: probs(x).max(1)  # noqa: E731
+    msp_thr = keep_threshold(msp(valid_x), keep)
+    knn = knn_scorer(train_x)
+    knn_thr = keep_threshold(knn(valid_x), keep)
+    pca_only = pca_only_scorer(train_x, train_y)
+    pca_only_thr = keep_threshold(pca_only(valid_x), keep)
+    gate = fit_gate(train_x, train_y, valid_x, keep)
+    maha = lambda x: (gate(x) >= 0).numpy()  # noqa: E731
+    out = {"max softmax": lambda x: msp(x) >= msp_thr,
+           "kNN cosine (k=10, all training photos)": lambda x: knn(x) >= knn_thr,
+           "Mahalanobis in PCA 128 only": lambda x: pca_only(x) >= pca_only_thr,
+           "Mahalanobis + left-out part (openset.py)": maha,
+           "Mahalanobis & max softmax": lambda x: maha(x) & (msp(x) >= msp_thr)}
+    if imagenet is not None:
+        out["ImageNet gate (as shipped)"] = imagenet
+        out["Mahalanobis & ImageNet gate"] = lambda x: maha(x) & imagenet(x)
+    return out
+
+
+def score(name: str, accept: Callable, probs: Callable, valid_x, valid_y, out_sets: dict) -> dict:
+    kept = accept(valid_x)
+    right = kept & (probs(valid_x).argmax(1) == valid_y.numpy())
+    row = dict(method=name, kept=kept.mean(), right=right.mean())
+    row.update({f"rejected {k}": 1 - accept(x).mean() for k, x in out_sets.items()})
+    return row
+
+
+def people_sets(feats: dict, kind: str) -> dict:
+    """The photos of people, and LFW's 25 px gray faces apart (bench/people.py says why)."""
+    lfw = torch.tensor([f.startswith("lfw_") for f in feats["people"]["files"]])
+    return {"people": feats["people"][kind][~lfw], "LFW 25 px faces": feats["people"][kind][lfw]}
+
+
+def shipped_logits() -> tuple[Callable, ImageNetGate]:
+    """(class logits / T, ImageNet gate) of the shipped bear model on pooled views (see `shipped`)."""
+    s = torch.load(RESULTS / "shipped_heads.pt")
+    head, imagenet = torch.nn.Linear(1280, 3), torch.nn.Linear(1280, 1000)
+    head.load_state_dict(s["head"])
+    imagenet.load_state_dict(s["imagenet"])
+    gate = ImageNetGate(imagenet, s["groups"], s["sharpness"])
+    return lambda v: head(v[:, 0].float()) / s["temperature"], gate
+
+
+def shipped() -> tuple[Callable, Callable]:
+    """(class probabilities, ImageNet gate's accept) of the shipped bear model on pooled views, from its heads as
+    cached by the features step (its export.pkl predates model.GatedNet)."""
+    logits, gate = shipped_logits()
+    return (lambda v: logits(v).softmax(1).detach().numpy(), lambda v: (gate(v.float()) >= 0).numpy())
+
+
+def own_classes(feats: dict, triple: tuple[str, ...], keep: float, seed: int = 0) -> list[dict]:
+    """Set-up (a) on the untouched network's features."""
+    neg = feats["not_bear"]
+    subj = np.array([subject(Path(f)) for f in neg["files"]])
+    x = neg["untouched"]
+    inside = np.isin(subj, triple)
+    y = torch.tensor([triple.index(s) for s in subj[inside]])
+    rng = np.random.default_rng(seed)
+    is_valid = rng.random(int(inside.sum())) < 0.2
+    xin = x[torch.from_numpy(inside)]
+    tx, ty, vx, vy = xin[~is_valid], y[~is_valid], xin[is_valid], y[is_valid]
+    probs = softmax_head(tx, ty)
+    out_sets = {"other subjects": x[torch.from_numpy(~inside)], "bears": feats["bears"]["untouched"],
+                **people_sets(feats, "untouched")}
+    return [dict(score(name, accept, probs, vx, vy, out_sets), n_valid=len(vy))
+            for name, accept in methods(tx, ty, vx, keep, probs, None).items()]
+
+
+def bear_split(feats: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Training mask, validation mask and class index of the bear photos, as the shipped model was trained."""
+    card = json.loads((ROOT / "export.json").read_text())
+    dropped = {line.split(":")[0] for line in card["auto_cleaned"]}
+    relabel = read_labels(ROOT / "data" / "cleaning.csv")
+    valid = read_labels(ROOT / "data" / "valid.csv")
+    labels = [valid.get(f[6:], relabel.get(f[6:], Path(f).parent.name)) for f in feats["bears"]["files"]]
+    y = np.array([BEARS.index(lab) if lab in BEARS else -1 for lab in labels])
+    is_valid = np.array([f[6:] in valid for f in feats["bears"]["files"]])
+    is_train = ~is_valid & (y >= 0) & np.array([f[6:] not in dropped for f in feats["bears"]["files"]])
+    return is_train, is_valid, y
+
+
+def bears(feats: dict, keep: float) -> list[dict]:
+    """Set-up (b), on both networks: the shipped species head / a logistic regression, the ImageNet gate."""
+    head_probs, imagenet = shipped()
+    is_train, is_valid, y = bear_split(feats)
+    neg_files = [DATA / f for f in feats["not_bear"]["files"]]
+    held = set(negatives_split(neg_files)[1])
+    held_mask = torch.tensor([f in held for f in neg_files])
+    like = torch.tensor([subject(f) in BEAR_LIKE for f in neg_files])
+    rows = []
+    for kind in ("tuned", "untouched"):
+        x = feats["bears"][kind]
+        tx, ty = x[torch.from_numpy(is_train)], torch.from_numpy(y[is_train])
+        vx, vy = x[torch.from_numpy(is_valid)], torch.from_numpy(y[is_valid])
+        if kind == "tuned":
+            probs = head_probs
+        else:
+            probs = softmax_head(tx, ty)
+        neg = feats["not_bear"][kind]
+        out_sets = {"everyday (held-out subjects)": neg[held_mask & ~like], "bear-like animals": neg[like],
+                    **people_sets(feats, kind)}
+        with torch.no_grad():
+            for name, accept in methods(tx, ty, vx, keep, probs, imagenet).items():
+                rows.append(dict(score(name, accept, probs, vx, vy, out_sets), features=kind, n_valid=len(vy)))
+    return rows
+
+
+def hard_part(feats: dict, keep: float) -> list[dict]:
+    """The bear decision on bench/hard_holdout.py's hard part, fitted without it: the untouched network (which
+    never saw any of it) with a logistic-regression head, and the shipped one (which trained on the hard sources:
+    optimistic for them, as the grouped folds in export.json are not)."""
+    from hard_holdout import split
+
+    head_probs, imagenet = shipped()
+    index = {f: i for i, f in enumerate(feats["bears"]["files"])}
+    checked = set(read_labels(ROOT / "data" / "valid.csv"))
+    pick = lambda items: (torch.tensor([index[p.relative_to(DATA).as_posix()] for p, _ in items]),  # noqa: E731
+                          torch.tensor([BEARS.index(y) for _, y in items]))
+    train, valid, held = split()
+    held_checked = [i for i in held if i[0].relative_to(DATA / "bears").as_posix() in checked]
+    neg_files = [DATA / f for f in feats["not_bear"]["files"]]
+    like = torch.tensor([subject(f) in BEAR_LIKE for f in neg_files])
+    rows = []
+    for kind in ("untouched", "tuned"):
+        x = feats["bears"][kind]
+        (ti, ty), (vi, vy) = pick(train), pick(valid)
+        if kind == "tuned":
+            probs = head_probs
+        else:
+            probs = softmax_head(x[ti], ty)
+        (hi, hy), (ci, cy) = pick(held), pick(held_checked)
+        with torch.no_grad():
+            for name, accept in methods(x[ti], ty, x[vi], keep, probs, imagenet).items():
+                if not name.startswith(("ImageNet", "Mahalanobis + left-out", "Mahalanobis &")):
+                    continue
+                row = dict(features=kind, method=name)
+                for label, idx, y in (("hard hand-checked", ci, cy), ("hard as labelled", hi, hy)):
+                    right = accept(x[idx]) & (probs(x[idx]).argmax(1) == y.numpy())
+                    row[f"right, {label} ({len(y)})"] = right.mean()
+                row["rejected bear-like"] = 1 - accept(feats["not_bear"][kind][like]).mean()
+                row.update({f"rejected {k}": 1 - accept(v).mean() for k, v in people_sets(feats, kind).items()})
+                rows.append(row)
+    return rows
+
+
+def calibration(feats: dict) -> list[dict]:
+    """ECE of the shipped model's shown probability (its four answers) with its ImageNet gate alone, and with the
+    distance gate beside it (keep: every validation photo), on the hand-checked bears plus the everyday photos
+    of held-out subjects (as `evaluate` scores), and on the hard part's hand-checked bears."""
+    from bear_classifier.calibrate import expected_calibration_error
+    from bear_classifier.model import answer_log_probs
+    from bear_classifier.openset import BothGates
+    from hard_holdout import split
+
+    logits, imagenet = shipped_logits()
+    x, neg = feats["bears"]["tuned"], feats["not_bear"]["tuned"]
+    is_train, is_valid, y = bear_split(feats)
+    neg_files = [DATA / f for f in feats["not_bear"]["files"]]
+    held = set(negatives_split(neg_files)[1])
+    everyday = neg[torch.tensor([f in held for f in neg_files])]
+    index = {f: i for i, f in enumerate(feats["bears"]["files"])}
+    checked = set(read_labels(ROOT / "data" / "valid.csv"))
+    hard = [(index[p.relative_to(DATA).as_posix()], BEARS.index(lab)) for p, lab in split()[2]
+            if p.relative_to(DATA / "bears").as_posix() in checked]
+    valid_y = torch.from_numpy(y[is_valid])
+    sets = {"hand-checked bears + everyday photos": (torch.cat([x[torch.from_numpy(is_valid)], everyday]),
+                                                     torch.cat([valid_y, torch.full((len(everyday),), 3)])),
+            "hard part's hand-checked bears": (x[torch.tensor([i for i, _ in hard])],
+                                               torch.tensor([c for _, c in hard]))}
+    train_mask, valid_mask = torch.from_numpy(is_train), torch.from_numpy(is_valid)
+    distance = fit_gate(x[train_mask], torch.from_numpy(y[is_train]), x[valid_mask], 1.0)
+    rows = []
+    with torch.no_grad():
+        for name, gate in (("ImageNet gate (as shipped)", imagenet),
+                           ("ImageNet gate & distance", BothGates(imagenet, distance))):
+            row = dict(gate=name)
+            for label, (v, t) in sets.items():
+                probs = answer_log_probs(logits(v), gate(v.float())).exp()
+                row[f"ECE, {label} ({len(t)})"] = expected_calibration_error(probs, t)
+            rows.append(row)
+    return rows
+
+
+def table(rows: list[dict], lead: list[str]) -> str:
+    cols = lead + [k for k in rows[0] if k not in lead and k != "n_valid"]
+    lines = [" | ".join(cols), " | ".join("---" for _ in cols)]
+    for r in rows:
+        lines.append(" | ".join(f"{r[c]:.2%}" if isinstance(r[c], float) else str(r[c]) for c in cols))
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--keep", type=float, default=0.99)
+    args = parser.parse_args()
+    feats = {g: load(g) for g in ("bears", "not_bear", "people")}
+    print(f"(b) bears, calibrated to keep {args.keep:.1%} of the hand-checked validation photos")
+    print(table(bears(feats, args.keep), ["features", "method"]))
+    print(f"\n(c) bears, hard held-out part (bench/hard_holdout.py), keep {args.keep:.1%}")
+    print(table(hard_part(feats, args.keep), ["features", "method"]))
+    print("\n(d) calibration of the shipped bear model's shown probability")
+    print(table(calibration(feats), ["gate"]))
+    for triple in OWN_TRIPLES:
+        print(f"\n(a) own classes {'/'.join(triple)} (untouched network, logistic-regression head), "
+              f"keep {args.keep:.1%}")
+        print(table(own_classes(feats, triple, args.keep), ["method"]))
+
+
+if __name__ == "__main__":
+    main()

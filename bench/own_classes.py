@@ -1,0 +1,66 @@
+"""Own classes, fine-tuned for real: three pool subjects as DIR/<class>/*, trained by `train_model` as a fork would,
+then scored on its validation photos and on photos of none of them (other subjects, bears, people).
+
+Usage: python bench/own_classes.py dog cat car [--sample 600]   (a few minutes on 2 CPU cores)
+"""
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from bear_classifier.data import image_files, subject  # noqa: E402
+from openset_features import DATA, RESULTS  # noqa: E402
+from people import people_files  # noqa: E402
+
+
+def folder(subjects: list[str]) -> Path:
+    """RESULTS/own/<a_b_c>/<subject>/ of links to the pool's photos of each subject."""
+    root = RESULTS / "own" / "_".join(subjects)
+    for p in image_files(DATA / "not_bear"):
+        if subject(p) in subjects:
+            (root / subject(p)).mkdir(parents=True, exist_ok=True)
+            if not (root / subject(p) / p.name).exists():
+                (root / subject(p) / p.name).symlink_to(p)
+    return root
+
+
+def answers(learn, files: list[Path]) -> torch.Tensor:
+    probs, _ = learn.get_preds(dl=learn.dls.test_dl(files, num_workers=0))
+    return probs.argmax(1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("subjects", nargs=3)
+    parser.add_argument("--sample", type=int, default=600, help="photos of other subjects and of bears, each")
+    args = parser.parse_args()
+    from bear_classifier.train import train_model
+
+    torch.set_num_threads(2)
+    learn, card = train_model(folder(args.subjects))
+    none = len(learn.dls.vocab) - 1
+    valid = learn.dls.valid_ds.items
+    truth = torch.tensor([learn.dls.vocab.o2i[Path(p).parent.name] for p in valid])
+    got = answers(learn, valid)
+    rng = random.Random(0)
+    others = [p for p in image_files(DATA / "not_bear") if subject(p) not in args.subjects]
+    bears = [p for p in image_files(DATA / "bears") if p.parent.name in ("black", "grizzly", "teddy")]
+    people = [p for p in people_files() if not p.name.startswith("lfw_")]
+    print(f"{'/'.join(args.subjects)}: trained in {card['train_seconds']} s; gate {card['gate']}")
+    print(f"  validation photos right: {(got == truth).float().mean():.2%} of {len(valid)}, "
+          f"kept {(got != none).float().mean():.2%}")
+    for name, files in (("other subjects", rng.sample(others, args.sample)), ("bears", rng.sample(bears, args.sample)),
+                        ("people", people)):
+        print(f"  {name} answered 'none of these': {(answers(learn, files) == none).float().mean():.2%} of {len(files)}")
+
+
+if __name__ == "__main__":
+    main()
