@@ -114,7 +114,7 @@ def suspicious_labels(learn, views: torch.Tensor, targets: torch.Tensor, min_pro
 
 def auto_clean(learn, items: list) -> dict[Path, str]:
     """{path: why} for the training photos to drop (see suspicious_labels), from the untrained network."""
-    from .train import view_features
+    from .model import view_features
 
     dl = learn.dls.test_dl([p for p, _ in items], with_labels=True)  # validation transforms: no augmentation
     dropped = suspicious_labels(learn, *view_features(learn, dl))

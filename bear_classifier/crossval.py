@@ -18,9 +18,9 @@ from .calibrate import expected_calibration_error, fit_temperature, plot_reliabi
 from .classes import Classes
 from .data import (grouped_folds, image_files, label_items, make_dataloaders, negatives_split, read_labels,
                    read_sources, verify_images)
-from .model import answer_log_probs, normalization
 from .clean import suspicious_labels
-from .train import create_learner, train_model, view_features
+from .model import answer_log_probs, normalization, view_features
+from .train import create_learner, train_model
 
 
 def heads(learn, files: list[Path], bs: int = 64) -> tuple[torch.Tensor, torch.Tensor]:

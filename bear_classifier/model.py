@@ -130,6 +130,19 @@ def pooled_views(fmap: torch.Tensor) -> torch.Tensor:
     return torch.stack([fmap.mean((2, 3))] + [c.mean((2, 3)) for c in corners], dim=1)
 
 
+def view_features(learn, dl) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One pass of the network over `dl`: its pooled views (N, 5, C; model.pooled_views), and targets (N,) if labelled."""
+    from fastprogress.fastprogress import progress_bar
+
+    views, targets = [], []
+    learn.model.to(dl.device).eval()
+    with torch.inference_mode():
+        for xb, *yb in progress_bar(dl, leave=False):
+            views.append(pooled_views(learn.model.feature_map(xb)).as_subclass(torch.Tensor).cpu())
+            targets += [y.as_subclass(torch.Tensor).cpu() for y in yb]
+    return torch.cat(views), (torch.cat(targets) if targets else None)
+
+
 class NoGate(nn.Module):
     """A placeholder for a network without a fitted gate: every photo shows one of the classes (logit +30)."""
 

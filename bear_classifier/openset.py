@@ -120,8 +120,7 @@ def fit_for_learner(learn, train: list, valid: list, keep: float | None = None, 
     together with the gate the network already has where it has one (bears: the ImageNetGate). By default
     it keeps KEEP of the validation photos alone, all of them beside another gate (bench/openset_study.py:
     for bears that keeps the ImageNet gate's 99.6% of bears and turns away 99.9% of everyday photos, not 99.7%)."""
-    from .model import NoGate
-    from .train import view_features  # here, not at the top: train imports this module
+    from .model import NoGate, view_features
 
     vocab = list(learn.dls.vocab)
     valid = valid or train  # a folder too small for a validation split: calibrate on the training photos

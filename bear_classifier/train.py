@@ -113,19 +113,6 @@ def fine_tune(learn, epochs: int = 3, base_lr: float = 2e-3, freeze_epochs: int 
     return learn
 
 
-def view_features(learn, dl) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """One pass of the network over `dl`: its pooled views (N, 5, C; model.pooled_views), and targets (N,) if labelled."""
-    from fastprogress.fastprogress import progress_bar
-
-    views, targets = [], []
-    learn.model.to(dl.device).eval()
-    with torch.inference_mode():
-        for xb, *yb in progress_bar(dl, leave=False):
-            views.append(pooled_views(learn.model.feature_map(xb)).as_subclass(torch.Tensor).cpu())
-            targets += [y.as_subclass(torch.Tensor).cpu() for y in yb]
-    return torch.cat(views), (torch.cat(targets) if targets else None)
-
-
 MIN_PHOTOS = 5  # per class: the fewest that leave photos on both sides of the split (50 or more learn well)
 
 

@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 
 from bear_classifier.data import CLASSES, image_files, read_labels, subject  # noqa: E402
 from bear_classifier.predict import load_model  # noqa: E402
-from bear_classifier.train import view_features  # noqa: E402
+from bear_classifier.model import view_features  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 

@@ -5,7 +5,7 @@ negatives', so twice the validation promised more than photos from elsewhere gav
 found; 99.6% / 98.46%). This part is never trained on, nor tuned on:
   - bears: every photo of the source repositories of the two worst folds of `make cv` (export.json,
     cross_validation, lowest "clean" accuracy), hand-checked ones (data/valid.csv) and "clean" ones alike;
-  - everyday photos: the not-bear subjects most like a bear (openset_study.BEAR_LIKE: foxes, wolves,
+  - everyday photos: the not-bear subjects most like a bear (openset_features.BEAR_LIKE: foxes, wolves,
     monkeys, badgers... the false bears found elsewhere), kept out of the negatives too;
   - people (bench/people.py).
 `train` fine-tunes the shipped recipe on the rest (validation: the other sources' hand-checked photos) into
@@ -25,8 +25,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from bear_classifier.data import image_files, label_items, read_labels, read_sources, subject  # noqa: E402
-from openset_features import DATA, RESULTS, groups  # noqa: E402
-from openset_study import BEAR_LIKE, BEARS  # noqa: E402
+from openset_features import BEAR_LIKE, BEARS, DATA, RESULTS, groups  # noqa: E402
 
 HARD = RESULTS / "hard"
 

@@ -26,6 +26,15 @@ DATA = ROOT.parent / "shared" / "data"
 RESULTS = ROOT / "bench" / "results"
 
 
+# The not-bear subjects closest to a bear (furry mammals, canids, primates): the false bears found elsewhere.
+BEAR_LIKE = set("""arctic_fox grey_fox kit_fox red_fox coyote dingo timber_wolf white_wolf red_wolf african_hunting_dog
+hyena baboon capuchin chimpanzee colobus gibbon gorilla guenon howler_monkey langur macaque marmoset orangutan patas
+proboscis_monkey siamang spider_monkey squirrel_monkey titi badger beaver marmot otter polecat mink weasel skunk
+wombat koala porcupine three_toed_sloth wild_boar hog warthog bison ox water_buffalo sea_lion guinea_pig hamster
+meerkat mongoose lynx cougar lion""".split())
+BEARS = ["black", "grizzly", "teddy"]  # the shipped model's classes, in its vocab's order
+
+
 def groups() -> dict[str, list[Path]]:
     bears = [p for p in image_files(DATA / "bears") if p.parent.name in ("black", "grizzly", "teddy")]
     return {"people": people_files(), "bears": bears, "not_bear": image_files(DATA / "not_bear")}

@@ -29,15 +29,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 from bear_classifier.data import negatives_split, read_labels, subject  # noqa: E402
 from bear_classifier.model import ImageNetGate  # noqa: E402
 from bear_classifier.openset import fit_gate  # noqa: E402
-from openset_features import DATA, RESULTS, load  # noqa: E402
+from openset_features import BEAR_LIKE, BEARS, DATA, RESULTS, load  # noqa: E402
 
-# The not-bear subjects closest to a bear (furry mammals, canids, primates): the false bears found elsewhere.
-BEAR_LIKE = set("""arctic_fox grey_fox kit_fox red_fox coyote dingo timber_wolf white_wolf red_wolf african_hunting_dog
-hyena baboon capuchin chimpanzee colobus gibbon gorilla guenon howler_monkey langur macaque marmoset orangutan patas
-proboscis_monkey siamang spider_monkey squirrel_monkey titi badger beaver marmot otter polecat mink weasel skunk
-wombat koala porcupine three_toed_sloth wild_boar hog warthog bison ox water_buffalo sea_lion guinea_pig hamster
-meerkat mongoose lynx cougar lion""".split())
-BEARS = ["black", "grizzly", "teddy"]  # the shipped model's classes, in its vocab's order
 OWN_TRIPLES = [("forest", "mountain", "glacier"), ("dog", "cat", "car"), ("bird", "sea", "buildings")]
 
 
