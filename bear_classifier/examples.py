@@ -45,6 +45,7 @@ def example_thumb(path: Path) -> str | None:
 
 def offered(folder: Path | None = None) -> tuple[dict[str, Path], list[dict]]:
     """({name: path}, [{name, thumb}]) of the examples that could be read: what the kernel keeps, what the page shows."""
-    thumbs = {name: example_thumb(path) for name, path in example_files(folder).items()}
-    files = {name: path for name, path in example_files(folder).items() if thumbs[name]}
+    files = example_files(folder)
+    thumbs = {name: example_thumb(path) for name, path in files.items()}
+    files = {name: path for name, path in files.items() if thumbs[name]}
     return files, [{"name": name, "thumb": thumbs[name]} for name in files]
