@@ -75,6 +75,7 @@ def main() -> None:
     torch.set_num_threads(2)
     learn = load_model(ROOT / "export.pkl")
     untouched_tail = split_imagenet_model(create_imagenet_model())[1].eval()
+    RESULTS.mkdir(parents=True, exist_ok=True)
     save_heads(learn.model)
     for group, files in groups().items():
         out = RESULTS / f"features_{group}.pt"

@@ -82,16 +82,20 @@ def methods(train_x, train_y, valid_x, keep: float, probs: Callable, imagenet: C
     knn_thr = keep_threshold(knn(valid_x), keep)
     pca_only = pca_only_scorer(train_x, train_y)
     pca_only_thr = keep_threshold(pca_only(valid_x), keep)
-    gate = fit_gate(train_x, train_y, valid_x, keep)
+    gate = fit_gate(train_x, train_y, valid_x, keep)  # the nearest of the five views (openset.py)
+    whole = fit_gate(train_x[:, :1], train_y, valid_x[:, :1], keep)  # the whole photo alone
     maha = lambda x: (gate(x) >= 0).numpy()  # noqa: E731
+    maha_whole = lambda x: (whole(x[:, :1]) >= 0).numpy()  # noqa: E731
     out = {"max softmax": lambda x: msp(x) >= msp_thr,
            "kNN cosine (k=10, all training photos)": lambda x: knn(x) >= knn_thr,
            "Mahalanobis in PCA 128 only": lambda x: pca_only(x) >= pca_only_thr,
-           "Mahalanobis + left-out part (openset.py)": maha,
+           "Mahalanobis + left-out part, whole photo": maha_whole,
+           "Mahalanobis + left-out part, nearest of 5 views (openset.py)": maha,
            "Mahalanobis & max softmax": lambda x: maha(x) & (msp(x) >= msp_thr)}
     if imagenet is not None:
         out["ImageNet gate (as shipped)"] = imagenet
-        out["Mahalanobis & ImageNet gate"] = lambda x: maha(x) & imagenet(x)
+        out["Mahalanobis whole photo & ImageNet gate"] = lambda x: maha_whole(x) & imagenet(x)
+        out["Mahalanobis 5 views & ImageNet gate"] = lambda x: maha(x) & imagenet(x)
     return out
 
 
@@ -157,6 +161,22 @@ def bear_split(feats: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return is_train, is_valid, y
 
 
+def corner_bears() -> torch.Tensor:
+    """Pooled views (48, 5, C), through the shipped network, of tests/conftest.py's bears filling a corner of a
+    street or a building scene (tests/test_predict.py): in-set photos whose whole view is the scene."""
+    from fastai.vision.all import PILImage
+
+    from bear_classifier.model import view_features
+    from bear_classifier.predict import load_model
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from conftest import bears_in_corners
+
+    learn = load_model(ROOT / "export.pkl")
+    imgs = [PILImage.create(np.asarray(img)) for img, _, _ in bears_in_corners()]
+    return view_features(learn, learn.dls.test_dl(imgs, bs=16))[0]
+
+
 def bears(feats: dict, keep: float) -> list[dict]:
     """Set-up (b), on both networks: the shipped species head / a logistic regression, the ImageNet gate."""
     head_probs, imagenet = shipped()
@@ -165,7 +185,7 @@ def bears(feats: dict, keep: float) -> list[dict]:
     held = set(negatives_split(neg_files)[1])
     held_mask = torch.tensor([f in held for f in neg_files])
     like = torch.tensor([subject(f) in BEAR_LIKE for f in neg_files])
-    rows = []
+    rows, corners = [], corner_bears()
     for kind in ("tuned", "untouched"):
         x = feats["bears"][kind]
         tx, ty = x[torch.from_numpy(is_train)], torch.from_numpy(y[is_train])
@@ -177,6 +197,8 @@ def bears(feats: dict, keep: float) -> list[dict]:
         neg = feats["not_bear"][kind]
         out_sets = {"everyday (held-out subjects)": neg[held_mask & ~like], "bear-like animals": neg[like],
                     **people_sets(feats, kind)}
+        if kind == "tuned":  # an in-set photo: "rejected" should be 0
+            out_sets["bears in a corner of a street (48)"] = corners
         with torch.no_grad():
             for name, accept in methods(tx, ty, vx, keep, probs, imagenet).items():
                 rows.append(dict(score(name, accept, probs, vx, vy, out_sets), features=kind, n_valid=len(vy)))
@@ -209,7 +231,7 @@ def hard_part(feats: dict, keep: float) -> list[dict]:
         (hi, hy), (ci, cy) = pick(held), pick(held_checked)
         with torch.no_grad():
             for name, accept in methods(x[ti], ty, x[vi], keep, probs, imagenet).items():
-                if not name.startswith(("ImageNet", "Mahalanobis + left-out", "Mahalanobis &")):
+                if not name.startswith(("ImageNet", "Mahalanobis + left-out", "Mahalanobis &", "Mahalanobis whole", "Mahalanobis 5")):
                     continue
                 row = dict(features=kind, method=name)
                 for label, idx, y in (("hard hand-checked", ci, cy), ("hard as labelled", hi, hy)):
@@ -263,7 +285,7 @@ def table(rows: list[dict], lead: list[str]) -> str:
     cols = lead + [k for k in rows[0] if k not in lead and k != "n_valid"]
     lines = [" | ".join(cols), " | ".join("---" for _ in cols)]
     for r in rows:
-        lines.append(" | ".join(f"{r[c]:.2%}" if isinstance(r[c], float) else str(r[c]) for c in cols))
+        lines.append(" | ".join(f"{r[c]:.2%}" if isinstance(r.get(c), float) else str(r.get(c, "—")) for c in cols))
     return "\n".join(lines)
 
 

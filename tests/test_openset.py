@@ -99,3 +99,29 @@ def test_the_gate_exports_to_onnx_with_the_same_answers(classes, tmp_path):
     session = ort.InferenceSession(str(tmp_path / "gate.onnx"))
     (got,) = session.run(None, {"views": classes[3].numpy()})
     np.testing.assert_allclose(got, gate(classes[3]).numpy(), rtol=1e-4, atol=1e-3)
+
+
+def test_the_nearest_of_the_five_views_decides(classes, views):
+    """A cup of coffee filling one corner of a photo of galaxies: read as a whole, the galaxies outweigh the cup;
+    the gate reads the nearest of the photo's five views, the cup's corner."""
+    from skimage import data
+
+    gate = fit_gate(*classes[:3], keep=0.95)
+    sky = Image.fromarray(data.hubble_deep_field()).convert("RGB").resize((448, 448))
+    scenes = []
+    for k, cup in enumerate(photos(data.coffee(), 8, seed=40)):
+        scene = sky.copy()
+        scene.paste(cup.resize((256, 256)), [(0, 0), (192, 0), (0, 192), (192, 192)][k % 4])  # 4/7 of each side
+        scenes.append(scene)
+    v = views(scenes)
+    nearest, whole = gate.distance(v), gate.distance(v[:, :1])
+    assert (nearest < whole).all() and (nearest < 0.95 * whole).float().mean() >= 0.5, (nearest, whole)
+    assert (nearest < gate.distance(views([sky]))).all()
+
+
+def test_far_photos_are_never_certainly_none_of_these(classes, views):
+    from skimage import data
+
+    gate = fit_gate(*classes[:3], keep=0.95)
+    logits = gate(views(photos(data.immunohistochemistry(), 4, seed=50)))
+    assert (logits < 0).all() and (torch.sigmoid(-logits) < 0.9999).all(), logits
