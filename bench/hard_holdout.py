@@ -9,8 +9,9 @@ found; 99.6% / 98.46%). This part is never trained on, nor tuned on:
     monkeys, badgers... the false bears found elsewhere), kept out of the negatives too;
   - people (bench/people.py).
 `train` fine-tunes the shipped recipe on the rest (validation: the other sources' hand-checked photos) into
-bench/results/hard/; `features` caches pooled views of every photo through that network.
-Usage: python bench/hard_holdout.py train; python bench/hard_holdout.py features   (~15 + 5 min on 2 CPU cores)
+bench/results/hard/; `features` caches pooled views of every photo through that network; `score` prints what
+it gets right on the hard part beside its validation.
+Usage: python bench/hard_holdout.py train; ... features; ... score   (~15 + 6 + 1 min on 2 CPU cores)
 """
 from __future__ import annotations
 
@@ -85,6 +86,47 @@ def features() -> None:
             torch.save(dict(files=rel, tuned=tuned), out)
 
 
+def score() -> None:
+    """The hard-split network on what it never saw, beside its own validation: right (hand-checked bears, the
+    hard sources' bears as labelled), "not a bear" (everyday subjects it never trained on, bear-like animals,
+    people) and the ECE of its shown probability."""
+    from fastai.learner import load_learner
+
+    from bear_classifier.calibrate import expected_calibration_error
+    from bear_classifier.data import negatives_split
+
+    learn = load_learner(HARD / "export.pkl")
+    net, vocab = learn.model.eval(), list(learn.dls.vocab)
+    feats = {g: torch.load(HARD / f"features_{g}.pt") for g in ("bears", "not_bear", "people")}
+    index = {f: i for i, f in enumerate(feats["bears"]["files"])}
+    checked = set(read_labels(ROOT / "data" / "valid.csv"))
+    train_items, valid, held = split()
+
+    def bears(items: list) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = [index[p.relative_to(DATA).as_posix()] for p, _ in items]
+        return feats["bears"]["tuned"][idx], torch.tensor([vocab.index(y) for _, y in items])
+
+    neg_files = [DATA / f for f in feats["not_bear"]["files"]]
+    unseen = set(negatives_split([p for p in neg_files if subject(p) not in BEAR_LIKE])[1])
+    pick = lambda keep: feats["not_bear"]["tuned"][torch.tensor([keep(p) for p in neg_files])]  # noqa: E731
+    lfw = torch.tensor([f.startswith("lfw_") for f in feats["people"]["files"]])
+    none = vocab.index(learn.model.classes.none_label) if hasattr(learn.model, "classes") else len(vocab) - 1
+    sets = {"validation: other sources' hand-checked bears": bears(valid),
+            "hard sources' hand-checked bears": bears([i for i in held if i[0].relative_to(DATA / "bears").as_posix() in checked]),
+            "hard sources' bears, as labelled": bears(held),
+            "everyday photos of subjects never trained on": pick(lambda p: p in unseen),
+            "bear-like animals (never trained on)": pick(lambda p: subject(p) in BEAR_LIKE),
+            "people": feats["people"]["tuned"][~lfw], "LFW 25 px faces": feats["people"]["tuned"][lfw]}
+    print(f"hard sources {hard_sources()}; trained on {len(train_items)} bears ({(HARD / 'card.json').name})")
+    print("photos | n | right | ECE")
+    with torch.no_grad():
+        for name, v in sets.items():
+            x, y = v if isinstance(v, tuple) else (v, torch.full((len(v),), none))
+            probs = net.combine(x.float()).exp()
+            right = (probs.argmax(1) == y).float().mean().item()
+            print(f"{name} | {len(y)} | {right:.2%} | {expected_calibration_error(probs, y):.2%}")
+
+
 if __name__ == "__main__":
     torch.set_num_threads(2)
-    {"train": train, "features": features}[sys.argv[1]]()
+    {"train": train, "features": features, "score": score}[sys.argv[1]]()
