@@ -12,8 +12,12 @@ never committed), so the model reads them through its usual file pipeline:
   - the test photos in the source distribution of `face_recognition` 1.3.0 on PyPI (MIT licence; fetched
     with `pip download`): Joe Biden's and Barack Obama's official portraits (works of the US federal
     government: public domain) and three more photos of Obama (no licence stated: measurement only),
-    each whole and as a face crop (the selfie framing).
-Usage: python bench/people.py   (prints the folder)
+    each whole and as a face crop (the selfie framing);
+  - the demo photos of `@vladmandic/face-api` 1.7.15 on npm (MIT licence; its README: "Photos shown below are
+    taken by me"; fetched with `npm pack`): six group photos of three to six young women, indoors, each whole and
+    cut into three head-and-shoulders strips (the top 60% of each third): the kind of photo the false teddies
+    found elsewhere were.
+Usage: python bench/people.py   (writes the photos, then says what the served model calls each group of them)
 """
 from __future__ import annotations
 
@@ -39,7 +43,28 @@ def people_images() -> dict[str, Image.Image]:
     for name, img in face_recognition_photos().items():
         w, h = img.size
         out[name], out[f"{name}_face"] = img, img.crop((w // 6, 0, w - w // 6, h * 3 // 4))
+    for name, img in face_api_photos().items():
+        w, h = img.size
+        out[name] = img
+        for k in range(3):
+            out[f"{name}_strip{k}"] = img.crop((k * w // 3, 0, (k + 1) * w // 3, h * 3 // 5))
     return out
+
+
+def face_api_photos() -> dict[str, Image.Image]:
+    """The six demo photos of @vladmandic/face-api 1.7.15, from its npm package (downloaded once)."""
+    import subprocess
+    import tarfile
+
+    cache = PEOPLE.parent / "packages"
+    tgz = cache / "vladmandic-face-api-1.7.15.tgz"
+    if not tgz.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["npm", "pack", "@vladmandic/face-api@1.7.15", "--silent", "--pack-destination", str(cache)],
+                       check=True, stdout=subprocess.DEVNULL)
+    with tarfile.open(tgz) as tar:
+        return {f"faceapi_{i}": Image.open(tar.extractfile(f"package/demo/sample{i}.jpg")).convert("RGB")
+                for i in range(1, 7)}
 
 
 def face_recognition_photos() -> dict[str, Image.Image]:
@@ -70,5 +95,35 @@ def people_files(folder: Path = PEOPLE) -> list[Path]:
     return sorted(folder.glob("*.png"))
 
 
+def source(path: Path) -> str:
+    """Which package a photo of `people_files` comes from, by its name."""
+    for prefix, name in (("lfw_", "scikit-image LFW (25 px gray)"), ("faceapi_", "@vladmandic/face-api"),
+                         ("obama", "face_recognition"), ("biden", "face_recognition")):
+        if path.name.startswith(prefix):
+            return name
+    return "scikit-image"
+
+
+def main() -> None:
+    """What the served model (export.onnx, as the page serves it) calls each photo of a person."""
+    from collections import defaultdict
+
+    sys.path.insert(0, str(ROOT))
+    from bear_classifier.images import open_image
+    from bear_classifier.predict import Classifier
+
+    files = people_files()
+    print(f"{len(files)} photos of people in {PEOPLE}")
+    classifier, called = Classifier.load(), defaultdict(list)
+    for f in files:
+        called[source(f)].append((f.name, classifier.predict(open_image(f.read_bytes()))))
+    for name, answers in called.items():
+        in_set = [(n, p) for n, p in answers if p.in_set]
+        closest = max(answers, key=lambda a: 1 - a[1].probs[a[1].none_label])
+        print(f"{name}: {len(in_set)} of {len(answers)} called one of the classes; the closest, {closest[0]}, at "
+              f"p(one of them) = {1 - closest[1].probs[closest[1].none_label]:.4f}"
+              + "".join(f"\n  {n}: {p}" for n, p in in_set))
+
+
 if __name__ == "__main__":
-    print(f"{len(people_files())} photos of people in {PEOPLE}")
+    main()
