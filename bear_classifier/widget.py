@@ -2,7 +2,7 @@
 
 Its messages come from whoever holds the page's websocket, so each is checked before anything reads
 it, and the photos are handed to the app's callback on a thread of their own: the kernel's main
-thread stays free to answer the page (its pings, its buttons) while a photo waits for the model.
+thread stays free to answer the page (its buttons, a liveness ping) while a photo waits for the model.
 """
 from __future__ import annotations
 
@@ -134,7 +134,7 @@ class PhotoInput(anywidget.AnyWidget):
         except Exception as e:
             log.info("dropped a malformed photo-input message: %s", str(e)[:200])
             return
-        if message["kind"] == "ping":  # the page checks that its server is still there
+        if message["kind"] == "ping":  # liveness: answered at once, even while a photo waits for the model
             self.send({"kind": "pong"})
             return
         if message["kind"] == "example":  # only a name this input listed; then exactly as an upload
