@@ -20,6 +20,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from jupyter_core.utils import ensure_async
+from jupyter_server._tz import utcnow
 from jupyter_server.auth.authorizer import Authorizer
 from jupyter_server.base.call_context import CallContext
 from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
@@ -92,8 +93,8 @@ class OwnKernelsOnly(Authorizer):
         kernels, kernel_id = handler.kernel_manager, requested_kernel(handler)
         if kernel_id is None:  # the list of every kernel (Voila doesn't serve it)
             return False
-        if kernel_id not in kernels:
-            return True  # nothing to guard: the route answers 404, to its owner's page too ("session ended")
+        if kernel_id not in kernels or (action == "read" and kernels.has_ended(kernel_id)):
+            return True  # nothing to guard: its model answers 404, or 410 with why it ended, to its page too
         allowed = user is not None and kernels.owner(kernel_id) == user.username
         if not allowed:
             self.log.warning("Refused %s %s from %s: not its kernel's visitor.", handler.request.method,
@@ -139,6 +140,10 @@ class VisitorKernels(AsyncMappingKernelManager):
         if "get_rendered_notebook" in cls.__dict__:
             cls.get_rendered_notebook = _binding(cls.__dict__["get_rendered_notebook"])
 
+    def has_ended(self, kernel_id: str) -> bool:
+        """Ended here (culled, given back by the cap or by its page), though maybe still shutting down."""
+        return kernel_id in self._ended
+
     def owner(self, kernel_id: str) -> str | None:
         visit = self._visits.get(kernel_id)
         return visit.visitor if visit else None
@@ -156,6 +161,9 @@ class VisitorKernels(AsyncMappingKernelManager):
             return
         visit = Visit(page.current_user.username, client_address(page.request))
         self._visits[kernel_id] = visit
+        # The visit starts now. A preheated kernel has waited in the pool for as long as nobody came, maybe past
+        # the idle cull: without this, the culler could end it before its page has connected.
+        self.get_kernel(kernel_id).last_activity = utcnow()
         theirs = [k for k, v in self._visits.items() if v.address == visit.address and k != kernel_id and k in self]
         over = max(0, len(theirs) + 1 - self.kernels_per_address)
         for old in sorted(theirs, key=self._last_activity)[:over]:
@@ -189,6 +197,6 @@ class VisitorKernels(AsyncMappingKernelManager):
         """The kernel's model, with the idle time after which it is culled (the page says it when it is).
         A kernel that ended here is 410 Gone with why, so its page can tell that from a server that
         doesn't know it (404: a restarted server, or another replica), which is a lost connection."""
-        if kernel_id in self._ended and kernel_id not in self:
+        if kernel_id in self._ended:  # also while it shuts down
             raise web.HTTPError(410, self._ended[kernel_id])
         return {**super().kernel_model(kernel_id), "cull_idle_timeout": self.cull_idle_timeout}
