@@ -199,6 +199,21 @@ def test_a_tab_left_open_and_idle_has_its_kernel_culled_and_says_so_while_the_po
         page.locator("#rendered_cells button.bear-upload").wait_for(timeout=120_000)  # a reload starts again
 
 
+def test_a_page_that_takes_a_kernel_from_the_pool_starts_its_visit_then():
+    """A kernel preheated long before its page came has its last activity set when the page takes it: left at
+    its preheating, the idle cull could end it before the page connects (a page that never shows its button)."""
+    from datetime import datetime, timezone
+
+    with voila("--VoilaConfiguration.default_pool_size=1") as (url, _, proc):
+        assert wait_for(lambda: len(kernels(proc)) == 1, 60), "no preheated kernel"
+        time.sleep(IDLE_S + 3)  # it waits in the pool, its notebook run long finished
+        before = datetime.now(timezone.utc)
+        kernel, jar = visitor_page(url)
+        status, body = get(url + f"/api/kernels/{kernel}", jar=jar)
+        assert status == 200
+        assert datetime.fromisoformat(json.loads(body)["last_activity"].replace("Z", "+00:00")) >= before
+
+
 def test_a_later_answered_heartbeat_clears_connection_lost():
     require_browser()
     with voila() as (url, _, proc), chromium() as browser:
