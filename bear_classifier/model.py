@@ -18,6 +18,9 @@ import torch
 from torch import nn
 
 OFFLINE_ARCH = "tf_efficientnet_lite0"
+# The lowest logit of p(one of the classes) a gate gives: p(none of these) <= 99.99%. A gate measures how little
+# a photo looks like the classes, not how sure that makes it; and a page that shows 100% claims too much.
+LOGIT_FLOOR = 9.0
 COURSE_ARCHS = ("resnet18", "resnet34")
 CACHE = Path.home() / ".cache" / "bear_classifier"
 
@@ -177,7 +180,7 @@ class ImageNetGate(nn.Module):
     def forward(self, views: torch.Tensor) -> torch.Tensor:
         """Logit of p(one of the classes): positive when any group's mass clears its threshold."""
         ratio = (self.scores(views) / self.thresholds).amax(1)
-        return self.sharpness * ratio.clamp_min(1e-12).log()
+        return (self.sharpness * ratio.clamp_min(1e-12).log()).clamp_min(-LOGIT_FLOOR)
 
     def card(self) -> dict:
         return dict(kind="imagenet", sharpness=self.sharpness,

@@ -20,13 +20,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from .model import LOGIT_FLOOR
+
 DIM = 128  # PCA components: 64, 128 and 256 did alike; 1280 features would make a 6.5 MB precision matrix
 KEEP = 0.99  # share of the validation photos a gate on its own keeps
 # The gate's logit at the validation photos' median distance: p(in set) = 0.99995 there, so the gate cuts photos
 # off beyond the threshold and leaves the class head's calibrated probability alone inside it (at 4, p = 0.98
 # there, the bears' ECE rose from 0.90% to 1.15%: bench/openset_study.py).
 SHARPNESS = 10.0
-LOGIT_FLOOR = 9.0  # p(in set) >= sigmoid(-9) = 0.012%: a photo far from every class is not certainly none of them
 
 
 class DistanceGate(nn.Module):
@@ -60,7 +61,6 @@ class DistanceGate(nn.Module):
         return (d2 + left_out).clamp_min(0).sqrt().amin(1)
 
     def forward(self, views: torch.Tensor) -> torch.Tensor:
-        # Floored: a distance says "far", not how sure; p(none of these) stays under 99.99%.
         return (self.sharpness * (self.threshold - self.distance(views)) / self.scale).clamp_min(-LOGIT_FLOOR)
 
     def calibrate(self, views: torch.Tensor, keep: float = KEEP) -> "DistanceGate":
