@@ -18,9 +18,9 @@ import torch
 from torch import nn
 
 OFFLINE_ARCH = "tf_efficientnet_lite0"
-# The lowest logit of p(one of the classes) a gate gives: p(none of these) <= 99.99%. A gate measures how little
-# a photo looks like the classes, not how sure that makes it; and a page that shows 100% claims too much.
-LOGIT_FLOOR = 9.0
+# The gate's logit is bounded to ±9, so no answer is ever certain: p <= 99.99%. A gate measures how much a photo
+# looks like the classes, not how sure that makes it; and a page that shows 100% claims too much.
+LOGIT_BOUND = 9.0
 COURSE_ARCHS = ("resnet18", "resnet34")
 CACHE = Path.home() / ".cache" / "bear_classifier"
 
@@ -180,7 +180,7 @@ class ImageNetGate(nn.Module):
     def forward(self, views: torch.Tensor) -> torch.Tensor:
         """Logit of p(one of the classes): positive when any group's mass clears its threshold."""
         ratio = (self.scores(views) / self.thresholds).amax(1)
-        return (self.sharpness * ratio.clamp_min(1e-12).log()).clamp_min(-LOGIT_FLOOR)
+        return self.sharpness * ratio.clamp_min(1e-12).log()
 
     def card(self) -> dict:
         return dict(kind="imagenet", sharpness=self.sharpness,
@@ -251,7 +251,8 @@ def gate_for(classes, imagenet: nn.Module) -> nn.Module:
 
 
 def answer_log_probs(class_logits: torch.Tensor, gate_logits: torch.Tensor) -> torch.Tensor:
-    """log p for (*classes, none) from the class logits (N, K) and the gate's logit of p(in set) (N,)."""
+    """log p for (*classes, none) from the class logits (N, K) and the gate's logit of p(in set) (N,), bounded."""
+    gate_logits = gate_logits.clamp(-LOGIT_BOUND, LOGIT_BOUND)
     log_in, log_none = nn.functional.logsigmoid(gate_logits), nn.functional.logsigmoid(-gate_logits)
     return torch.cat([class_logits.log_softmax(-1) + log_in[:, None], log_none[:, None]], dim=1)
 

@@ -20,8 +20,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from .model import LOGIT_FLOOR
-
 DIM = 128  # PCA components: 64, 128 and 256 did alike; 1280 features would make a 6.5 MB precision matrix
 KEEP = 0.99  # share of the validation photos a gate on its own keeps
 # The gate's logit at the validation photos' median distance: p(in set) = 0.99995 there, so the gate cuts photos
@@ -61,7 +59,7 @@ class DistanceGate(nn.Module):
         return (d2 + left_out).clamp_min(0).sqrt().amin(1)
 
     def forward(self, views: torch.Tensor) -> torch.Tensor:
-        return (self.sharpness * (self.threshold - self.distance(views)) / self.scale).clamp_min(-LOGIT_FLOOR)
+        return self.sharpness * (self.threshold - self.distance(views)) / self.scale
 
     def calibrate(self, views: torch.Tensor, keep: float = KEEP) -> "DistanceGate":
         """Set the threshold so that `keep` of these (validation) photos are kept."""

@@ -102,7 +102,7 @@ def test_classes_without_imagenet_rows_get_a_fresh_head_and_no_gate(imagenet_mod
     assert isinstance(net.gate, NoGate)
     with torch.no_grad():
         p = net.eval().combine((classifier.weight[967] * 50)[None, None]).exp()[0]  # an espresso
-    assert p.shape == (4,) and p[3] < 1e-6 and torch.isclose(p.sum(), torch.tensor(1.0), atol=1e-5)
+    assert p.shape == (4,) and p[3] < 2e-4 and p.argmax() < 3 and torch.isclose(p.sum(), torch.tensor(1.0), atol=1e-5)
 
 
 def test_trunk_and_batchnorm_statistics_stay_frozen_in_train_mode():
