@@ -162,6 +162,24 @@ def bear_split(feats: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return is_train, is_valid, y
 
 
+def negative_masks(feats: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """(held-out subjects, bear-like subjects): masks over the not-bear photos (data.negatives_split, BEAR_LIKE)."""
+    files = [DATA / f for f in feats["not_bear"]["files"]]
+    held = set(negatives_split(files)[1])
+    return torch.tensor([f in held for f in files]), torch.tensor([subject(f) in BEAR_LIKE for f in files])
+
+
+def hard_checked(feats: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rows of the bear features, class indices) of the hard part's hand-checked bears (bench/hard_holdout.py)."""
+    from hard_holdout import split
+
+    index = {f: i for i, f in enumerate(feats["bears"]["files"])}
+    checked = set(read_labels(ROOT / "data" / "valid.csv"))
+    hard = [(index[p.relative_to(DATA).as_posix()], BEARS.index(lab)) for p, lab in split()[2]
+            if p.relative_to(DATA / "bears").as_posix() in checked]
+    return torch.tensor([i for i, _ in hard]), torch.tensor([c for _, c in hard])
+
+
 def corner_bears() -> torch.Tensor:
     """Pooled views (48, 5, C), through the shipped network, of tests/conftest.py's bears filling a corner of a
     street or a building scene (tests/test_predict.py): in-set photos whose whole view is the scene."""
@@ -182,10 +200,7 @@ def bears(feats: dict, keep: float) -> list[dict]:
     """Set-up (b), on both networks: the shipped species head / a logistic regression, the ImageNet gate."""
     head_probs, imagenet = shipped()
     is_train, is_valid, y = bear_split(feats)
-    neg_files = [DATA / f for f in feats["not_bear"]["files"]]
-    held = set(negatives_split(neg_files)[1])
-    held_mask = torch.tensor([f in held for f in neg_files])
-    like = torch.tensor([subject(f) in BEAR_LIKE for f in neg_files])
+    held_mask, like = negative_masks(feats)
     rows, corners = [], corner_bears()
     for kind in ("tuned", "untouched"):
         x = feats["bears"][kind]
@@ -214,13 +229,11 @@ def hard_part(feats: dict, keep: float) -> list[dict]:
 
     head_probs, imagenet = shipped()
     index = {f: i for i, f in enumerate(feats["bears"]["files"])}
-    checked = set(read_labels(ROOT / "data" / "valid.csv"))
     pick = lambda items: (torch.tensor([index[p.relative_to(DATA).as_posix()] for p, _ in items]),  # noqa: E731
                           torch.tensor([BEARS.index(y) for _, y in items]))
     train, valid, held = split()
-    held_checked = [i for i in held if i[0].relative_to(DATA / "bears").as_posix() in checked]
-    neg_files = [DATA / f for f in feats["not_bear"]["files"]]
-    like = torch.tensor([subject(f) in BEAR_LIKE for f in neg_files])
+    like = negative_masks(feats)[1]
+    (ci, cy), (hi, hy) = hard_checked(feats), pick(held)
     rows = []
     for kind in ("untouched", "tuned"):
         x = feats["bears"][kind]
@@ -229,7 +242,6 @@ def hard_part(feats: dict, keep: float) -> list[dict]:
             probs = head_probs
         else:
             probs = softmax_head(x[ti], ty)
-        (hi, hy), (ci, cy) = pick(held), pick(held_checked)
         with torch.no_grad():
             for name, accept in methods(x[ti], ty, x[vi], keep, probs, imagenet).items():
                 if not name.startswith(("ImageNet", "Mahalanobis + left-out", "Mahalanobis &", "Mahalanobis whole", "Mahalanobis 5")):
@@ -251,23 +263,16 @@ def calibration(feats: dict) -> list[dict]:
     from bear_classifier.calibrate import expected_calibration_error
     from bear_classifier.model import answer_log_probs
     from bear_classifier.openset import BothGates
-    from hard_holdout import split
 
     logits, imagenet = shipped_logits()
     x, neg = feats["bears"]["tuned"], feats["not_bear"]["tuned"]
     is_train, is_valid, y = bear_split(feats)
-    neg_files = [DATA / f for f in feats["not_bear"]["files"]]
-    held = set(negatives_split(neg_files)[1])
-    everyday = neg[torch.tensor([f in held for f in neg_files])]
-    index = {f: i for i, f in enumerate(feats["bears"]["files"])}
-    checked = set(read_labels(ROOT / "data" / "valid.csv"))
-    hard = [(index[p.relative_to(DATA).as_posix()], BEARS.index(lab)) for p, lab in split()[2]
-            if p.relative_to(DATA / "bears").as_posix() in checked]
+    everyday = neg[negative_masks(feats)[0]]  # bear-like subjects included, as `evaluate` scores
+    hard_rows, hard_y = hard_checked(feats)
     valid_y = torch.from_numpy(y[is_valid])
     sets = {"hand-checked bears + everyday photos": (torch.cat([x[torch.from_numpy(is_valid)], everyday]),
                                                      torch.cat([valid_y, torch.full((len(everyday),), 3)])),
-            "hard part's hand-checked bears": (x[torch.tensor([i for i, _ in hard])],
-                                               torch.tensor([c for _, c in hard]))}
+            "hard part's hand-checked bears": (x[hard_rows], hard_y)}
     train_mask, valid_mask = torch.from_numpy(is_train), torch.from_numpy(is_valid)
     distance = fit_gate(x[train_mask], torch.from_numpy(y[is_train]), x[valid_mask], 1.0)
     shipped_sharpness = imagenet.sharpness
@@ -312,7 +317,6 @@ def against_untouched(feats: dict) -> list[dict]:
     """The shipped decision beside the untouched network's own (whole photo; 0.05 on the four wild-bear rows, 0.02
     on teddy; species from its brown bear / American black bear / teddy rows): the reference whose rates on photos
     from elsewhere the bear targets are, here on the same pool photos for both."""
-    from hard_holdout import split
 
     head_probs, gate = shipped()
     imagenet = shipped_logits()[1].imagenet  # the frozen original ImageNet head: the untouched network's
@@ -327,16 +331,11 @@ def against_untouched(feats: dict) -> list[dict]:
         return gate(v), head_probs(v).argmax(1)
 
     is_train, is_valid, y = bear_split(feats)
-    neg_files = [DATA / f for f in feats["not_bear"]["files"]]
-    held = set(negatives_split(neg_files)[1])
-    like = torch.tensor([subject(f) in BEAR_LIKE for f in neg_files])
-    everyday = torch.tensor([f in held for f in neg_files]) & ~like
-    index = {f: i for i, f in enumerate(feats["bears"]["files"])}
-    checked = set(read_labels(ROOT / "data" / "valid.csv"))
-    hard = [(index[p.relative_to(DATA).as_posix()], BEARS.index(lab)) for p, lab in split()[2]
-            if p.relative_to(DATA / "bears").as_posix() in checked]
+    held, like = negative_masks(feats)
+    everyday = held & ~like
+    hard_rows, hard_y = hard_checked(feats)
     bears_sets = {"hand-checked bears": (torch.from_numpy(is_valid), y[is_valid]),
-                  "hard part's hand-checked bears": (torch.tensor([i for i, _ in hard]), np.array([c for _, c in hard]))}
+                  "hard part's hand-checked bears": (hard_rows, hard_y.numpy())}
     rows = []
     with torch.no_grad():
         for name, kind, answer in (("untouched network, whole photo, 0.05 / 0.02", "untouched", untouched),
