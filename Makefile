@@ -28,7 +28,12 @@ $(APP_VENV)/bin/.installed-serve: requirements-serve.txt
 	$(APP_VENV)/bin/pip install --quiet -r requirements-serve.txt
 	touch $@
 
-install: $(BIN)/.installed
+# axe-core, which the accessibility tests inject into the page (tests/package.json). Without npm they skip.
+tests/node_modules/.installed: tests/package.json tests/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then npm ci --prefix tests --no-audit --no-fund && touch $@; \
+	else echo "npm not found: the accessibility tests will skip (axe-core, tests/package.json)"; fi
+
+install: $(BIN)/.installed tests/node_modules/.installed
 
 # The server imports this checkout's package (voila.json's websocket guard and visitor checks), finds the
 # "bear" template in share/jupyter (an upload button that works before Voila's JavaScript has loaded) and

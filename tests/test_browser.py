@@ -12,7 +12,7 @@ from PIL import Image
 
 from browser import (ROOT, card, chromium, drop_files, free_port, open_app, paste_file, require_browser, serve,
                      upload_file, upload_files, voila, wait_card, wait_for)
-from conftest import BEARS
+from conftest import BEARS, need_shared
 from corpus import PDF, encode, photo, png_bomb
 
 def screenshot(page, name: str) -> Path:
@@ -132,6 +132,7 @@ def test_camera_without_permission_says_why(server):
 
 
 def test_where_it_looked_and_thats_wrong(server):
+    need_shared()  # a real bear: a generated image is "not a bear", whose card has no map
     url, log, db = server
     data, _ = real_photo("black", 2)
     with chromium() as browser:

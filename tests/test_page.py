@@ -1,6 +1,7 @@
 """The page, for people: answer cards anyone can read, a screen reader and a keyboard, examples to try,
 nothing sent to a third party. Real Voila on loopback, real Chromium, axe-core (tests/package.json)."""
 import json
+import os
 import re
 from pathlib import Path
 
@@ -27,8 +28,7 @@ def server(tmp_path_factory):
     from browser import require_browser
 
     require_browser()
-    if not AXE.exists():
-        pytest.fail(f"axe-core is missing: npm install --prefix tests ({AXE})")
+    require_axe()
     tmp = tmp_path_factory.mktemp("page")
     examples = tmp / "examples"
     examples.mkdir()
@@ -50,8 +50,18 @@ def shipped(tmp_path_factory):
         yield started
 
 
+def require_axe() -> None:
+    """Skip where axe-core is missing (`make test` installs it with npm), except in CI, where that is a failure."""
+    if not AXE.exists():
+        message = f"axe-core is missing: npm ci --prefix tests ({AXE})"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
 def axe_violations(page) -> list[str]:
     """axe-core's critical and serious findings on the page as it is (WCAG 2.0-2.2 A/AA and best practice)."""
+    require_axe()
     page.add_script_tag(path=str(AXE))
     result = page.evaluate("""() => axe.run(document, { runOnly: { type: 'tag',
         values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'wcag22aa', 'best-practice'] } })""")
