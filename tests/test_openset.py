@@ -64,6 +64,17 @@ def test_rejects_subjects_in_no_class(classes, views):
         assert (logits < 0).all(), logits  # a person, a sky of galaxies, a tissue slide: none of these
 
 
+def test_few_training_photos_still_measure_what_the_axes_leave_out(classes):
+    """48 training photos, fewer than the gate's 128 axes: the spread outside the axes, learnt from the training
+    photos, must be the spread new photos of the classes show there, not ~0 (which puts every photo ~1e7 away)."""
+    train, labels, valid, _ = classes
+    gate = fit_gate(train, labels, valid, keep=0.95)
+    x = torch.nn.functional.normalize(valid[:, 0], dim=-1) - gate.mean
+    left_out = (x - (x @ gate.components.T) @ gate.components).square().sum(-1).mean()
+    per_axis = left_out / (x.shape[1] - gate.components.shape[0])
+    assert 0.1 < float(gate.residual_var / per_axis) < 10, (float(gate.residual_var), float(per_axis))
+
+
 def test_keeps_the_calibrated_share_of_in_set_photos(classes):
     train, labels, valid, fresh = classes
     for keep in (0.8, 0.95):
