@@ -26,6 +26,7 @@ from jupyter_server.base.call_context import CallContext
 from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
 from tornado import httputil, web
 from traitlets import Integer, default
+from voila.request_info_handler import RequestInfoSocketHandler
 from voila.shutdown_kernel_handler import VoilaShutdownKernelHandler
 from voila.voila_identity_provider import VoilaIdentityProvider
 
@@ -186,6 +187,10 @@ class VisitorKernels(AsyncMappingKernelManager):
             raise web.HTTPError(403)
         if self._visits.pop(kernel_id, None):
             self._end(kernel_id, IDLE)  # culled, unless the cap already said why
+        # Voila keeps each pool page's request details (its URL and query string, up to 64 KB) for its kernel
+        # until the end of the server, whether or not the kernel asks: forgotten with the kernel, a visitor who
+        # loads pages with long query strings can't grow the server without end.
+        RequestInfoSocketHandler._cache.pop(kernel_id, None)
         return await super().shutdown_kernel(kernel_id, *args, **kwargs)
 
     def _end(self, kernel_id: str, why: str) -> None:

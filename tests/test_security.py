@@ -100,10 +100,10 @@ def test_a_malformed_frame_closes_that_socket_and_the_kernel_goes_on(server, fra
 
 # A kernel id is not a password: only the visitor whose page a kernel was bound to may use it.
 
-def visitor_page(url: str, headers: dict | None = None) -> tuple[str, http.cookiejar.CookieJar]:
+def visitor_page(url: str, headers: dict | None = None, path: str = "/") -> tuple[str, http.cookiejar.CookieJar]:
     """A new visitor (their own cookie jar) loads the page: (their kernel id, their jar)."""
     jar = http.cookiejar.CookieJar()
-    status, page = get(url + "/", headers, jar=jar)
+    status, page = get(url + path, headers, jar=jar)
     assert status == 200
     return kernel_id(page), jar
 
@@ -227,6 +227,28 @@ def test_a_later_answered_heartbeat_clears_connection_lost():
         page.get_by_text(LOST).wait_for(state="detached", timeout=30_000)
         upload_file(page, "after.jpg", encode(photo(seed=4), "JPEG"), "image/jpeg")
         assert "Prediction: " in wait_card(page, "after.jpg")
+
+
+def request_details(url: str, kernel: str, within: float = 3.0) -> str | None:
+    """What Voila's /voila/query/<kernel> socket says of the page request that kernel was handed to, if anything."""
+    ws = websocket.create_connection(url.replace("http", "ws", 1) + f"/voila/query/{kernel}", timeout=within)
+    try:
+        return ws.recv()
+    except websocket.WebSocketTimeoutException:
+        return None
+    finally:
+        ws.close()
+
+
+def test_a_pages_request_details_are_forgotten_when_its_kernel_ends(server):
+    url, _, _ = server
+    long_query = "x" * 30_000
+    kernel, jar = visitor_page(url, path=f"/?q={long_query}")
+    assert long_query in (request_details(url, kernel) or ""), "the page did not come from the pool"
+    request(url + f"/api/kernels/{kernel}", "DELETE", {"X-XSRFToken": "x", "Cookie": f"{cookie_header(jar)}; _xsrf=x"},
+            jar=None)
+    assert wait_for(lambda: request_details(url, kernel, within=1.0) is None, 30), "kept after its kernel ended"
+    assert answers_health(url)
 
 
 LOST = "The connection to the server was lost. Please reload the page to keep going."
