@@ -9,6 +9,7 @@ import torch
 from PIL import Image, ImageEnhance
 
 from bear_classifier.model import create_imagenet_model, pooled_views, split_imagenet_model
+from bear_classifier.model import LOGIT_BOUND
 from bear_classifier.openset import BothGates, DistanceGate, fit_gate
 
 
@@ -73,6 +74,15 @@ def test_few_training_photos_still_measure_what_the_axes_leave_out(classes):
     left_out = (x - (x @ gate.components.T) @ gate.components).square().sum(-1).mean()
     per_axis = left_out / (x.shape[1] - gate.components.shape[0])
     assert 0.1 < float(gate.residual_var / per_axis) < 10, (float(gate.residual_var), float(per_axis))
+
+
+def test_photos_that_all_look_the_same_get_a_message_not_a_gate_that_rejects_everything(classes):
+    train, labels, valid, _ = classes
+    with pytest.raises(ValueError, match="all look the same to the network"):
+        fit_gate(train[:1].repeat(6, 1, 1), torch.tensor([0, 0, 0, 1, 1, 1]), valid)
+    near_copies = train[:4].repeat(3, 1, 1)  # 12 photos, 4 different ones: as many axes as differences
+    gate = fit_gate(near_copies, labels[:4].repeat(3), valid, keep=1.0)
+    assert (gate(train[4:8]) > -LOGIT_BOUND).any()  # a photo like them but not one of them: not "~1e7 away"
 
 
 def test_keeps_the_calibrated_share_of_in_set_photos(classes):
