@@ -246,7 +246,7 @@ function examplesRow(model) {
 // (GET api/kernels/<id>, with the visitor's cookie). The kernel never sees it: only what the visitor
 // does counts as its activity, so a tab left open no longer holds its kernel past the idle cull.
 // 200: the kernel is there (a "connection lost" is cleared); 410: it ended here (culled after the
-// idle time, or given back when the visitor's address opened too many pages): say so and stop;
+// idle time, given back when the visitor's address opened too many pages, or closed): say so and stop;
 // anything else, or no answer, for LOST_AFTER_MS: the server behind the page is gone (a restart,
 // a replica that died, where another replica answers 404), which nothing else on a Voila page says.
 const PING_EVERY_MS = 4000, LOST_AFTER_MS = 20000;
@@ -263,7 +263,7 @@ function endedSentence(why, idleSeconds) {
   if (why === "crowded") {
     return "This session ended because more pages were opened from the same address. Reload the page to start again.";
   }
-  if (!idleSeconds) { return "This session ended. Reload the page to start again."; }
+  if (why !== "idle" || !idleSeconds) { return "This session ended. Reload the page to start again."; }
   const [n, unit] = idleSeconds >= 60 ? [Math.round(idleSeconds / 60), "minute"] : [Math.round(idleSeconds), "second"];
   return `This session ended after ${n} ${unit}${n === 1 ? "" : "s"} without activity. Reload the page to start again.`;
 }

@@ -18,9 +18,9 @@ import functools
 import ipaddress
 from collections import OrderedDict
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 from jupyter_core.utils import ensure_async
-from jupyter_server._tz import utcnow
 from jupyter_server.auth.authorizer import Authorizer
 from jupyter_server.base.call_context import CallContext
 from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
@@ -32,7 +32,8 @@ from voila.voila_identity_provider import VoilaIdentityProvider
 
 # Voila starts a kernel for a page request with this variable "False", and its pool's with "True".
 PREHEAT = "VOILA_PREHEAT"
-IDLE, CROWDED = "idle", "crowded"  # why a visitor's kernel ended: culled, or given back for the address cap
+# Why a visitor's kernel ended: culled; given back for the address cap; closed by its own page (or its visitor).
+IDLE, CROWDED, CLOSED = "idle", "crowded", "closed"
 ENDED_KEPT = 4096  # ended kernels remembered, for their pages' next heartbeat
 
 
@@ -164,7 +165,8 @@ class VisitorKernels(AsyncMappingKernelManager):
         self._visits[kernel_id] = visit
         # The visit starts now. A preheated kernel has waited in the pool for as long as nobody came, maybe past
         # the idle cull: without this, the culler could end it before its page has connected.
-        self.get_kernel(kernel_id).last_activity = utcnow()
+        if kernel_id in self:  # (a kernel that died in the pool is no longer in it)
+            self.get_kernel(kernel_id).last_activity = datetime.now(timezone.utc)
         theirs = [k for k, v in self._visits.items() if v.address == visit.address and k != kernel_id and k in self]
         over = max(0, len(theirs) + 1 - self.kernels_per_address)
         for old in sorted(theirs, key=self._last_activity)[:over]:
@@ -185,13 +187,19 @@ class VisitorKernels(AsyncMappingKernelManager):
         if isinstance(request, VoilaShutdownKernelHandler) and not await ensure_async(
                 request.authorizer.is_authorized(request, request.current_user, "write", "kernels")):
             raise web.HTTPError(403)
-        if self._visits.pop(kernel_id, None):
-            self._end(kernel_id, IDLE)  # culled, unless the cap already said why
-        # Voila keeps each pool page's request details (its URL and query string, up to 64 KB) for its kernel
-        # until the end of the server, whether or not the kernel asks: forgotten with the kernel, a visitor who
-        # loads pages with long query strings can't grow the server without end.
-        RequestInfoSocketHandler._cache.pop(kernel_id, None)
+        if self._visits.pop(kernel_id, None):  # (the cap has already said why)
+            # A request about this very kernel is its page's shutdown or its visitor's DELETE; else the culler.
+            self._end(kernel_id, CLOSED if request is not None and requested_kernel(request) == kernel_id else IDLE)
         return await super().shutdown_kernel(kernel_id, *args, **kwargs)
+
+    def remove_kernel(self, kernel_id: str):
+        """Every way out of the map (shut down, culled, given back, died) ends here: forget the kernel's visit, and
+        the request details of its page that Voila 0.5.13 keeps (`RequestInfoSocketHandler._cache`: URL and query
+        string, up to 64 KB) until the server stops whether or not the kernel asks, so that pages with long query
+        strings can't grow the server without end."""
+        self._visits.pop(kernel_id, None)
+        RequestInfoSocketHandler._cache.pop(kernel_id, None)
+        return super().remove_kernel(kernel_id)
 
     def _end(self, kernel_id: str, why: str) -> None:
         self._ended.setdefault(kernel_id, why)
