@@ -147,10 +147,11 @@ def view_features(learn, dl) -> tuple[torch.Tensor, torch.Tensor | None]:
 
 
 class NoGate(nn.Module):
-    """A placeholder for a network without a fitted gate: every photo shows one of the classes (logit +30)."""
+    """A placeholder for a network without a fitted gate: every photo shows one of the classes, as surely as any
+    answer is shown (the bound on the gate's logit)."""
 
     def forward(self, views: torch.Tensor) -> torch.Tensor:
-        return views.new_full(views.shape[:1], 30.0)
+        return views.new_full(views.shape[:1], LOGIT_BOUND)
 
     def card(self) -> dict:
         return dict(kind="none: every photo is one of the classes")
@@ -162,20 +163,29 @@ class ImageNetGate(nn.Module):
     Each group of ImageNet rows (for bears: the four wild bears; teddy) has its own threshold on its
     probability mass, in the most convincing view; p = 0.5 exactly at a threshold. Bears need two
     groups: a teddy is rarely the top class of a toy photo (toyshop, piggy bank...), while a little
-    wild-bear mass shows up in many forest scenes.
+    wild-bear mass shows up in many forest scenes. A group's `corners` divides the mass it reads in a
+    corner view: four corners are four more chances for a dark dog, a forest or a snowy glacier to
+    show a little wild bear, where a bear filling a corner shows it plainly (docs/model.md).
     """
 
-    def __init__(self, imagenet: nn.Module, groups: Sequence[tuple[Sequence[int], float]], sharpness: float = 2.0):
+    corners: Sequence[float] = ()  # a network exported before this setting: its corners count as the whole photo
+
+    def __init__(self, imagenet: nn.Module, groups: Sequence[tuple[Sequence[int], float]], sharpness: float = 2.0,
+                 corners: Sequence[float] = ()):
         super().__init__()
         self.imagenet = imagenet  # the network's own frozen ImageNet head (the same module, not a copy)
         self.rows = [list(ids) for ids, _ in groups]
         self.register_buffer("thresholds", torch.tensor([t for _, t in groups]))
-        self.sharpness = sharpness
+        self.sharpness, self.corners = sharpness, list(corners)
 
     def scores(self, views: torch.Tensor) -> torch.Tensor:
-        """ImageNet probability mass (N, groups) on each group's rows, each in its best view, from `views` (N, V, C)."""
+        """ImageNet probability mass (N, groups) on each group's rows, each in its best view, from `views` (N, V, C);
+        a corner view's mass divided by its group's `corners`."""
         probs = self.imagenet(views).softmax(-1)
-        return torch.stack([probs[..., ids].sum(-1).amax(1) for ids in self.rows], dim=1)
+        mass = torch.stack([probs[..., ids].sum(-1) for ids in self.rows], dim=-1)  # (N, V, groups)
+        if self.corners:
+            mass = torch.cat([mass[:, :1], mass[:, 1:] / mass.new_tensor(self.corners)], dim=1)
+        return mass.amax(1)
 
     def forward(self, views: torch.Tensor) -> torch.Tensor:
         """Logit of p(one of the classes): positive when any group's mass clears its threshold."""
@@ -183,8 +193,10 @@ class ImageNetGate(nn.Module):
         return self.sharpness * ratio.clamp_min(1e-12).log()
 
     def card(self) -> dict:
+        corners = self.corners or [1.0] * len(self.rows)
         return dict(kind="imagenet", sharpness=self.sharpness,
-                    groups=[dict(rows=ids, threshold=round(float(t), 6)) for ids, t in zip(self.rows, self.thresholds)])
+                    groups=[dict(rows=ids, threshold=round(float(t), 6), corners=c)
+                            for ids, t, c in zip(self.rows, self.thresholds, corners)])
 
 
 class GatedNet(nn.Module):
@@ -246,8 +258,18 @@ def gate_for(classes, imagenet: nn.Module) -> nn.Module:
     spec = classes.extra.get("imagenet_gate")
     if not spec:
         return NoGate()
-    groups = [(g["rows"], g["threshold"]) for g in spec["groups"]]
-    return ImageNetGate(imagenet, groups, spec.get("sharpness", 2.0))
+    try:
+        groups = [([int(r) for r in g["rows"]], float(g["threshold"]), float(g.get("corners", 1.0)))
+                  for g in spec["groups"]]
+        sharpness = float(spec.get("sharpness", 2.0))
+        ok = groups and sharpness > 0 and all(
+            rows and all(0 <= r < 1000 for r in rows) and 0 < t <= 1 and c >= 1 for rows, t, c in groups)
+    except (AttributeError, KeyError, TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError("The classes file's [imagenet_gate] needs a sharpness > 0 and groups of ImageNet rows (0-999), "
+                         "each with a threshold in (0, 1] and corners >= 1: see docs/classes.md.")
+    return ImageNetGate(imagenet, [(rows, t) for rows, t, _ in groups], sharpness, [c for _, _, c in groups])
 
 
 def answer_log_probs(class_logits: torch.Tensor, gate_logits: torch.Tensor) -> torch.Tensor:

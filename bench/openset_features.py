@@ -62,7 +62,7 @@ def save_heads(net: torch.nn.Module) -> None:
 
     gate = next(m for m in net.gate.modules() if isinstance(m, ImageNetGate))
     torch.save(dict(head=net.head[-1].state_dict(), imagenet=net.imagenet.module.state_dict(),
-                    temperature=float(net.temperature), sharpness=gate.sharpness,
+                    temperature=float(net.temperature), sharpness=gate.sharpness, corners=gate.corners,
                     groups=[(ids, float(t)) for ids, t in zip(gate.rows, gate.thresholds)]),
                RESULTS / "shipped_heads.pt")
 
