@@ -11,7 +11,8 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
-import pytest
+
+from conftest import missing
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARE = ROOT / "share" / "jupyter"  # the app's Voila template, as `make app` finds it
@@ -22,12 +23,10 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 
 def require_browser() -> None:
     """Skip where Chromium or Playwright is missing, except in CI, where that is a failure."""
-    missing = [what for what, ok in [("chromium", Path(CHROMIUM).exists() or shutil.which("chromium")),
+    absent = [what for what, ok in [("chromium", Path(CHROMIUM).exists() or shutil.which("chromium")),
                                       ("playwright", _has_playwright())] if not ok]
-    if missing:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must run the browser tests, but {', '.join(missing)} is missing")
-        pytest.skip(f"needs {', '.join(missing)} (see README: Running the tests)")
+    if absent:
+        missing(" and ".join(absent), "see README: Run it")
 
 
 def _has_playwright() -> bool:

@@ -13,6 +13,13 @@ BEARS = SHARED / "bears"
 IN_CI = bool(os.environ.get("CI"))
 
 
+def missing(what: str, install: str):
+    """A tool some tests need is not here: skip them, saying how to install it; in CI, where every test must run, fail."""
+    if IN_CI:
+        pytest.fail(f"CI must run every test, but {what} is missing ({install})")
+    pytest.skip(f"needs {what} ({install})")
+
+
 def need_shared():
     """Skip (with the reason) where the shared photos are absent; CI has them."""
     if not BEARS.is_dir():

@@ -9,10 +9,9 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-import pytest
 
 from browser import free_port
-from conftest import IN_CI
+from conftest import missing
 
 
 def postgres_bin() -> Path | None:
@@ -30,9 +29,7 @@ def postgres_server():
 def _run(tmp: Path):
     bin_dir = postgres_bin()
     if bin_dir is None:
-        if IN_CI:
-            pytest.fail("CI must run the PostgreSQL tests, but Debian's postgresql package is missing")
-        pytest.skip("needs PostgreSQL (sudo apt-get install postgresql)")
+        missing("PostgreSQL", "sudo apt-get install postgresql")
     # PostgreSQL refuses to run as root: as root, run it as the `postgres` user the package creates.
     as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
     data = tmp / "pgdata"

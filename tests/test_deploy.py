@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from browser import free_port, kernels, serve, wait_for
-from conftest import IN_CI, ROOT
+from conftest import ROOT, missing
 
 BIN = Path(sys.executable).parent
 
@@ -22,9 +22,7 @@ BIN = Path(sys.executable).parent
 def tool(name: str) -> str:
     path = shutil.which(name) or shutil.which(name, path=str(BIN))
     if not path:
-        if IN_CI:
-            pytest.fail(f"CI must run the deployment tests, but {name} is missing")
-        pytest.skip(f"needs {name}")
+        missing(name, "see README: Run it")
     return path
 
 

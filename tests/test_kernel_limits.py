@@ -9,7 +9,6 @@ import shutil
 import time
 import uuid
 
-import psutil
 import pytest
 import websocket
 

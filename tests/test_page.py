@@ -1,7 +1,6 @@
 """The page, for people: answer cards anyone can read, a screen reader and a keyboard, examples to try,
 nothing sent to a third party. Real Voila on loopback, real Chromium, axe-core (tests/package.json)."""
 import json
-import os
 import re
 from pathlib import Path
 
@@ -10,6 +9,7 @@ from PIL import Image
 
 from bear_classifier.feedback import FeedbackStore
 from bear_classifier.widget import PhotoInput
+from conftest import missing
 from browser import ROOT, card, chromium, open_app, upload_file, upload_files, voila, wait_card, wait_for
 from corpus import encode, photo
 from test_browser import real_photo, screenshot
@@ -53,10 +53,7 @@ def shipped(tmp_path_factory):
 def require_axe() -> None:
     """Skip where axe-core is missing (`make test` installs it with npm), except in CI, where that is a failure."""
     if not AXE.exists():
-        message = f"axe-core is missing: npm ci --prefix tests ({AXE})"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        missing("axe-core", "make test installs it; or npm ci --prefix tests")
 
 
 def axe_violations(page) -> list[str]:

@@ -6,16 +6,14 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
-import pytest
 
 from browser import ROOT, card, chromium, kernels, open_app, require_browser, upload_file, wait_card, wait_for
-from conftest import BEARS, IN_CI
+from conftest import BEARS, missing
 from corpus import encode, photo
 
 VISITORS, REPLICAS = 12, 3
@@ -59,9 +57,7 @@ def replica_set(tmp_path, replicas: int):
     """`make replicas` for real: yields (balancer url, {"r1": Voila process, ...}, health url of each replica)."""
     require_browser()
     if not any(os.access(os.path.join(d, "haproxy"), os.X_OK) for d in ["/usr/sbin", "/usr/bin"]):
-        if IN_CI:
-            pytest.fail("CI must run the replica tests, but haproxy is missing")
-        pytest.skip("needs haproxy (sudo apt-get install haproxy)")
+        missing("haproxy", "sudo apt-get install haproxy")
     lb_port, first = free_ports(1), free_ports(replicas + 1) + 1
     env = {**os.environ, "REPLICAS": str(replicas), "PORT": str(lb_port), "FIRST_REPLICA_PORT": str(first),
            "LOGS": str(tmp_path), "BEAR_FEEDBACK_DB": str(tmp_path / "feedback.db")}
