@@ -165,7 +165,7 @@ def add_recipe(s) -> None:
     s.add_argument("--lr", type=float, default=2e-3)
     s.add_argument("--forget-weight", type=float, default=1.0, help="weight of learning without forgetting's loss")
     s.add_argument("--size", type=int, default=224, help="pixels of the square the photos are squished to")
-    s.add_argument("--bs", type=int, default=64, help="batch size")
+    s.add_argument("--bs", type=int, default=64, help="batch size (at most an eighth of the training photos)")
     s.add_argument("--workers", type=int, default=0, help="processes decoding images (worth it on a GPU machine)")
 
 

@@ -88,11 +88,13 @@ def read_labels(csv_path: Path) -> dict[str, str]:
 
 
 def label_items(root: Path, files: list[Path], relabel: dict[str, str] | None = None) -> list[tuple[Path, str]]:
-    """(file, label) pairs: the folder name, unless `relabel` says otherwise ("" drops the file)."""
+    """(file, label) pairs: the name of the class folder under `root` the file is in, at any depth
+    (`cat/2019/x.jpg` is a cat), unless `relabel` says otherwise ("" drops the file)."""
     relabel = relabel or {}
     items = []
     for p in files:
-        label = relabel.get(p.relative_to(root).as_posix(), p.parent.name)
+        rel = p.relative_to(root)
+        label = relabel.get(rel.as_posix(), rel.parts[0] if len(rel.parts) > 1 else p.parent.name)
         if label:
             items.append((p, label))
     return items

@@ -166,6 +166,13 @@ def split_dataloaders(train: list, valid: list, **kwargs):
                             **kwargs)
 
 
+def batch_size(n_train: int, bs: int = 64) -> int:
+    """`bs`, or less for a small folder, so that an epoch is at least 8 steps: a fork's 100 photos in batches of
+    64 made 4 updates in all (fastai drops the last, incomplete batch), and the class head barely moved from
+    chance: hats, shoes and trousers, 40 photos each, 79% right on validation; 96% in batches of 12."""
+    return max(4, min(bs, n_train // 8))
+
+
 def train_model(root: Path, classes: Classes | None = None, labels_csv: Path | None = None,
                 valid_csv: Path | None = None, negatives: Path | None = None, arch: str = OFFLINE_ARCH,
                 epochs: int = 3, freeze_epochs: int = 1, lr: float = 2e-3, size: int = 224, bs: int = 64,
@@ -192,7 +199,7 @@ def train_model(root: Path, classes: Classes | None = None, labels_csv: Path | N
         report = verify_images(image_files(root))
         print("verify:", report.summary())
         items, valid_items, how = labelled_items(root, report.kept, classes, labels_csv, valid_csv, seed)
-    loaders = dict(vocab=classes.vocab, bs=bs, size=size, stats=normalization(arch), num_workers=workers)
+    loaders = dict(vocab=classes.vocab, bs=batch_size(len(items), bs), size=size, stats=normalization(arch), num_workers=workers)
     learn = create_learner(split_dataloaders(items, valid_items, **loaders), classes, arch)
     dropped = auto_clean(learn, items) if clean else {}
     kept = [item for item in items if item[0] not in dropped]
@@ -201,7 +208,7 @@ def train_model(root: Path, classes: Classes | None = None, labels_csv: Path | N
     learn.model.gate = openset.fit_for_learner(learn, kept, valid_items, keep)  # "none of these" (openset.py)
     learn.model.temperature.fill_(temperature)
     card = model_card(learn, root, report, labels_csv, dropped, arch=arch, size=size, validation=how,
-                      epochs=dict(frozen=freeze_epochs, unfrozen=epochs), lr=lr, seed=seed,
+                      epochs=dict(frozen=freeze_epochs, unfrozen=epochs), lr=lr, bs=loaders["bs"], seed=seed,
                       forget_weight=forget_weight, temperature=temperature)
     card["train_seconds"] = round(time.perf_counter() - start, 1)
     return learn, card

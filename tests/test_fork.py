@@ -80,6 +80,10 @@ def fork(tmp_path_factory) -> Path:
     shutil.rmtree(root / "bear_classifier" / "__pycache__", ignore_errors=True)
     (root / "classes.toml").write_text(WORDS)
     photos(root / "data", {k: 12 for k in PATTERNS})
+    for kind in PATTERNS:  # a newcomer's photos sorted by year: a class's photos at any depth are that class
+        (root / "data" / kind / "2019").mkdir()
+        for f in sorted((root / "data" / kind).glob("*.jpg"))[:4]:
+            f.rename(f.parent / "2019" / f.name)
     assert not (root.parent / "shared").exists() and not list(root.glob("export.*"))
     return root
 
@@ -176,6 +180,7 @@ def test_the_page_serves_the_forks_model(trained, fork, tmp_path):
     ("wrong classes file", "names the classes dots, stripes, zebras but"),
     ("no such folder", "does not exist"),
     ("no such ImageNet row", "Class 'dots': imagenet must list ImageNet-1k rows, 0 to 999"),
+    ("a broken ImageNet gate", "[imagenet_gate] needs a sharpness > 0 and groups of ImageNet rows"),
 ])
 def test_a_newcomers_mistakes_get_one_line_that_says_what_to_do(fork, tmp_path, case, expected):
     data = tmp_path / "data"
@@ -196,6 +201,11 @@ def test_a_newcomers_mistakes_get_one_line_that_says_what_to_do(fork, tmp_path, 
     elif case == "no such ImageNet row":
         photos(data, {"stripes": 6, "dots": 6})
         (tmp_path / "mine.toml").write_text('[[class]]\nlabel = "stripes"\n[[class]]\nlabel = "dots"\nimagenet = [1500]\n')
+        args = ["--classes", tmp_path / "mine.toml"]
+    elif case == "a broken ImageNet gate":  # a threshold forgotten
+        photos(data, {"stripes": 6, "dots": 6})
+        (tmp_path / "mine.toml").write_text('[[class]]\nlabel = "stripes"\n[[class]]\nlabel = "dots"\n'
+                                            '[imagenet_gate]\ngroups = [{ rows = [294] }]\n')
         args = ["--classes", tmp_path / "mine.toml"]
     r = cli("train", "--data", data, "--out", tmp_path / "model", *args, cwd=fork)
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
