@@ -19,7 +19,7 @@ from .gallery import Cards
 from .images import ImageError
 from .kernel import BROKEN, Background, Model, Unavailable, log_to_server
 from .kernel import load_model_in_background  # noqa: F401  app.ipynb takes it, PhotoInput and Gallery from here
-from .widget import Photo, PhotoInput
+from .widget import Photo, PhotoInput  # noqa: F401
 
 log = logging.getLogger("bear_classifier")
 
@@ -101,14 +101,14 @@ class Gallery(widgets.VBox):
 
     def add(self, photo: Photo, pred) -> None:
         """The answer card for `photo`: it keeps a copy of at most 448 px, never the photo itself."""
-        from .card import AnswerCard  # imports numpy: not before the page is up
+        from .card import AnswerCard, percent  # imports numpy: not before the page is up
 
         log.info("classified a photo (%d bytes received): %s %.4f in %.0f ms", len(photo.data), pred.label,
                  pred.probability, self.model.last_ms)  # never its name: the page promises to keep none
         small = photo.small
         on_flag = self._correction(small, pred)
         card = AnswerCard(photo.name, small, pred, on_flag, self.classes)
-        self._show(photo, card, f"{self.classes.name(pred.label)}, {round(100 * pred.probability)}%.")
+        self._show(photo, card, f"{self.classes.name(pred.label)}, {percent(pred.probability)}.")
 
     def _correction(self, small, pred):
         try:

@@ -54,18 +54,20 @@ class Photo:
     def image(self) -> Image.Image:
         """The photo as the model reads it, upright RGB; ImageError (a sentence) when it is not one.
 
-        One of more than SHRINK_PIXELS is scaled to a SHRINK_SIDE short side, as the browser scales
+        One of more than SHRINK_PIXELS is scaled down to a SHRINK_SIDE short side, as the browser scales
         big files: a small file of many pixels (a 148 KB PNG of 8000×6000) then costs the kernel its
-        decoded 192 MB once, for a moment, not again in every copy made after (the model's resize).
+        decoded 192 MB once, for a moment, not again in every copy made after (the model's resize). Never
+        up, and never past SHRINK_PIXELS: a 210 KB PNG of 50×240,001 scaled to a 375 px short side
+        would be 675 MP (5 GB).
         """
         if self.refused:
             raise ImageError(self.refused)
         check_size(self.size)  # as the browser reports it
         img = open_image(self.data, min_side=SHRINK_SIDE)
         if img.width * img.height > SHRINK_PIXELS:
-            scale = SHRINK_SIDE / min(img.size)
-            img = img.resize((round(img.width * scale), round(img.height * scale)), Image.Resampling.BILINEAR,
-                             reducing_gap=2.0)
+            scale = min(SHRINK_SIDE / min(img.size), (SHRINK_PIXELS / (img.width * img.height)) ** 0.5)
+            img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))),
+                             Image.Resampling.BILINEAR, reducing_gap=2.0)
         return img
 
     @cached_property
