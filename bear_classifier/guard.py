@@ -7,13 +7,22 @@ and the legacy protocol's `deserialize_binary_message` builds a struct format of
 `SafeChannels`, set as the `kernel_websocket_connection_class` in voila.json (and in the Jupyter
 server's config on Binder), bounds every count and offset by the frame's own length first, speaks
 only the v1 protocol the page uses, and closes the socket of a client that sends anything else.
+
+It also holds a client to what the page does, so that one visitor can't grow the shared server or their
+kernel without end: the page opens ipywidgets' control comm and asks for the widgets' states once, and
+never creates a widget (a client-made `jupyter.widget` holds whatever buffers it is sent, in the kernel);
+no message is sent twice (a replayed frame costs the kernel a logged traceback); a kernel has a few
+sockets at most; and output a client leaves unread is capped (the server buffers it, unbounded).
 """
 from __future__ import annotations
 
 import asyncio
 import json
+from collections import Counter, OrderedDict
 
 from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebsocketConnection
+from tornado.iostream import StreamBufferFullError
+from traitlets import Integer
 
 V1 = "v1.kernel.websocket.jupyter.org"
 CHANNELS = ("shell", "control", "stdin", "iopub")
@@ -22,15 +31,20 @@ MAX_BUFFERS = 16  # a photo is one buffer; nothing the page sends has more
 # parent header, metadata, content, and any binary buffers. The last offset is the frame's end.
 MIN_OFFSETS, MAX_OFFSETS = 6, 6 + MAX_BUFFERS
 POLICY_VIOLATION = 1008  # websocket close code: the message broke the server's rules
+OPENABLE = {"jupyter.widget.control"}  # the comm targets the page opens (ipywidgets' widget manager)
+MAX_STATE_REQUESTS = 4  # per socket: the page asks once when it loads; each answer is every widget's state
+MAX_SOCKETS = 4  # per kernel: one page holds one; a reconnect replaces it
+MAX_UNREAD = 8 * 2**20  # bytes of output a socket may leave unread (a page reads as it goes; a batch's cards: ~2 MB)
+SEEN_IDS = 1024  # message ids remembered per socket, to refuse a replay
 
 
 class FrameError(ValueError):
     """A websocket frame that is not a well-formed v1 kernel message; str(error) says what is wrong."""
 
 
-def check_v1_frame(frame: bytes | str) -> None:
-    """Raise FrameError unless `frame` is a well-formed v1 kernel message. Reads at most the offset table,
-    and only after bounding its length by the frame's, so no frame costs more than its own size."""
+def check_v1_frame(frame: bytes | str) -> dict:
+    """Its header, unless `frame` is not a well-formed v1 kernel message: then FrameError. Reads at most the
+    offset table, and only after bounding its length by the frame's, so no frame costs more than its own size."""
     if not isinstance(frame, bytes):
         raise FrameError("a text frame (the v1 protocol sends binary frames only)")
     if len(frame) < 8 * (1 + MIN_OFFSETS):
@@ -49,29 +63,97 @@ def check_v1_frame(frame: bytes | str) -> None:
         raise FrameError("a header that is not JSON") from None
     if not isinstance(header, dict) or not isinstance(header.get("msg_type"), str):
         raise FrameError("a header without a message type")
+    return header
+
+
+def frame_content(frame: bytes) -> dict:
+    """The content of a frame `check_v1_frame` passed (its fifth part), or {} where that is not a JSON object."""
+    n = int.from_bytes(frame[:8], "little")
+    start, end = (int.from_bytes(frame[8 * i:8 * (i + 1)], "little") for i in (5, 6))
+    try:
+        content = json.loads(frame[start:end]) if n >= 6 else {}
+    except (ValueError, UnicodeDecodeError):
+        return {}
+    return content if isinstance(content, dict) else {}
 
 
 class SafeChannels(ZMQChannelsWebsocketConnection):
     """The kernel websocket, speaking the v1 protocol only, with every frame checked before it is parsed."""
 
+    _sockets: Counter = Counter()  # kernel id -> its open sockets, in this server
+    max_unread = Integer(MAX_UNREAD, config=True, help="Bytes of output a socket may leave unread before it is closed.")
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._seen: OrderedDict[str, None] = OrderedDict()  # the latest SEEN_IDS message ids it sent
+        self._state_requests, self._counted = 0, False
+
     def connect(self) -> asyncio.Future:
         if self.subprotocol != V1:  # the client did not offer v1: the page always does
-            self._refuse("no v1 subprotocol (offered: %r)" % self.websocket_handler.request.headers.get(
+            return self._refused("no v1 subprotocol (offered: %r)" % self.websocket_handler.request.headers.get(
                 "Sec-WebSocket-Protocol"))
-            refused = asyncio.get_running_loop().create_future()
-            refused.set_result(None)  # the handler awaits what connect() returns
-            return refused
+        if self._sockets[self.kernel_id] >= MAX_SOCKETS:
+            return self._refused(f"a socket more than the {MAX_SOCKETS} its kernel may have")
+        self._sockets[self.kernel_id] += 1
+        self._counted = True
+        self.websocket_handler.ws_connection.stream.max_write_buffer_size = self.max_unread
         return super().connect()
+
+    def disconnect(self) -> None:
+        if self._counted:
+            self._counted = False
+            self._sockets[self.kernel_id] -= 1
+            if self._sockets[self.kernel_id] <= 0:
+                del self._sockets[self.kernel_id]
+        super().disconnect()
 
     def handle_incoming_message(self, incoming_msg) -> None:
         try:
             if self.subprotocol != V1:
                 raise FrameError("a frame on a connection without the v1 protocol")
-            check_v1_frame(incoming_msg)
+            self._check_like_the_page(check_v1_frame(incoming_msg), incoming_msg)
         except FrameError as e:
             self._refuse(str(e))
             return
         super().handle_incoming_message(incoming_msg)
+
+    def _check_like_the_page(self, header: dict, frame: bytes) -> None:
+        """FrameError for what a valid message may do but the page never does (the module's docstring)."""
+        msg_id = str(header.get("msg_id"))
+        if msg_id in self._seen:
+            raise FrameError("a message it had sent before")
+        self._seen[msg_id] = None
+        if len(self._seen) > SEEN_IDS:
+            self._seen.popitem(last=False)
+        if header["msg_type"] == "comm_open" and frame_content(frame).get("target_name") not in OPENABLE:
+            raise FrameError("a comm the page never opens")
+        if header["msg_type"] == "comm_msg":
+            data = frame_content(frame).get("data")
+            if isinstance(data, dict) and data.get("method") == "request_states":
+                self._state_requests += 1
+                if self._state_requests > MAX_STATE_REQUESTS:
+                    raise FrameError(f"more than {MAX_STATE_REQUESTS} requests for every widget's state")
+
+    @property
+    def write_message(self):
+        """The handler's write_message, closing a socket whose client has left MAX_UNREAD bytes unread."""
+        handler = self.websocket_handler
+
+        def write(message, binary: bool = False):
+            try:
+                return handler.write_message(message, binary=binary)
+            except StreamBufferFullError:
+                self.log.warning("Closing the websocket of kernel %s from %s: it left %d bytes of output unread.",
+                                 self.kernel_id, handler.request.remote_ip, self.max_unread)
+                handler.ws_connection.stream.close()  # no close frame: it would wait behind the unread output
+
+        return write
+
+    def _refused(self, what: str) -> asyncio.Future:
+        self._refuse(what)
+        refused = asyncio.get_running_loop().create_future()
+        refused.set_result(None)  # the handler awaits what connect() returns
+        return refused
 
     def _refuse(self, what: str) -> None:
         """Close the socket: a browser running the page never sends this, so the client is not the page."""

@@ -18,8 +18,9 @@ MAX_PIXELS = 50_000_000  # 8000x6000 fits; decompression bombs (tiny file, huge 
 MIN_SIDE = 1
 # What the page promises, and nothing else: Pillow knows dozens of formats, some through outside
 # programs (EPS and PostScript run Ghostscript wherever it is installed). JPEG includes MPO (phone
-# photos with a second picture); PPM: the pixels the browser sends when it has shrunk a big photo.
-FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "HEIF", "AVIF", "PPM", "ICO")
+# photos with a second picture); PPM: the pixels the browser sends when it has shrunk a big photo. Not ICO:
+# Pillow decodes an icon's embedded PNG while opening it, before its size can be checked (88 MP from 343 KB).
+FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "HEIF", "AVIF", "PPM")
 
 # Sniffed from the first bytes so the message can name what the file really is.
 _NOT_IMAGES = [

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import time
 import uuid
 
@@ -14,7 +15,7 @@ import websocket
 
 from browser import ROOT, chromium, kernels, open_app, require_browser, upload_file, upload_files, voila, wait_card
 from corpus import bad_uploads, encode, photo, valid_uploads
-from wire import channels, get, kernel_id, parse, send
+from wire import V1, channels, cookie_header, get, is_closed, kernel_id, parse, send
 
 BROKEN = "This app's model couldn't be loaded; the site's owner has been told."
 
@@ -160,6 +161,27 @@ def test_memory_stays_bounded_after_100_photos_of_every_kind(server):
         assert visitor.pong() and leaks(visitor) == []
     finally:
         visitor.close()
+
+
+def test_a_socket_that_never_reads_is_closed_before_the_server_holds_much_for_it():
+    """The server keeps what a socket can't deliver, and a kernel's output goes to each of its sockets: one left
+    unread would grow the server without end. It is closed at guard.MAX_UNREAD bytes unread (64 KB here, so that
+    a few batches of cards go past the system's own buffers); the page on the other socket goes on."""
+    with voila("--SafeChannels.max_unread=65536") as (url, log, _):
+        visitor = Visitor(url)
+        quiet = websocket.create_connection(url.replace("http", "ws", 1) + f"/api/kernels/{visitor.kernel}/channels",
+                                            subprotocols=[V1], cookie=cookie_header(), timeout=10,
+                                            sockopt=((socket.SOL_SOCKET, socket.SO_RCVBUF, 4096),))
+        try:
+            for batch in range(12):  # ~0.7 MB of cards each
+                visitor.upload([(f"{batch}-{i}.jpg", encode(photo(seed=20 * batch + i), "JPEG")) for i in range(20)])
+                if "of output unread" in log.read_text():
+                    break
+            assert "of output unread" in log.read_text() and is_closed(quiet, within=30)
+            assert visitor.pong()
+        finally:
+            quiet.close()
+            visitor.close()
 
 
 def test_three_8000x6000_pngs_through_the_page_grow_the_kernel_by_under_100_mib(server):

@@ -7,6 +7,7 @@ import signal
 import struct
 import time
 import urllib.request
+import uuid
 
 import psutil
 import pytest
@@ -15,7 +16,7 @@ from tornado.web import create_signed_value
 
 from browser import ROOT, WIDGET_BUTTON, chromium, kernels, open_app, require_browser, upload_file, voila, wait_card, wait_for
 from corpus import encode, photo
-from wire import V1, channels, cookie_header, get, kernel_id, replies, request, send
+from wire import V1, channels, cookie_header, get, is_closed, kernel_id, replies, request, send, v1_frame
 
 
 @pytest.fixture(scope="module")
@@ -30,22 +31,6 @@ def answers_health(url: str, timeout: float = 2.0) -> bool:
             return r.status == 200
     except OSError:
         return False
-
-
-def is_closed(ws, within: float = 5.0) -> bool:
-    """Whether the server closes `ws` within `within` seconds (frames it sends before that are dropped)."""
-    ws.settimeout(within)
-    deadline = time.time() + within
-    try:
-        while time.time() < deadline:
-            opcode, _ = ws.recv_data(control_frame=True)
-            if opcode == websocket.ABNF.OPCODE_CLOSE:
-                return True
-    except (websocket.WebSocketConnectionClosedException, ConnectionError):
-        return True
-    except websocket.WebSocketTimeoutException:
-        return False
-    return False
 
 
 def kernel_answers(url: str, kernel: str, jar: http.cookiejar.CookieJar | None = None) -> bool:
@@ -96,6 +81,60 @@ def test_a_malformed_frame_closes_that_socket_and_the_kernel_goes_on(server, fra
     assert is_closed(ws)
     assert answers_health(url)
     assert kernel_answers(url, kernel)
+
+
+# A valid message the page never sends: one visitor could grow their kernel or the shared server with it.
+
+def image_widget(buffer: bytes) -> dict:
+    """The comm_open content that makes the kernel build an ipywidgets Image holding `buffer`."""
+    return {"comm_id": uuid.uuid4().hex, "target_name": "jupyter.widget",
+            "data": {"state": {"_model_module": "@jupyter-widgets/controls", "_model_module_version": "2.0.0",
+                               "_model_name": "ImageModel", "_view_module": "@jupyter-widgets/controls",
+                               "_view_module_version": "2.0.0", "_view_name": "ImageView", "value": {}},
+                     "buffer_paths": [["value"]]}}
+
+
+@pytest.mark.parametrize("what", ["a widget of its own", "every widget's state, again and again", "a replayed message",
+                                  "a socket more than a kernel may have"])
+def test_a_message_the_page_never_sends_closes_that_socket_and_the_kernel_goes_on(server, what):
+    from bear_classifier.guard import MAX_SOCKETS, MAX_STATE_REQUESTS
+
+    url, log, _ = server
+    kernel, jar = visitor_page(url)
+    ws = channels(url, kernel, jar=jar)
+    if what == "a widget of its own":  # 1 MB here; 30 of 30 MB grew a kernel by 900 MB
+        send(ws, "comm_open", image_widget(b"\0" * 2**20), buffers=[b"\0" * 2**20], metadata={"version": "2.1.0"})
+    elif what == "every widget's state, again and again":  # each answer is every widget's state, ~60 KB
+        control = uuid.uuid4().hex
+        send(ws, "comm_open", {"comm_id": control, "target_name": "jupyter.widget.control", "data": {}},
+             metadata={"version": "1.0.0"})
+        for _ in range(MAX_STATE_REQUESTS + 1):
+            send(ws, "comm_msg", {"comm_id": control, "data": {"method": "request_states"}})
+    elif what == "a replayed message":  # the kernel logs a traceback for each replay
+        frame = v1_frame("kernel_info_request", {})
+        for _ in range(2):
+            ws.send(frame, opcode=websocket.ABNF.OPCODE_BINARY)
+    else:
+        held = [ws] + [channels(url, kernel, jar=jar) for _ in range(MAX_SOCKETS - 1)]
+        ws = channels(url, kernel, jar=jar)
+    assert is_closed(ws), f"{what}: the socket stays open"
+    if what == "a socket more than a kernel may have":
+        assert all(not is_closed(h, within=0.5) for h in held), "the kernel's other sockets were closed"
+        for h in held:
+            h.close()
+    assert wait_for(lambda: kernel_answers(url, kernel, jar), 20), "the visitor's kernel no longer answers"
+    assert answers_health(url)
+    assert "Closing the websocket of kernel" in log.read_text()
+
+
+@pytest.mark.parametrize("query", ["template=nonexistent", "template=../../../../etc", "theme=nonexistent"])
+def test_the_query_string_cannot_choose_another_template_or_theme(server, query):
+    """Voila lets `?template=` and `?theme=` pick any template by name (a missing one left a blank page that
+    never finished, a path answered 500): voila.json turns both off, so the page is the page."""
+    url, log, _ = server
+    kernel, jar = visitor_page(url, path=f"/?{query}")
+    assert get(url + f"/api/kernels/{kernel}", jar=jar)[0] == 200
+    assert "TemplateNotFound" not in log.read_text()
 
 
 # A kernel id is not a password: only the visitor whose page a kernel was bound to may use it.

@@ -99,3 +99,19 @@ def replies(ws, until: str, seconds: float = 20) -> list[str]:
 def send(ws, msg_type: str, content=None, buffers: list[bytes] = (), metadata: dict | None = None) -> None:
     ws.send(v1_frame(msg_type, {} if content is None else content, buffers=buffers, metadata=metadata),
             opcode=websocket.ABNF.OPCODE_BINARY)
+
+
+def is_closed(ws, within: float = 5.0) -> bool:
+    """Whether the server closes `ws` within `within` seconds (frames it sends before that are dropped)."""
+    ws.settimeout(within)
+    deadline = time.time() + within
+    try:
+        while time.time() < deadline:
+            opcode, _ = ws.recv_data(control_frame=True)
+            if opcode == websocket.ABNF.OPCODE_CLOSE:
+                return True
+    except (websocket.WebSocketConnectionClosedException, ConnectionError):
+        return True
+    except websocket.WebSocketTimeoutException:
+        return False
+    return False
