@@ -17,11 +17,11 @@ from . import openset
 from .classes import Classes
 from .data import make_dataloaders
 from .model import (OFFLINE_ARCH, Frozen, GatedNet, class_head, create_imagenet_model, gate_for,
-                    normalization, pooled_views, split_imagenet_model, splitter)
+                    normalization, pooled_views, split_imagenet_model, splitter, view_features)
 
-# Fitted on the grouped cross-validation folds (`python -m bear_classifier cv`, reports/cv.json):
-# the temperature that makes the shown probability right as often as it says on unseen sources.
-TEMPERATURE = 0.92
+# The class head's temperature, where the classes file gives none, is fitted on the validation photos and kept
+# within these bounds: a few dozen validation photos, every one right, would otherwise ask for certainty.
+TEMPERATURE_BOUNDS = (0.25, 4.0)
 
 
 class SpeciesLoss(nn.Module):
@@ -176,7 +176,7 @@ def batch_size(n_train: int, bs: int = 64) -> int:
 def train_model(root: Path, classes: Classes | None = None, labels_csv: Path | None = None,
                 valid_csv: Path | None = None, negatives: Path | None = None, arch: str = OFFLINE_ARCH,
                 epochs: int = 3, freeze_epochs: int = 1, lr: float = 2e-3, size: int = 224, bs: int = 64,
-                workers: int = 0, seed: int = 42, clean: bool = True, temperature: float = TEMPERATURE,
+                workers: int = 0, seed: int = 42, clean: bool = True, temperature: float | None = None,
                 forget_weight: float = 1.0, items: list | None = None, valid_items: list | None = None,
                 keep: float | None = None):
     """The lesson-2 pipeline from folders to a trained learner: verify, label, clean, fine-tune.
@@ -186,7 +186,8 @@ def train_model(root: Path, classes: Classes | None = None, labels_csv: Path | N
     images in parallel (a GPU machine's cores; on a 2-core CPU the main process is as fast).
     `items`/`valid_items` ((path, label) lists) replace the folders' own, for the cross-validation
     folds. After fine-tuning, the "none of these" gate is fitted on the training photos' features and
-    calibrated to keep `keep` of the validation photos (default: openset.fit_for_learner's). Returns (learn, card).
+    calibrated to keep `keep` of the validation photos (default: openset.fit_for_learner's), and the class head's
+    temperature set (`head_temperature`, unless given). Returns (learn, card).
     """
     from .clean import auto_clean
     from .data import image_files, verify_images
@@ -206,12 +207,34 @@ def train_model(root: Path, classes: Classes | None = None, labels_csv: Path | N
     learn.dls = split_dataloaders(*with_negatives(kept, valid_items, negatives, classes.none_label, seed), **loaders)
     fine_tune(learn, epochs, lr, freeze_epochs=freeze_epochs, forget_weight=forget_weight)
     learn.model.gate = openset.fit_for_learner(learn, kept, valid_items, keep)  # "none of these" (openset.py)
+    temperature = temperature or head_temperature(learn, classes, valid_items)
     learn.model.temperature.fill_(temperature)
     card = model_card(learn, root, report, labels_csv, dropped, arch=arch, size=size, validation=how,
                       epochs=dict(frozen=freeze_epochs, unfrozen=epochs), lr=lr, bs=loaders["bs"], seed=seed,
                       forget_weight=forget_weight, temperature=temperature)
     card["train_seconds"] = round(time.perf_counter() - start, 1)
     return learn, card
+
+
+def head_temperature(learn, classes: Classes, valid: list[tuple[Path, str]]) -> float:
+    """How sure the class head sounds: the classes file's `temperature` where it gives one (bears: fitted on the
+    grouped folds' unseen sources, `python -m bear_classifier cv`); else the temperature under which the answers
+    on the validation photos of the classes are most likely (calibrate.fit_temperature), within
+    TEMPERATURE_BOUNDS. A fork's head, after a few minutes of training, is shy: 96% right at 73% on average."""
+    from .calibrate import fit_temperature
+
+    if "temperature" in classes.extra:
+        return float(classes.extra["temperature"])
+    photos = [(p, y) for p, y in valid if y in classes.labels]
+    if not photos:
+        return 1.0
+    views, _ = view_features(learn, learn.dls.test_dl([p for p, _ in photos]))
+    head = learn.model.head
+    with torch.no_grad():  # (not inference_mode: the fit takes gradients through these logits)
+        logits = head(views[:, 0].clone().to(next(head.parameters()).device)).cpu()
+    targets = torch.tensor([learn.dls.vocab.o2i[y] for _, y in photos])
+    low, high = TEMPERATURE_BOUNDS
+    return round(min(high, max(low, fit_temperature(logits, targets))), 3)
 
 
 def model_card(learn, root: Path, report, labels_csv: Path | None, dropped: dict, **recipe) -> dict:

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from bear_classifier.train import TEMPERATURE_BOUNDS
 from conftest import ROOT
 
 FORK_FILES = ["bear_classifier", "app.ipynb", "voila.json", "share", "pyproject.toml"]
@@ -109,6 +110,8 @@ def test_train_writes_the_model_its_onnx_file_and_a_card_in_the_classes_words(tr
     assert card["validation"] == "random 20%, stratified by class (seed 42)"
     assert card["valid_metrics"]["n"] == 8  # no ImageNet rows: "none of these" is learned from the photos alone
     assert card["gate"]["kind"].startswith("distance to the training classes")
+    low, high = TEMPERATURE_BOUNDS  # no temperature in the fork's classes file: fitted on its validation photos
+    assert low <= card["temperature"] <= high and card["temperature"] != 1.0
     train, valid = card["data"]["train"], card["data"]["valid"]
     assert all(train[k] + valid[k] == 12 and valid[k] >= 2 for k in PATTERNS) and train["none"] == valid["none"] == 0
 
