@@ -12,7 +12,7 @@ import anywidget
 import traitlets
 from PIL import Image
 
-from .classes import Classes
+from .classes import Classes, with_article
 from .heatmap import heatmap_image, jpeg, overlay
 from .predict import Prediction, served_classes
 
@@ -43,11 +43,11 @@ def percent(p: float) -> str:
 
 
 def _maybe(label: str, p: float, classes: Classes) -> str:
-    """"a grizzly bear (62%)", "an otter (40%)", "not a bear (31%)"."""
+    """"a grizzly bear (62%)", "an otter (40%)", "pants (33%)", "not a bear (31%)"."""
     words = classes.name(label)
     words = words[:1].lower() + words[1:]
     if label != classes.none_label:
-        words = f"{'an' if words[:1] in 'aeiou' else 'a'} {words}"
+        words = with_article(words)
     return f"{words} ({percent(p)})"
 
 

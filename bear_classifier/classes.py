@@ -50,7 +50,8 @@ class Classes:
             raise ValueError(f"Class labels must be distinct and differ from {self.none_label!r}: {labels}.")
         names = _listed([k.name.lower() for k in self.kinds])
         if not self.question:
-            object.__setattr__(self, "question", f"Give me photos: I'll tell you for each whether it is {names}.")
+            each = _listed([with_article(k.name.lower()) for k in self.kinds])
+            object.__setattr__(self, "question", f"Give me photos: I'll tell you for each whether it is {each}.")
         if not self.none_sentence:
             object.__setattr__(self, "none_sentence", f"That doesn't look like any of these: {names}.")
 
@@ -116,6 +117,14 @@ class Classes:
             if candidate.exists() and sorted(cls.from_file(candidate).labels) == folders:
                 return cls.from_file(candidate)
         return cls.from_folders(root)
+
+
+def with_article(words: str) -> str:
+    """"a hat", "an otter", and none for a plural: "pants", "shoes" (folder names often are)."""
+    low = words.lower()
+    if low.endswith("s") and not low.endswith(("ss", "us", "is")):
+        return words
+    return f"{'an' if low[:1] in 'aeiou' else 'a'} {words}"
 
 
 def _listed(words: list[str]) -> str:

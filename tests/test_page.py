@@ -357,6 +357,10 @@ def test_the_verdict_is_in_the_classes_words_and_says_when_it_is_not_sure():
     assert verdict(Prediction("other", 0.5, {"otter": 0.3, "other": 0.5}),
                    Classes(kinds=(Kind("otter"),), none_label="other")) == \
         "Not sure: maybe none of these (50%), or an otter (30%)"
+    clothes = Classes(kinds=(Kind("hat"), Kind("pants"), Kind("shoes")))  # folder names, plurals among them
+    assert verdict(Prediction("pants", 0.42, {"pants": 0.42, "hat": 0.33, "shoes": 0.2, "none": 0.05}), clothes) == \
+        "Not sure: maybe pants (42%), or a hat (33%)"
+    assert clothes.question.endswith("whether it is a hat, pants or shoes.")
     assert [percent(p) for p in (0.9999, 0.9871, 0.5, 0.004)] == [">99%", "99%", "50%", "<1%"]
     assert short_name("IMG_20240611_142233_HDR_from_my_holiday.jpg") == "IMG_20240611_142233_H…oliday.jpg"
     assert len(short_name("x" * 200)) == 32 and short_name("bear.jpg") == "bear.jpg"
