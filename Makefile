@@ -28,10 +28,12 @@ $(APP_VENV)/bin/.installed-serve: requirements-serve.txt
 	$(APP_VENV)/bin/pip install --quiet -r requirements-serve.txt
 	touch $@
 
-# axe-core, which the accessibility tests inject into the page (tests/package.json). Without npm they skip.
+# axe-core, which the accessibility tests inject into the page (tests/package.json). Without it they skip,
+# except in CI (where a failed install fails the run).
 tests/node_modules/.installed: tests/package.json tests/package-lock.json
-	@if command -v npm >/dev/null 2>&1; then npm ci --prefix tests --no-audit --no-fund && touch $@; \
-	else echo "npm not found: the accessibility tests will skip (axe-core, tests/package.json)"; fi
+	@if command -v npm >/dev/null 2>&1 && npm ci --prefix tests --no-audit --no-fund; then touch $@; \
+	elif [ -n "$$CI" ]; then echo "CI: axe-core could not be installed (npm ci --prefix tests)"; exit 1; \
+	else echo "axe-core not installed (no npm, or no registry): the accessibility tests will skip"; fi
 
 install: $(BIN)/.installed tests/node_modules/.installed
 
