@@ -287,6 +287,8 @@ def test_a_pages_request_details_are_forgotten_when_its_kernel_ends(server):
     request(url + f"/api/kernels/{kernel}", "DELETE", {"X-XSRFToken": "x", "Cookie": f"{cookie_header(jar)}; _xsrf=x"},
             jar=None)
     assert wait_for(lambda: request_details(url, kernel, within=1.0) is None, 30), "kept after its kernel ended"
+    status, body = get(url + f"/api/kernels/{kernel}", jar=jar)
+    assert status == 410 and json.loads(body)["message"] == "closed"  # by its visitor: not "idle"
     assert answers_health(url)
 
 
