@@ -236,6 +236,7 @@ def test_train_notebook_runs_top_to_bottom_on_any_folder(tmp_path):
     client.execute(env={**os.environ, "PYTHONPATH": str(ROOT)})  # this checkout's package
     card = json.loads((tmp_path / "model" / "export.json").read_text())
     assert card["classes"]["kinds"][0]["label"] == "checks" and card["validation"].startswith("random 20%")
+    assert card["gate"]["kind"].startswith("distance to the training classes")  # "none of these", as train fits it
     shown = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "display_data"]
     assert sum("image/png" in o["data"] for o in shown) >= 3  # show_batch, the confusion matrix, the top losses
     clf = Classifier.load(tmp_path / "model" / "export.onnx")
