@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter, OrderedDict
+from dataclasses import dataclass
 
 from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebsocketConnection
 from tornado.iostream import StreamBufferFullError
@@ -30,21 +31,34 @@ MAX_BUFFERS = 16  # a photo is one buffer; nothing the page sends has more
 # A v1 frame: an 8-byte count n, then n 8-byte offsets, then n - 1 parts: the channel, the header,
 # parent header, metadata, content, and any binary buffers. The last offset is the frame's end.
 MIN_OFFSETS, MAX_OFFSETS = 6, 6 + MAX_BUFFERS
+PARTS = ("header", "parent header", "metadata", "content")  # the JSON parts, after the channel
 POLICY_VIOLATION = 1008  # websocket close code: the message broke the server's rules
 OPENABLE = {"jupyter.widget.control"}  # the comm targets the page opens (ipywidgets' widget manager)
 MAX_STATE_REQUESTS = 4  # per socket: the page asks once when it loads; each answer is every widget's state
 MAX_SOCKETS = 4  # per kernel: one page holds one; a reconnect replaces it
 MAX_UNREAD = 8 * 2**20  # bytes of output a socket may leave unread (a page reads as it goes; a batch's cards: ~2 MB)
 SEEN_IDS = 1024  # message ids remembered per socket, to refuse a replay
+MAX_UPDATE = 4096  # bytes of a widget update's content: the page's only one is a card's "Where it looked" toggle
 
 
 class FrameError(ValueError):
     """A websocket frame that is not a well-formed v1 kernel message; str(error) says what is wrong."""
 
 
-def check_v1_frame(frame: bytes | str) -> dict:
-    """Its header, unless `frame` is not a well-formed v1 kernel message: then FrameError. Reads at most the
-    offset table, and only after bounding its length by the frame's, so no frame costs more than its own size."""
+@dataclass(frozen=True)
+class Message:
+    """What the guard reads of a well-formed frame: the message's header and content, and its buffer count."""
+
+    header: dict
+    content: dict
+    buffers: int
+
+
+def check_v1_frame(frame: bytes | str) -> Message:
+    """The message in `frame`, unless it is not a well-formed v1 kernel message: then FrameError. Reads the
+    offset table only after bounding its length by the frame's, so no frame costs more than its own size; the
+    header, parent header, metadata and content must be JSON objects, decoded as the kernel decodes them
+    (invalid UTF-8 replaced), so the kernel sees what the guard saw and has no traceback to log."""
     if not isinstance(frame, bytes):
         raise FrameError("a text frame (the v1 protocol sends binary frames only)")
     if len(frame) < 8 * (1 + MIN_OFFSETS):
@@ -57,24 +71,19 @@ def check_v1_frame(frame: bytes | str) -> dict:
         raise FrameError("offsets outside the frame or out of order")
     if frame[offsets[0]:offsets[1]].decode("ascii", "replace") not in CHANNELS:
         raise FrameError("an unknown channel")
-    try:
-        header = json.loads(frame[offsets[1]:offsets[2]])
-    except (ValueError, UnicodeDecodeError):
-        raise FrameError("a header that is not JSON") from None
-    if not isinstance(header, dict) or not isinstance(header.get("msg_type"), str):
+    dicts = []
+    for name, start, end in zip(PARTS, offsets[1:5], offsets[2:6]):
+        try:
+            part = json.loads(frame[start:end].decode("utf8", "replace"))
+        except ValueError:
+            part = None
+        if not isinstance(part, dict):
+            raise FrameError(f"a {name} that is not a JSON object")
+        dicts.append(part)
+    header, _, _, content = dicts
+    if not isinstance(header.get("msg_type"), str):
         raise FrameError("a header without a message type")
-    return header
-
-
-def frame_content(frame: bytes) -> dict:
-    """The content of a frame `check_v1_frame` passed (its fifth part), or {} where that is not a JSON object."""
-    n = int.from_bytes(frame[:8], "little")
-    start, end = (int.from_bytes(frame[8 * i:8 * (i + 1)], "little") for i in (5, 6))
-    try:
-        content = json.loads(frame[start:end]) if n >= 6 else {}
-    except (ValueError, UnicodeDecodeError):
-        return {}
-    return content if isinstance(content, dict) else {}
+    return Message(header, content, n - MIN_OFFSETS)
 
 
 class SafeChannels(ZMQChannelsWebsocketConnection):
@@ -111,28 +120,30 @@ class SafeChannels(ZMQChannelsWebsocketConnection):
         try:
             if self.subprotocol != V1:
                 raise FrameError("a frame on a connection without the v1 protocol")
-            self._check_like_the_page(check_v1_frame(incoming_msg), incoming_msg)
+            self._check_like_the_page(check_v1_frame(incoming_msg), len(incoming_msg))
         except FrameError as e:
             self._refuse(str(e))
             return
         super().handle_incoming_message(incoming_msg)
 
-    def _check_like_the_page(self, header: dict, frame: bytes) -> None:
+    def _check_like_the_page(self, msg: Message, size: int) -> None:
         """FrameError for what a valid message may do but the page never does (the module's docstring)."""
-        msg_id = str(header.get("msg_id"))
+        msg_id = str(msg.header.get("msg_id"))
         if msg_id in self._seen:
             raise FrameError("a message it had sent before")
         self._seen[msg_id] = None
         if len(self._seen) > SEEN_IDS:
             self._seen.popitem(last=False)
-        if header["msg_type"] == "comm_open" and frame_content(frame).get("target_name") not in OPENABLE:
+        kind, data = msg.header["msg_type"], msg.content.get("data")
+        if kind == "comm_open" and msg.content.get("target_name") not in OPENABLE:
             raise FrameError("a comm the page never opens")
-        if header["msg_type"] == "comm_msg":
-            data = frame_content(frame).get("data")
-            if isinstance(data, dict) and data.get("method") == "request_states":
+        if kind == "comm_msg" and isinstance(data, dict):
+            if data.get("method") == "request_states":
                 self._state_requests += 1
                 if self._state_requests > MAX_STATE_REQUESTS:
                     raise FrameError(f"more than {MAX_STATE_REQUESTS} requests for every widget's state")
+            if data.get("method") == "update" and (msg.buffers or size > MAX_UPDATE):
+                raise FrameError(f"a widget update of {size} bytes (the page's are a few dozen)")
 
     @property
     def write_message(self):

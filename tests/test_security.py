@@ -94,8 +94,9 @@ def image_widget(buffer: bytes) -> dict:
                      "buffer_paths": [["value"]]}}
 
 
-@pytest.mark.parametrize("what", ["a widget of its own", "every widget's state, again and again", "a replayed message",
-                                  "a socket more than a kernel may have"])
+@pytest.mark.parametrize("what", ["a widget of its own", "every widget's state, again and again",
+                                  "every widget's state, again, with a byte that isn't UTF-8", "a 1 MB widget update",
+                                  "content that is not JSON", "a replayed message", "a socket more than a kernel may have"])
 def test_a_message_the_page_never_sends_closes_that_socket_and_the_kernel_goes_on(server, what):
     from bear_classifier.guard import MAX_SOCKETS, MAX_STATE_REQUESTS
 
@@ -110,6 +111,17 @@ def test_a_message_the_page_never_sends_closes_that_socket_and_the_kernel_goes_o
              metadata={"version": "1.0.0"})
         for _ in range(MAX_STATE_REQUESTS + 1):
             send(ws, "comm_msg", {"comm_id": control, "data": {"method": "request_states"}})
+    elif what == "every widget's state, again, with a byte that isn't UTF-8":  # the kernel reads it all the same
+        control = uuid.uuid4().hex
+        send(ws, "comm_open", {"comm_id": control, "target_name": "jupyter.widget.control", "data": {}},
+             metadata={"version": "1.0.0"})
+        asks = b'{"comm_id": "%s", "data": {"method": "request_states"}, "pad": "\xff"}' % control.encode()
+        for _ in range(MAX_STATE_REQUESTS + 1):
+            ws.send(v1_frame("comm_msg", asks), opcode=websocket.ABNF.OPCODE_BINARY)
+    elif what == "a 1 MB widget update":  # one of the page's own widgets holds whatever it is set to
+        send(ws, "comm_msg", {"comm_id": uuid.uuid4().hex, "data": {"method": "update", "state": {"value": "A" * 2**20}}})
+    elif what == "content that is not JSON":  # the kernel logs a traceback for each
+        ws.send(v1_frame("kernel_info_request", b"{"), opcode=websocket.ABNF.OPCODE_BINARY)
     elif what == "a replayed message":  # the kernel logs a traceback for each replay
         frame = v1_frame("kernel_info_request", {})
         for _ in range(2):

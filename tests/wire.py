@@ -49,11 +49,12 @@ def kernel_id(page_html: bytes) -> str:
 
 
 def v1_frame(msg_type: str, content, channel: str = "shell", buffers: list[bytes] = (), metadata: dict | None = None) -> bytes:
-    """One kernel message: an 8-byte part count, the parts' offsets, then channel, header, parent, metadata, content,
-    and any binary buffers (a photo the page sends)."""
+    """One kernel message: an 8-byte part count, the parts' offsets, then channel, header, parent, metadata, content
+    (bytes: as they are), and any binary buffers (a photo the page sends)."""
     header = {"msg_id": uuid.uuid4().hex, "msg_type": msg_type, "session": uuid.uuid4().hex, "username": "",
               "version": "5.3", "date": "2026-01-01T00:00:00Z"}
-    parts = [channel.encode(), *(json.dumps(p).encode() for p in (header, {}, metadata or {}, content)), *buffers]
+    parts = [channel.encode(), *(json.dumps(p).encode() for p in (header, {}, metadata or {})),
+             content if isinstance(content, bytes) else json.dumps(content).encode(), *buffers]
     offsets = [8 * (len(parts) + 2)]
     for part in parts:
         offsets.append(offsets[-1] + len(part))
