@@ -19,16 +19,8 @@ from .classes import Classes
 from .data import (grouped_folds, image_files, label_items, make_dataloaders, negatives_split, read_labels,
                    read_sources, verify_images)
 from .clean import suspicious_labels
-from .model import answer_log_probs, normalization, view_features
+from .model import answer_log_probs, heads, normalization, view_features
 from .train import create_learner, train_model
-
-
-def heads(learn, files: list[Path], bs: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
-    """(class logits at temperature 1 (N, K), gate logits (N,)) of `learn`'s network for image files."""
-    views, _ = view_features(learn, learn.dls.test_dl(files, bs=bs))
-    model = learn.model.cpu().eval()
-    with torch.inference_mode():
-        return model.head(views[:, 0]), model.gate(views)
 
 
 def four_way(species: torch.Tensor, gate: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:

@@ -146,6 +146,14 @@ def view_features(learn, dl) -> tuple[torch.Tensor, torch.Tensor | None]:
     return torch.cat(views), (torch.cat(targets) if targets else None)
 
 
+def heads(learn, files: list, bs: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """(class logits at temperature 1 (N, K), gate logits (N,)) of `learn`'s network for image files."""
+    views, _ = view_features(learn, learn.dls.test_dl(files, bs=bs))
+    model = learn.model.cpu().eval()
+    with torch.inference_mode():
+        return model.head(views[:, 0]), model.gate(views)
+
+
 class NoGate(nn.Module):
     """A placeholder for a network without a fitted gate: every photo shows one of the classes, as surely as any
     answer is shown (the bound on the gate's logit)."""

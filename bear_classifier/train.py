@@ -17,7 +17,7 @@ from . import openset
 from .classes import Classes
 from .data import make_dataloaders
 from .model import (OFFLINE_ARCH, Frozen, GatedNet, class_head, create_imagenet_model, gate_for,
-                    normalization, pooled_views, split_imagenet_model, splitter, view_features)
+                    heads, normalization, pooled_views, split_imagenet_model, splitter)
 
 # The class head's temperature, where the classes file gives none, is fitted on the validation photos and kept
 # within these bounds: a few dozen validation photos, every one right, would otherwise ask for certainty.
@@ -228,13 +228,10 @@ def head_temperature(learn, classes: Classes, valid: list[tuple[Path, str]]) -> 
     photos = [(p, y) for p, y in valid if y in classes.labels]
     if not photos:
         return 1.0
-    views, _ = view_features(learn, learn.dls.test_dl([p for p, _ in photos]))
-    head = learn.model.head
-    with torch.no_grad():  # (not inference_mode: the fit takes gradients through these logits)
-        logits = head(views[:, 0].clone().to(next(head.parameters()).device)).cpu()
+    logits, _ = heads(learn, [p for p, _ in photos])
     targets = torch.tensor([learn.dls.vocab.o2i[y] for _, y in photos])
-    low, high = TEMPERATURE_BOUNDS
-    return round(min(high, max(low, fit_temperature(logits, targets))), 3)
+    low, high = TEMPERATURE_BOUNDS  # (a clone outside inference mode: the fit takes gradients through the logits)
+    return round(min(high, max(low, fit_temperature(logits.clone(), targets))), 3)
 
 
 def model_card(learn, root: Path, report, labels_csv: Path | None, dropped: dict, **recipe) -> dict:
