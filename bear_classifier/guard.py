@@ -145,20 +145,16 @@ class SafeChannels(ZMQChannelsWebsocketConnection):
             if data.get("method") == "update" and (msg.buffers or size > MAX_UPDATE):
                 raise FrameError(f"a widget update of {size} bytes (the page's are a few dozen)")
 
-    @property
-    def write_message(self):
-        """The handler's write_message, closing a socket whose client has left MAX_UNREAD bytes unread."""
+    def write_message(self, message, binary: bool = False):
+        """The handler's write_message (the base class's property), closing a socket whose client has left
+        max_unread bytes unread."""
         handler = self.websocket_handler
-
-        def write(message, binary: bool = False):
-            try:
-                return handler.write_message(message, binary=binary)
-            except StreamBufferFullError:
-                self.log.warning("Closing the websocket of kernel %s from %s: it left %d bytes of output unread.",
-                                 self.kernel_id, handler.request.remote_ip, self.max_unread)
-                handler.ws_connection.stream.close()  # no close frame: it would wait behind the unread output
-
-        return write
+        try:
+            return handler.write_message(message, binary=binary)
+        except StreamBufferFullError:
+            self.log.warning("Closing the websocket of kernel %s from %s: it left %d bytes of output unread.",
+                             self.kernel_id, handler.request.remote_ip, self.max_unread)
+            handler.ws_connection.stream.close()  # no close frame: it would wait behind the unread output
 
     def _refused(self, what: str) -> asyncio.Future:
         self._refuse(what)
