@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from .model import COURSE_ARCHS, OFFLINE_ARCH
+from .backbone import COURSE_ARCHS, OFFLINE_ARCH
 
 # Everything else (the photos, the cleaning CSV, the hand-checked list, the negatives) is given on the
 # command line: the Makefile passes the bear model's recipe; a fork needs only --data.
@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as e:  # one human line, not a traceback
-        from .model import WeightsUnavailable
+        from .backbone import WeightsUnavailable
 
         if not isinstance(e, (WeightsUnavailable, FileNotFoundError, ValueError)):
             raise

@@ -19,7 +19,8 @@ from .classes import Classes
 from .data import (grouped_folds, image_files, label_items, make_dataloaders, negatives_split, read_labels,
                    read_sources, verify_images)
 from .clean import suspicious_labels
-from .model import answer_log_probs, heads, normalization, view_features
+from .backbone import normalization
+from .model import answer_log_probs, heads, view_features
 from .train import create_learner, train_model
 
 

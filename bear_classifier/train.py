@@ -16,8 +16,8 @@ from torch.nn import functional as F
 from . import openset
 from .classes import Classes
 from .data import make_dataloaders
-from .model import (OFFLINE_ARCH, Frozen, GatedNet, class_head, create_imagenet_model, gate_for,
-                    heads, normalization, pooled_views, split_imagenet_model, splitter)
+from .backbone import OFFLINE_ARCH, create_imagenet_model, normalization, split_imagenet_model
+from .model import Frozen, GatedNet, class_head, gate_for, heads, pooled_views, splitter
 
 # The class head's temperature, where the classes file gives none, is fitted on the validation photos and kept
 # within these bounds: a few dozen validation photos, every one right, would otherwise ask for certainty.

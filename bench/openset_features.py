@@ -18,7 +18,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from bear_classifier.data import image_files  # noqa: E402
-from bear_classifier.model import create_imagenet_model, pooled_views, split_imagenet_model  # noqa: E402
+from bear_classifier.backbone import create_imagenet_model, split_imagenet_model  # noqa: E402
+from bear_classifier.model import pooled_views  # noqa: E402
 from bear_classifier.predict import load_model  # noqa: E402
 from people import people_files  # noqa: E402
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 from PIL import Image, ImageEnhance
 
-from bear_classifier.model import create_imagenet_model, pooled_views, split_imagenet_model
-from bear_classifier.model import LOGIT_BOUND
+from bear_classifier.backbone import create_imagenet_model, split_imagenet_model
+from bear_classifier.model import LOGIT_BOUND, pooled_views
 from bear_classifier.openset import BothGates, DistanceGate, fit_gate
 
 
