@@ -25,7 +25,7 @@ class Kind:
         object.__setattr__(self, "name", self.name or self.label.replace("_", " ").capitalize())
         object.__setattr__(self, "search", self.search or self.name.lower())
         object.__setattr__(self, "imagenet", tuple(self.imagenet))
-        if not all(isinstance(r, int) and 0 <= r < 1000 for r in self.imagenet):
+        if not imagenet_rows(self.imagenet):
             raise ValueError(f"Class {self.label!r}: imagenet must list ImageNet-1k rows, 0 to 999 (docs/classes.md).")
 
 
@@ -117,6 +117,11 @@ class Classes:
             if candidate.exists() and sorted(cls.from_file(candidate).labels) == folders:
                 return cls.from_file(candidate)
         return cls.from_folders(root)
+
+
+def imagenet_rows(rows) -> bool:
+    """Whether `rows` are rows of ImageNet-1k's classifier: whole numbers from 0 to 999."""
+    return all(isinstance(r, int) and not isinstance(r, bool) and 0 <= r < 1000 for r in rows)
 
 
 def with_article(words: str) -> str:

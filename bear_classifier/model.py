@@ -16,6 +16,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from .classes import imagenet_rows
+
 # The gate's logit is bounded to ±9, so no answer is ever certain: p <= 99.99%. A gate measures how much a photo
 # looks like the classes, not how sure that makes it; and a page that shows 100% claims too much.
 LOGIT_BOUND = 9.0
@@ -195,11 +197,10 @@ def gate_for(classes, imagenet: nn.Module) -> nn.Module:
     if not spec:
         return NoGate()
     try:
-        groups = [([int(r) for r in g["rows"]], float(g["threshold"]), float(g.get("corners", 1.0)))
-                  for g in spec["groups"]]
+        groups = [(list(g["rows"]), float(g["threshold"]), float(g.get("corners", 1.0))) for g in spec["groups"]]
         sharpness = float(spec.get("sharpness", 2.0))
-        ok = groups and sharpness > 0 and all(
-            rows and all(0 <= r < 1000 for r in rows) and 0 < t <= 1 and c >= 1 for rows, t, c in groups)
+        ok = groups and sharpness > 0 and all(rows and imagenet_rows(rows) and 0 < t <= 1 and c >= 1
+                                              for rows, t, c in groups)
     except (AttributeError, KeyError, TypeError, ValueError):
         ok = False
     if not ok:
