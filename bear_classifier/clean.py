@@ -12,6 +12,10 @@ import csv
 import html
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 DROP = ""  # the label that means "remove from the data set"
 

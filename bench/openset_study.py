@@ -266,7 +266,7 @@ def hard_part(feats: dict, keep: float) -> list[dict]:
     rows = []
     for kind in ("untouched", "tuned"):
         x = feats["bears"][kind]
-        (ti, ty), (vi, vy) = pick(train), pick(valid)
+        (ti, ty), (vi, _) = pick(train), pick(valid)
         if kind == "tuned":
             probs = head_probs
         else:

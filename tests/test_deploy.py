@@ -142,7 +142,6 @@ def balancer(tmp_path_factory):
     port = free_port()
     proc = subprocess.Popen([exe, "-f", str(cfg), "-db"], env={**os.environ, "BEAR_LB_BIND": f"127.0.0.1:{port}"},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
     try:
         assert wait_for(lambda: raw(port, b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")[:12]
                         == b"HTTP/1.1 200", 20)
