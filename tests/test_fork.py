@@ -176,6 +176,23 @@ def test_the_page_serves_the_forks_model(trained, fork, tmp_path):
     assert title == "Which pattern?" and "Which pattern?" in whole and "bear" not in whole.lower(), whole
 
 
+def test_a_new_class_head_starts_from_what_the_untrained_network_tells_apart(fork):
+    """Classes without ImageNet rows: the head starts from a logistic regression on the untrained network's
+    features of the training photos, so it is right before any fine-tuning where a fresh head is at chance."""
+    from bear_classifier.backbone import normalization
+    from bear_classifier.classes import Classes
+    from bear_classifier.train import create_learner, probe_head, split_dataloaders
+
+    root = fork / "data"
+    items = sorted((p, p.relative_to(root).parts[0]) for p in root.rglob("*.jpg"))
+    train, valid = items[::2], items[1::2]
+    classes = Classes.for_data(root, fork / "classes.toml")
+    dls = split_dataloaders(train, valid, vocab=classes.vocab, bs=8, size=64, stats=normalization("tf_efficientnet_lite0"))
+    learn = create_learner(dls, classes)
+    probe_head(learn, train)
+    assert learn.validate()[1] >= 0.9  # 0.56 from the head's random start, in one run
+
+
 @pytest.mark.parametrize("case, expected", [
     ("one class", "has one class (stripes): a classifier needs two or more"),
     ("two photos", "Class 'dots' has 2 usable photos"),
