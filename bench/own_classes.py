@@ -1,7 +1,7 @@
 """Own classes, fine-tuned for real: three pool subjects as DIR/<class>/*, trained by `train_model` as a fork would,
 then scored on its validation photos and on photos of none of them (other subjects, bears, people).
 
-Usage: python bench/own_classes.py dog cat car [--sample 600]   (a few minutes on 2 CPU cores)
+Usage: python bench/own_classes.py dog cat car [--sample 600] [--seed 42] [--no-probe]   (a few minutes on 2 cores)
 """
 from __future__ import annotations
 
@@ -41,11 +41,13 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("subjects", nargs=3)
     parser.add_argument("--sample", type=int, default=600, help="photos of other subjects and of bears, each")
+    parser.add_argument("--seed", type=int, default=42, help="the validation split's, and training's")
+    parser.add_argument("--no-probe", action="store_true", help="start the class head at chance (train.probe_head)")
     args = parser.parse_args()
     from bear_classifier.train import train_model
 
     torch.set_num_threads(2)
-    learn, card = train_model(folder(args.subjects))
+    learn, card = train_model(folder(args.subjects), seed=args.seed, probe=not args.no_probe)
     none = len(learn.dls.vocab) - 1
     valid = learn.dls.valid_ds.items
     truth = torch.tensor([learn.dls.vocab.o2i[Path(p).parent.name] for p in valid])
