@@ -58,7 +58,7 @@ def create_learner(dls, classes: Classes, arch: str = OFFLINE_ARCH) -> Learner:
 
     The class head starts from ImageNet's own rows where the classes file names them (bears: brown
     bear, American black bear, teddy), so before any training it answers as the ImageNet classifier
-    does. The gate is the one `model.gate_for` makes for `classes`; the network keeps `classes`, so
+    does; without them, `probe_head` gives it a start from the photos. The gate is the one `model.gate_for` makes for `classes`; the network keeps `classes`, so
     an exported learner knows its own labels and words.
     """
     trunk, tail, imagenet = split_imagenet_model(create_imagenet_model(arch))
