@@ -93,6 +93,11 @@ def cmd_train(args) -> int:
     print(f"wrote {model_path(args.out)}, its .onnx (served) and its .json (model card); reports in {reports}")
     metrics = {k: v for k, v in card["valid_metrics"].items() if k != "confusion"}
     print(json.dumps(dict(valid_metrics=metrics, **{k: card[k] for k in ("train_seconds", "size_mb", "sha256")}), indent=2))
+    confusion, none = card["valid_metrics"]["confusion"], len(classes.labels)
+    right, refused = sum(row[i] for i, row in enumerate(confusion)), sum(row[none] for row in confusion[:none])
+    print(f"validation: {right} of {metrics['n']} photos right ({metrics['accuracy']:.1%}); {refused} photos of the "
+          f"classes answered \"{classes.none_name}\", which the epochs' accuracy above, counted before that answer "
+          "was fitted, does not include")
     return 0
 
 

@@ -94,6 +94,7 @@ def trained(fork) -> Path:
     r = cli("train", "--data", "data", "--out", "model", "--epochs", "1", "--size", "64", "--bs", "8", "--lr", "1e-2",
             cwd=fork)
     assert r.returncode == 0, r.stderr[-3000:]
+    (fork / "train.out").write_text(r.stdout)
     return fork / "model"
 
 
@@ -114,6 +115,11 @@ def test_train_writes_the_model_its_onnx_file_and_a_card_in_the_classes_words(tr
     assert low <= card["temperature"] <= high and card["temperature"] != 1.0
     train, valid = card["data"]["train"], card["data"]["valid"]
     assert all(train[k] + valid[k] == 12 and valid[k] >= 2 for k in PATTERNS) and train["none"] == valid["none"] == 0
+    confusion = card["valid_metrics"]["confusion"]  # the last line says it in words, "none of these" included
+    right, refused = sum(confusion[i][i] for i in range(3)), sum(row[3] for row in confusion[:3])
+    last = (trained.parent / "train.out").read_text().strip().splitlines()[-1]
+    assert last.startswith(f"validation: {right} of 8 photos right") and f"{refused} photos of the classes answered " \
+        '"No pattern I know"' in last, last
 
 
 def test_predict_answers_new_photos_in_the_classes_words(trained, tmp_path):
@@ -254,6 +260,7 @@ def test_train_notebook_runs_top_to_bottom_on_any_folder(tmp_path):
     card = json.loads((tmp_path / "model" / "export.json").read_text())
     assert card["classes"]["kinds"][0]["label"] == "checks" and card["validation"].startswith("random 20%")
     assert card["gate"]["kind"].startswith("distance to the training classes")  # "none of these", as train fits it
+    assert card["head_start"] == "linear probe"  # no ImageNet rows: step 6 starts the head from the photos
     shown = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "display_data"]
     assert sum("image/png" in o["data"] for o in shown) >= 3  # show_batch, the confusion matrix, the top losses
     clf = Classifier.load(tmp_path / "model" / "export.onnx")
