@@ -95,9 +95,10 @@ def cmd_train(args) -> int:
     print(json.dumps(dict(valid_metrics=metrics, **{k: card[k] for k in ("train_seconds", "size_mb", "sha256")}), indent=2))
     confusion, none = card["valid_metrics"]["confusion"], len(classes.labels)
     right, refused = sum(row[i] for i, row in enumerate(confusion)), sum(row[none] for row in confusion[:none])
+    after = "" if classes.extra.get("imagenet_gate") else (  # else "none of these" is fitted after the epochs
+        ", which the epochs' accuracy above, counted before that answer was fitted, does not include")
     print(f"validation: {right} of {metrics['n']} photos right ({metrics['accuracy']:.1%}); {refused} photos of the "
-          f"classes answered \"{classes.none_name}\", which the epochs' accuracy above, counted before that answer "
-          "was fitted, does not include")
+          f"classes answered \"{classes.none_name}\"{after}")
     return 0
 
 

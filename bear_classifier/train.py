@@ -58,8 +58,8 @@ def create_learner(dls, classes: Classes, arch: str = OFFLINE_ARCH) -> Learner:
 
     The class head starts from ImageNet's own rows where the classes file names them (bears: brown
     bear, American black bear, teddy), so before any training it answers as the ImageNet classifier
-    does; without them, `probe_head` gives it a start from the photos. The gate is the one `model.gate_for` makes for `classes`; the network keeps `classes`, so
-    an exported learner knows its own labels and words.
+    does; otherwise `probe_head` starts it from the photos. The gate is the one `model.gate_for` makes for
+    `classes`; the network keeps `classes`, so an exported learner knows its own labels and words.
     """
     trunk, tail, imagenet = split_imagenet_model(create_imagenet_model(arch))
     model = GatedNet(trunk, tail, class_head(imagenet, [k.imagenet for k in classes.kinds]), imagenet)
@@ -70,20 +70,23 @@ def create_learner(dls, classes: Classes, arch: str = OFFLINE_ARCH) -> Learner:
 
 
 def probe_head(learn, items: list[tuple[Path, str]], c: float = 0.5) -> bool:
-    """Start the class head from a logistic regression on the untrained network's features of `items`
-    (linear probing, then fine-tuning: Kumar et al., 2022), unless every class has ImageNet rows to start from.
+    """Start the whole class head from a logistic regression on the pretrained network's features of `items`
+    (linear probing, then fine-tuning: Kumar et al., 2022), unless every class has ImageNet rows to start from,
+    or the items hold fewer than two classes (a cross-validation fold, after auto-clean).
 
-    A fresh head starts at chance, and a small folder gives fine_tune few steps to leave it: eight folders of
-    three pool subjects, 35-40 photos each, were 78.1% right from chance, 85.3% from the probe (360 validation
-    photos in all, bench/small_folders.py). Returns whether it did."""
+    A fresh head starts at chance, and a small folder gives fine_tune few steps to leave it: eight sets of three
+    pool subjects, 35-40 photos each, were 78.1% right from chance, 85.3% from the probe (180 validation photos,
+    each on two splits: bench/small_folders.py). Returns whether it did."""
     from sklearn.linear_model import LogisticRegression
 
     classes = learn.model.classes
     if all(k.imagenet for k in classes.kinds):
         return False
     vocab = list(learn.dls.vocab)
-    views, _ = view_features(learn, learn.dls.test_dl([p for p, _ in items]))
     targets = [vocab.index(y) for _, y in items]
+    if len(set(targets)) < 2:
+        return False
+    views, _ = view_features(learn, learn.dls.test_dl([p for p, _ in items]))
     probe = LogisticRegression(C=c, max_iter=2000).fit(views[:, 0].numpy(), targets)
     weight, bias = torch.as_tensor(probe.coef_).float(), torch.as_tensor(probe.intercept_).float()
     if len(probe.classes_) == 2:  # scikit-learn's binary model: one row, the logit of the second class
@@ -231,7 +234,8 @@ def train_model(root: Path, classes: Classes | None = None, labels_csv: Path | N
     learn = create_learner(split_dataloaders(items, valid_items, **loaders), classes, arch)
     dropped = auto_clean(learn, items) if clean else {}
     kept = [item for item in items if item[0] not in dropped]
-    start_of_head = "linear probe" if probe and probe_head(learn, kept) else "ImageNet rows, or chance where none"
+    rows = all(k.imagenet for k in classes.kinds)
+    head_start = "linear probe" if probe and probe_head(learn, kept) else "ImageNet rows" if rows else "random"
     learn.dls = split_dataloaders(*with_negatives(kept, valid_items, negatives, classes.none_label, seed), **loaders)
     fine_tune(learn, epochs, lr, freeze_epochs=freeze_epochs, forget_weight=forget_weight)
     learn.model.gate = openset.fit_for_learner(learn, kept, valid_items, keep)  # "none of these" (openset.py)
@@ -239,7 +243,7 @@ def train_model(root: Path, classes: Classes | None = None, labels_csv: Path | N
     learn.model.temperature.fill_(temperature)
     card = model_card(learn, root, report, labels_csv, dropped, arch=arch, size=size, validation=how,
                       epochs=dict(frozen=freeze_epochs, unfrozen=epochs), lr=lr, bs=loaders["bs"], seed=seed,
-                      forget_weight=forget_weight, temperature=temperature, head_start=start_of_head)
+                      forget_weight=forget_weight, temperature=temperature, head_start=head_start)
     card["train_seconds"] = round(time.perf_counter() - start, 1)
     return learn, card
 
