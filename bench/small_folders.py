@@ -26,8 +26,7 @@ SETS = [("apple_pie", "baklava", "beignets"), ("baby_back_ribs", "beef_carpaccio
         ("beet_salad", "bibimbap", "bread_pudding"), ("breakfast_burrito", "apple_pie", "bread_pudding"),
         ("hat", "pants", "shoes"), ("dress", "skirt", "shirt"), ("t_shirt", "longsleeve", "outwear"),
         ("shorts", "pants", "skirt")]
-RECIPES = {"now": dict(lr=2e-3, probe=False), "lr1e-2": dict(lr=1e-2, probe=False), "probe": dict(lr=2e-3, probe=True),
-           "probe-lr1e-2": dict(lr=1e-2, probe=True)}
+RECIPES = {"now": dict(lr=2e-3, probe=False), "lr1e-2": dict(lr=1e-2, probe=False), "probe": dict(lr=2e-3, probe=True)}
 OUT = RESULTS / "small_folders.json"
 
 

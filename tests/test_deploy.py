@@ -132,7 +132,7 @@ class Echo(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def balancer(tmp_path_factory):
-    """deploy/haproxy.cfg, run by the real haproxy, in front of one Echo replica: (url, what the replica saw)."""
+    """deploy/haproxy.cfg, run by the real haproxy, in front of one Echo replica: (port, what the replica saw)."""
     exe = tool("haproxy")
     replica = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Echo)
     threading.Thread(target=replica.serve_forever, daemon=True).start()
