@@ -81,6 +81,7 @@ def cmd_train(args) -> int:
     from .classes import Classes
     from .evaluate import evaluate
     from .export import export
+    from .openset import DistanceGate
     from .train import train_model
 
     classes = Classes.for_data(args.data, args.classes)
@@ -95,8 +96,8 @@ def cmd_train(args) -> int:
     print(json.dumps(dict(valid_metrics=metrics, **{k: card[k] for k in ("train_seconds", "size_mb", "sha256")}), indent=2))
     confusion, none = card["valid_metrics"]["confusion"], len(classes.labels)
     right, refused = sum(row[i] for i, row in enumerate(confusion)), sum(row[none] for row in confusion[:none])
-    after = "" if classes.extra.get("imagenet_gate") else (  # else "none of these" is fitted after the epochs
-        ", which the epochs' accuracy above, counted before that answer was fitted, does not include")
+    after = ", which the epochs' accuracy above, counted before that answer was fitted, does not include" if isinstance(
+        learn.model.gate, DistanceGate) else ""  # the gate fitted after the epochs (openset.fit_for_learner)
     print(f"validation: {right} of {metrics['n']} photos right ({metrics['accuracy']:.1%}); {refused} photos of the "
           f"classes answered \"{classes.none_name}\"{after}")
     return 0
