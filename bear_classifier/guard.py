@@ -38,7 +38,7 @@ MAX_STATE_REQUESTS = 4  # per socket: the page asks once when it loads; each ans
 MAX_SOCKETS = 4  # per kernel: one page holds one; a reconnect replaces it
 MAX_UNREAD = 8 * 2**20  # bytes of output a socket may leave unread (a page reads as it goes; a batch's cards: ~2 MB)
 SEEN_IDS = 1024  # message ids remembered per socket, to refuse a replay
-MAX_UPDATE = 4096  # bytes of a widget update's content: the page's only one is a card's "Where it looked" toggle
+MAX_UPDATE = 4096  # bytes of a widget update's whole frame: the page's only one is a card's "Where it looked" toggle
 
 
 class FrameError(ValueError):
