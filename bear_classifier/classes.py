@@ -60,6 +60,12 @@ class Classes:
         return [k.label for k in self.kinds]
 
     @property
+    def head_from_imagenet(self) -> bool:
+        """Whether every class names ImageNet rows, so the class head starts from them (model.class_head) and
+        needs no linear probe (train.probe_head)."""
+        return all(k.imagenet for k in self.kinds)
+
+    @property
     def vocab(self) -> list[str]:
         """The model's outputs, in order: every class, then "none of these"."""
         return [*self.labels, self.none_label]

@@ -79,8 +79,7 @@ def probe_head(learn, items: list[tuple[Path, str]], c: float = 0.5) -> bool:
     each on two splits: bench/small_folders.py). Returns whether it did."""
     from sklearn.linear_model import LogisticRegression
 
-    classes = learn.model.classes
-    if all(k.imagenet for k in classes.kinds):
+    if learn.model.classes.head_from_imagenet:
         return False
     vocab = list(learn.dls.vocab)
     targets = [vocab.index(y) for _, y in items]
@@ -234,7 +233,7 @@ def train_model(root: Path, classes: Classes | None = None, labels_csv: Path | N
     learn = create_learner(split_dataloaders(items, valid_items, **loaders), classes, arch)
     dropped = auto_clean(learn, items) if clean else {}
     kept = [item for item in items if item[0] not in dropped]
-    rows = all(k.imagenet for k in classes.kinds)
+    rows = classes.head_from_imagenet
     head_start = "linear probe" if probe and probe_head(learn, kept) else "ImageNet rows" if rows else "random"
     learn.dls = split_dataloaders(*with_negatives(kept, valid_items, negatives, classes.none_label, seed), **loaders)
     fine_tune(learn, epochs, lr, freeze_epochs=freeze_epochs, forget_weight=forget_weight)
