@@ -116,12 +116,17 @@ def suspicious_labels(learn, views: torch.Tensor, targets: torch.Tensor, min_pro
     return out
 
 
-def auto_clean(learn, items: list) -> dict[Path, str]:
-    """{path: why} for the training photos to drop (see suspicious_labels), from the untrained network."""
+def auto_clean(learn, items: list, views: torch.Tensor | None = None) -> dict[Path, str]:
+    """{path: why} for the training (path, label) items to drop (see suspicious_labels), from the untrained
+    network's pooled views of them: `views` where they are at hand (train_model shares them with the probe)."""
+    import torch
+
     from .model import view_features
 
-    dl = learn.dls.test_dl([p for p, _ in items], with_labels=True)  # validation transforms: no augmentation
-    dropped = suspicious_labels(learn, *view_features(learn, dl))
+    if views is None:  # validation transforms: no augmentation
+        views, _ = view_features(learn, learn.dls.test_dl([p for p, _ in items]))
+    targets = torch.tensor([learn.dls.vocab.o2i[y] for _, y in items])
+    dropped = suspicious_labels(learn, views, targets)
     print(f"auto-clean: dropped {len(dropped)} of {len(items)} training images")
     return {items[i][0]: why for i, why in dropped.items()}
 

@@ -69,10 +69,11 @@ def create_learner(dls, classes: Classes, arch: str = OFFLINE_ARCH) -> Learner:
     return learn
 
 
-def probe_head(learn, items: list[tuple[Path, str]], c: float = 0.5) -> bool:
+def probe_head(learn, items: list[tuple[Path, str]], c: float = 0.5, views: torch.Tensor | None = None) -> bool:
     """Start the whole class head from a logistic regression on the pretrained network's features of `items`
-    (linear probing, then fine-tuning: Kumar et al., 2022), unless every class has ImageNet rows to start from,
-    or the items hold fewer than two classes (a cross-validation fold, after auto-clean).
+    (`views`, its pooled views of them, where at hand) (linear probing, then fine-tuning: Kumar et al., 2022),
+    unless every class has ImageNet rows to start from, or the items hold fewer than two classes (a
+    cross-validation fold, after auto-clean).
 
     A fresh head starts at chance, and a small folder gives fine_tune few steps to leave it: eight sets of three
     pool subjects, 35-40 photos each, were 78.1% right from chance, 85.3% from the probe (180 validation photos,
@@ -85,7 +86,8 @@ def probe_head(learn, items: list[tuple[Path, str]], c: float = 0.5) -> bool:
     targets = [vocab.index(y) for _, y in items]
     if len(set(targets)) < 2:
         return False
-    views, _ = view_features(learn, learn.dls.test_dl([p for p, _ in items]))
+    if views is None:
+        views, _ = view_features(learn, learn.dls.test_dl([p for p, _ in items]))
     probe = LogisticRegression(C=c, max_iter=2000).fit(views[:, 0].numpy(), targets)
     weight, bias = torch.as_tensor(probe.coef_).float(), torch.as_tensor(probe.intercept_).float()
     if len(probe.classes_) == 2:  # scikit-learn's binary model: one row, the logit of the second class
@@ -231,10 +233,14 @@ def train_model(root: Path, classes: Classes | None = None, labels_csv: Path | N
         items, valid_items, how = labelled_items(root, report.kept, classes, labels_csv, valid_csv, seed)
     loaders = dict(vocab=classes.vocab, bs=batch_size(len(items), bs), size=size, stats=normalization(arch), num_workers=workers)
     learn = create_learner(split_dataloaders(items, valid_items, **loaders), classes, arch)
-    dropped = auto_clean(learn, items) if clean else {}
-    kept = [item for item in items if item[0] not in dropped]
-    rows = classes.head_from_imagenet
-    head_start = "linear probe" if probe and probe_head(learn, kept) else "ImageNet rows" if rows else "random"
+    views = None  # the pretrained network's views of the training photos: one pass for auto-clean and the probe
+    if clean or (probe and not classes.head_from_imagenet):
+        views, _ = view_features(learn, learn.dls.test_dl([p for p, _ in items]))
+    dropped = auto_clean(learn, items, views) if clean else {}
+    still = [i for i, (p, _) in enumerate(items) if p not in dropped]  # (`keep` is the gate's share)
+    kept = [items[i] for i in still]
+    probed = probe and probe_head(learn, kept, views=None if views is None else views[still])
+    head_start = "linear probe" if probed else "ImageNet rows" if classes.head_from_imagenet else "random"
     learn.dls = split_dataloaders(*with_negatives(kept, valid_items, negatives, classes.none_label, seed), **loaders)
     fine_tune(learn, epochs, lr, freeze_epochs=freeze_epochs, forget_weight=forget_weight)
     learn.model.gate = openset.fit_for_learner(learn, kept, valid_items, keep)  # "none of these" (openset.py)
