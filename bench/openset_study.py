@@ -144,8 +144,9 @@ def own_classes(feats: dict, triple: tuple[str, ...], keep: float, seed: int = 0
     tx, ty, vx, vy = xin[~is_valid], y[~is_valid], xin[is_valid], y[is_valid]
     probs = softmax_head(tx, ty)
     kinds = kinds_of(list(triple))  # a basset is a dog: kept and named "dog" is right, so it is no other subject
-    is_kind = np.isin(subj, list(kinds))
-    kx, ky = x[torch.from_numpy(is_kind)], np.array([triple.index(kinds[s]) for s in subj[is_kind]])
+    names = np.array([Path(f).name for f in neg["files"]])
+    is_kind = np.isin(names, list(kinds))
+    kx, ky = x[torch.from_numpy(is_kind)], np.array([triple.index(kinds[n]) for n in names[is_kind]])
     out_sets = {"other subjects": x[torch.from_numpy(~inside & ~is_kind)], "bears": feats["bears"]["untouched"],
                 **people_sets(feats, "untouched")}
     rows = []
@@ -165,7 +166,7 @@ def few_photos(feats: dict, triple: tuple[str, ...], keep: float) -> list[dict]:
 
     neg = feats["not_bear"]
     subj, x = np.array([subject(Path(f)) for f in neg["files"]]), neg["untouched"].float()
-    kinds, rows = kinds_of(list(triple)), []
+    kinds, names, rows = kinds_of(list(triple)), np.array([Path(f).name for f in neg["files"]]), []
     for n in (10, 20, 40, 100):
         kept, rejected, axes = [], [], 0
         for seed in range(3):
@@ -174,7 +175,8 @@ def few_photos(feats: dict, triple: tuple[str, ...], keep: float) -> list[dict]:
             train = np.concatenate([o[:n] for o in order])
             valid = np.concatenate([o[n:n + max(n // 4, 5)] for o in order])
             fresh = np.concatenate([o[n + max(n // 4, 5):][:100] for o in order])
-            others = rng.choice(np.flatnonzero(~np.isin(subj, [*triple, *kinds])), 800, replace=False)
+            others = rng.choice(np.flatnonzero(~np.isin(subj, triple) & ~np.isin(names, list(kinds))), 800,
+                                replace=False)
             labels = torch.arange(len(triple)).repeat_interleave(n)
             gate = fit_distance_gate(x[train][:, 0], labels).calibrate(x[valid], keep)
             with torch.no_grad():

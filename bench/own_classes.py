@@ -55,8 +55,8 @@ def main() -> None:
     got = answers(learn, valid)
     rng = random.Random(0)
     kinds = kinds_of(args.subjects)  # a basset is a dog: counted apart, as photos of the classes
-    others = [p for p in image_files(DATA / "not_bear") if subject(p) not in [*args.subjects, *kinds]]
-    kind_files = [p for p in image_files(DATA / "not_bear") if subject(p) in kinds]
+    others = [p for p in image_files(DATA / "not_bear") if subject(p) not in args.subjects and p.name not in kinds]
+    kind_files = [p for p in image_files(DATA / "not_bear") if p.name in kinds]
     bears = [p for p in image_files(DATA / "bears") if p.parent.name in ("black", "grizzly", "teddy")]
     people = [p for p in people_files() if not p.name.startswith("lfw_")]
     print(f"{'/'.join(args.subjects)}: trained in {card['train_seconds']} s; gate {card['gate']}")
@@ -73,7 +73,7 @@ def main() -> None:
             print(f"    from the classes' own source: {rejected[near].float().mean():.2%} of {int(near.sum())}; "
                   f"from other sources: {rejected[~near].float().mean():.2%} of {int((~near).sum())}")
     if kind_files:
-        truth = torch.tensor([learn.dls.vocab.o2i[kinds[subject(p)]] for p in kind_files])
+        truth = torch.tensor([learn.dls.vocab.o2i[kinds[p.name]] for p in kind_files])
         print(f"  kinds of the classes (ImageNet's photos of a basset, an ambulance...) named right: "
               f"{(answers(learn, kind_files) == truth).float().mean():.2%} of {len(kind_files)}")
 
