@@ -82,8 +82,7 @@ def probe_head(learn, items: list[tuple[Path, str]], c: float = 0.5, views: torc
 
     if learn.model.classes.head_from_imagenet:
         return False
-    vocab = list(learn.dls.vocab)
-    targets = [vocab.index(y) for _, y in items]
+    targets = [learn.dls.vocab.o2i[y] for _, y in items]
     if len(set(targets)) < 2:
         return False
     if views is None:
