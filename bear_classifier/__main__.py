@@ -98,8 +98,8 @@ def cmd_train(args) -> int:
     right, refused = sum(row[i] for i, row in enumerate(confusion)), sum(row[none] for row in confusion[:none])
     after = ", which the epochs' accuracy above, counted before that answer was fitted, does not include" if isinstance(
         learn.model.gate, DistanceGate) else ""  # the gate fitted after the epochs (openset.fit_for_learner)
-    print(f"validation: {right} of {metrics['n']} photos right ({metrics['accuracy']:.1%}); {refused} photos of the "
-          f"classes answered \"{classes.none_name}\"{after}")
+    print(f"validation: {right} of {metrics['n']} photos right ({metrics['accuracy']:.1%}); {refused} "
+          f"photo{'s' * (refused != 1)} of the classes answered \"{classes.none_name}\"{after}")
     return 0
 
 

@@ -118,7 +118,8 @@ def test_train_writes_the_model_its_onnx_file_and_a_card_in_the_classes_words(tr
     confusion = card["valid_metrics"]["confusion"]  # the last line says it in words, "none of these" included
     right, refused = sum(confusion[i][i] for i in range(3)), sum(row[3] for row in confusion[:3])
     last = (trained.parent / "train.out").read_text().strip().splitlines()[-1]
-    assert last.startswith(f"validation: {right} of 8 photos right") and f"{refused} photos of the classes answered " \
+    photos_ = "photo" if refused == 1 else "photos"
+    assert last.startswith(f"validation: {right} of 8 photos right") and f"{refused} {photos_} of the classes answered " \
         '"No pattern I know"' in last, last
 
 
