@@ -115,16 +115,51 @@ async function prepare(file, model) {
   return [meta, [await file.arrayBuffer()]];
 }
 
-async function sendAll(files, model) {
-  files = Array.from(files);
-  if (!files.length) { return; }
+async function sendAll(files, model, id) {
+  // `id` names the batch: the kernel says "received" with it at once, and drops a batch it has had
+  // before (one sent again while the first was still on its way).
   const limit = model.get("max_files");
-  model.send({ kind: "batch", count: Math.min(files.length, limit), total: files.length });
+  model.send({ kind: "batch", id, count: Math.min(files.length, limit), total: files.length });
   window.bearScrollToNext = true; // card.js: the first card to come is scrolled into view if it lands below the fold
   for (const file of files.slice(0, limit)) {
     const [meta, buffers] = await prepare(file, model);
-    model.send(meta, undefined, buffers);
+    model.send({ ...meta, batch: id }, undefined, buffers);
   }
+}
+
+// Every batch the page sends is acknowledged by the kernel the moment it arrives. One that isn't within
+// ACK_MS (a socket that dropped it, a kernel that was replaced) is never lost in silence: the page says
+// so and keeps the photos, to send again with one click.
+const ACK_MS = 5000;
+const NOT_RECEIVED = "The server has not received your photos yet.";
+
+function deliveries(model, say, resendButton) {
+  const unconfirmed = new Map(); // batch id -> { again: sends it, timer }
+  let count = 0;
+  const overdue = () => {
+    resendButton.hidden = false;
+    say(`${NOT_RECEIVED} Press “Send again”, or reload the page if it keeps happening.`);
+  };
+  model.on("msg:custom", (message) => {
+    if (message?.kind !== "received" || !unconfirmed.has(message.id)) { return; }
+    clearTimeout(unconfirmed.get(message.id).timer);
+    unconfirmed.delete(message.id);
+    if (!unconfirmed.size && !resendButton.hidden) { resendButton.hidden = true; say(""); }
+  });
+  const track = (id, again) => {
+    unconfirmed.set(id, { again, timer: setTimeout(overdue, ACK_MS) });
+    again();
+  };
+  const newId = () => `${Date.now().toString(36)}-${++count}`;
+  resendButton.addEventListener("click", () => {
+    resendButton.hidden = true;
+    say("Sending again…");
+    for (const [id, { again, timer }] of [...unconfirmed]) { clearTimeout(timer); track(id, again); }
+  });
+  return {
+    photos(files) { const id = newId(); track(id, () => sendAll(files, model, id)); },
+    example(name) { const id = newId(); track(id, () => model.send({ kind: "example", name, id })); },
+  };
 }
 
 function installPageListeners() {
@@ -152,7 +187,7 @@ function installPageListeners() {
   });
 }
 
-function cameraPanel(model, say) {
+function cameraPanel(model, say, sendPhotos) {
   const video = element("video", { autoplay: true, muted: true, playsInline: true, className: "bear-video" });
   const choose = element("select", { className: "bear-camera-choice", title: "Camera" });
   const capture = element("button", { type: "button", className: "bear-button bear-primary", textContent: "Capture" });
@@ -200,10 +235,8 @@ function cameraPanel(model, say) {
     context.drawImage(video, 0, 0, width, height);
     const pixels = ppm(context, width, height);
     const name = `Camera photo, ${new Date().toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })}`;
-    model.send({ kind: "batch", count: 1, total: 1 });
-    window.bearScrollToNext = true;
-    model.send({ kind: "photo", name, size: pixels.byteLength, type: "image/x-portable-pixmap", shrunk: true },
-      undefined, [pixels]);
+    const file = new File([pixels], name, { type: "image/x-portable-pixmap" });
+    sendPhotos([file]);
   });
   return { panel, start, stop };
 }
@@ -217,7 +250,7 @@ function hintText() {
   return `…or drop photos anywhere on this page, or paste one (${mac ? "⌘V" : "Ctrl+V"}).`;
 }
 
-function examplesRow(model) {
+function examplesRow(model, sendExample) {
   // Photos from the deployer's examples/ folder: a click (or Enter) classifies one. Only its name is
   // sent; the kernel reads the file, and only the names it listed.
   const row = element("div", { className: "bear-examples-row" });
@@ -231,7 +264,7 @@ function examplesRow(model) {
       button.setAttribute("aria-label", `Try an example: ${name}`);
       button.addEventListener("click", () => {
         window.bearScrollToNext = true;
-        model.send({ kind: "example", name });
+        sendExample(name);
       });
       return button;
     }));
@@ -311,12 +344,14 @@ function render({ model, el }) {
   const upload = element("button", { type: "button", className: "bear-button bear-primary bear-upload", textContent: "Upload photos" });
   const cameraButton = element("button", { type: "button", className: "bear-button", textContent: "Take a photo" });
   const note = element("p", { className: "bear-input-note", role: "status" });
+  const resend = element("button", { type: "button", className: "bear-button", textContent: "Send again", hidden: true });
   const say = (text) => { note.textContent = text; };
-  const camera = cameraPanel(model, say);
+  const deliver = deliveries(model, say, resend);
+  const camera = cameraPanel(model, say, (files) => send(files));
   const hint = element("p", { className: "bear-input-hint", textContent: hintText() });
   el.classList.add("bear-input");
   el.append(element("div", { className: "bear-input-buttons" }, upload, cameraButton, input), hint,
-    examplesRow(model), camera.panel, note);
+    examplesRow(model, (name) => deliver.example(name)), camera.panel, note, resend);
 
   let blocked = null; // why photos can't be sent now: the heartbeat's sentence
   const block = (sentence) => {
@@ -329,9 +364,11 @@ function render({ model, el }) {
   const stopHeartbeat = heartbeat({ lost: () => block(LOST), back: () => block(null), ended: block });
 
   const send = (files) => {
+    files = Array.from(files);
     if (blocked) { say(blocked); return; }
+    if (!files.length) { return; }
     say("");
-    sendAll(files, model);
+    deliver.photos(files);
   };
   active = send;
   upload.addEventListener("click", () => { input.value = ""; input.click(); }); // empty: the same photo again still fires change

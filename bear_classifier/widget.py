@@ -2,13 +2,14 @@
 
 Its messages come from whoever holds the page's websocket, so each is checked before anything reads
 it, and the photos are handed to the app's callback on a thread of their own: the kernel's main
-thread stays free to answer the page (its buttons, a liveness ping) while a photo waits for the model.
+thread stays free to answer the page (its buttons, a batch's receipt) while a photo waits for the model.
 """
 from __future__ import annotations
 
 import logging
 import queue
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -35,6 +36,7 @@ KEPT_SIDE = 448  # the one copy of a photo that outlives its answer (card, "That
 # sentence for the rest instead of filling the kernel's memory with them.
 MAX_WAITING_BYTES = 2 * MAX_BYTES
 MAX_NAME = 200
+MAX_BATCH_ID, SEEN_BATCHES = 64, 64  # the page names each batch; the latest ids are kept to drop a batch sent twice
 TOO_MANY = "Too many photos at once: this one was skipped. Please send it again when the others are answered."
 
 
@@ -113,6 +115,8 @@ class PhotoInput(anywidget.AnyWidget):
         self._inbox: queue.Queue = queue.Queue()
         self._waiting_bytes = 0
         self._lock = threading.Lock()
+        self._batch_ids: OrderedDict[str, None] = OrderedDict()  # the latest SEEN_BATCHES batch ids received
+        self._skipping: str | None = None  # a batch id had before: its photos are dropped
         self.on_msg(self._receive)
 
     def __repr__(self) -> str:  # a widget's text/plain is put in the page's HTML: no object address there
@@ -136,8 +140,15 @@ class PhotoInput(anywidget.AnyWidget):
         except Exception as e:
             log.info("dropped a malformed photo-input message: %s", str(e)[:200])
             return
-        if message["kind"] == "ping":  # liveness: answered at once, even while a photo waits for the model
-            self.send({"kind": "pong"})
+        if message["kind"] in ("batch", "example"):
+            # Said at once, on the kernel's main thread, even while a photo waits for the model: the page
+            # offers to send a batch again when this doesn't come, and a batch had before is not answered twice.
+            self.send({"kind": "received", "id": message["id"]})
+            if self._already_had(message["id"]):
+                self._skipping = message["id"]
+                return
+            self._skipping = None
+        elif message["batch"] is not None and message["batch"] == self._skipping:
             return
         if message["kind"] == "example":  # only a name this input listed; then exactly as an upload
             path = self._examples.get(message["name"])
@@ -148,6 +159,16 @@ class PhotoInput(anywidget.AnyWidget):
             self._enqueue({"kind": "batch", "count": 1, "total": 1, "data": b""})
             message = {"kind": "photo", "name": message["name"], "size": len(data), "data": data}
         self._enqueue(message)
+
+    def _already_had(self, batch_id: str | None) -> bool:
+        if batch_id is None:  # an older page's batch, without an id
+            return False
+        if batch_id in self._batch_ids:
+            return True
+        self._batch_ids[batch_id] = None
+        if len(self._batch_ids) > SEEN_BATCHES:
+            self._batch_ids.popitem(last=False)
+        return False
 
     def _enqueue(self, message: dict) -> None:
         with self._lock:
@@ -206,21 +227,26 @@ def _parse(content, buffers) -> dict:
     if not isinstance(content, dict):
         raise TypeError(f"content is a {type(content).__name__}")
     kind = content.get("kind")
-    if kind == "ping":
-        return {"kind": kind}
     if kind == "example":
         name = content.get("name")
-        return {"kind": kind, "name": name if isinstance(name, str) else ""}
+        return {"kind": kind, "id": _batch_id(content.get("id")), "name": name if isinstance(name, str) else ""}
     if kind == "batch":
         total = _count(content.get("total", 0))
-        return {"kind": kind, "count": min(_count(content.get("count", 0)), MAX_FILES, total or MAX_FILES),
-                "total": total, "data": b""}
+        return {"kind": kind, "id": _batch_id(content.get("id")), "data": b"",
+                "count": min(_count(content.get("count", 0)), MAX_FILES, total or MAX_FILES), "total": total}
     if kind in ("photo", "too_large"):
         data = bytes(buffers[0]) if kind == "photo" and buffers else b""
         name = content.get("name")
         name = name[:MAX_NAME] if isinstance(name, str) and name.strip() else "the file"
-        return {"kind": kind, "name": name, "size": _count(content.get("size", 0)), "data": data}
+        return {"kind": kind, "batch": _batch_id(content.get("batch")), "name": name,
+                "size": _count(content.get("size", 0)), "data": data}
     raise ValueError(f"unknown kind {str(kind)[:40]!r}")
+
+
+def _batch_id(value) -> str | None:
+    if value is None or isinstance(value, str) and 0 < len(value) <= MAX_BATCH_ID:
+        return value
+    raise ValueError(f"not a batch id: {str(value)[:40]!r}")
 
 
 def _count(value) -> int:

@@ -179,17 +179,32 @@ def test_a_model_that_fails_to_load_is_said_before_any_upload_and_its_details_st
     assert "git checkout export.onnx" in caplog.text
 
 
+def test_a_batch_sent_again_is_acknowledged_again_but_answered_once(app):
+    """The page sends a batch again when its receipt is late; if the first copy arrives after all, one card."""
+    said = []
+    app.input.send = said.append
+    data = encode(photo(), "JPEG")
+    for _ in range(2):
+        app.receive({"kind": "batch", "id": "late", "count": 1, "total": 1})
+        app.receive({"kind": "photo", "batch": "late", "name": "twice.jpg", "size": len(data)}, data)
+    app.answered()
+    assert said == [{"kind": "received", "id": "late"}] * 2
+    assert len(app.cards) == 1
+    send(app, ("next.jpg", data))  # and the next batch is answered as usual
+    assert len(app.cards) == 2
+
+
 def test_a_photo_during_warm_up_never_holds_the_kernels_main_thread(classifier):
-    """The main thread hands the photo over and returns at once; the page's pings are answered meanwhile."""
+    """The main thread hands the photo over and returns at once; each batch's receipt is said meanwhile."""
     release = threading.Event()
     app = Page(lambda: release.wait(30) and classifier)
-    pongs = []
-    app.input.send = pongs.append  # what the widget sends back to the page
+    said = []
+    app.input.send = said.append  # what the widget sends back to the page
     data = encode(photo(), "JPEG")
-    app.receive({"kind": "batch", "count": 1, "total": 1})
-    app.receive({"kind": "photo", "name": "early.jpg", "size": len(data)}, data)
-    app.receive({"kind": "ping"})
-    assert pongs == [{"kind": "pong"}] and app.cards == ()
+    app.receive({"kind": "batch", "id": "b1", "count": 1, "total": 1})
+    app.receive({"kind": "photo", "batch": "b1", "name": "early.jpg", "size": len(data)}, data)
+    app.receive({"kind": "batch", "id": "b2", "count": 0, "total": 0})
+    assert said == [{"kind": "received", "id": "b1"}, {"kind": "received", "id": "b2"}] and app.cards == ()
     from browser import wait_for
 
     assert wait_for(lambda: "Loading the model" in app.status.value, 10, step=0.05)

@@ -252,32 +252,12 @@ def test_the_early_button_takes_photos_before_voilas_javascript_has_loaded(serve
                      button="#bear-early button")
         assert expect(label) in wait_card(page, "early.jpg") and expect(second_label) in wait_card(page, "early2.jpg")
         assert page.evaluate("window.sawWaiting") is True  # it waited, with no widget on the page yet
-        assert page.locator("#bear-early").count() == 0
+        assert page.locator("#bear-early").is_hidden()
 
         # A file too big for the websocket, chosen early, is kept off it too.
         page = slow_page(browser, url)
         upload_file(page, "huge.jpg", huge_file(tmp_path), button="#bear-early button")
         assert "The file is too large (60.0 MB" in wait_card(page, "huge.jpg")
-
-
-def test_binder_setup_serves_the_app_with_its_template(tmp_path):
-    # Binder runs binder/postBuild, then its Jupyter server through binder/start, with Voila inside it at
-    # /voila/render/app.ipynb.
-    require_browser()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTER")} | {"HOME": str(tmp_path)}
-    subprocess.run(["bash", "binder/postBuild"], cwd=ROOT, env=env, check=True)
-    port = free_port()
-    server = str(Path(sys.executable).parent / "jupyter-server")  # as a script: only binder/start puts the package on its path
-    cmd = ["bash", "binder/start", server, f"--port={port}", "--no-browser", "--ServerApp.ip=127.0.0.1",
-           "--IdentityProvider.token=", "--allow-root"]
-    with serve(cmd, port, "/api", ROOT, None, env) as (url, log, _), chromium() as browser:
-        page = browser.new_page(viewport={"width": 900, "height": 900})
-        page.goto(url + "/voila/render/app.ipynb", wait_until="commit")
-        page.locator("#bear-early button").wait_for(timeout=60_000)  # the template is in use
-        page.locator("#rendered_cells .bear-input").wait_for(timeout=120_000)  # the anywidget module loaded
-        data, label = real_photo()
-        upload_file(page, "bear.jpg", data, "image/jpeg")
-        assert expect(label) in wait_card(page, "bear.jpg")
 
 
 def test_a_preheated_kernel_has_the_model_loaded_before_the_first_visitor():

@@ -116,8 +116,11 @@ class Visitor:
         assert self.pump(done, seconds=300), self.status
 
     def pong(self) -> bool:
-        self.custom(self.photo_input, {"kind": "ping"})
-        return self.pump(lambda m: m["content"].get("data", {}).get("content") == {"kind": "pong"}, 30) is not None
+        """Whether the photo input still answers: an empty batch, whose receipt the kernel says at once."""
+        self.probes = getattr(self, "probes", 0) + 1
+        said = {"kind": "received", "id": f"probe-{self.probes}"}
+        self.custom(self.photo_input, {"kind": "batch", "id": said["id"], "count": 0, "total": 0})
+        return self.pump(lambda m: m["content"].get("data", {}).get("content") == said, 30) is not None
 
 
 def rss_mib(proc, kernel: str) -> float:
