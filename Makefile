@@ -16,13 +16,13 @@ SHARED ?= ../shared/data
 BEAR_RECIPE := --data $(SHARED)/bears --classes classes.toml --labels data/cleaning.csv --valid data/valid.csv \
 	--negatives $(SHARED)/not_bear
 
-$(BIN)/.installed: requirements.txt requirements-serve.txt requirements-dev.txt
+$(BIN)/.installed: requirements.txt requirements-serve.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	touch $@
 
-$(APP_VENV)/bin/.installed-serve: requirements-serve.txt
+$(APP_VENV)/bin/.installed-serve: requirements-serve.txt pyproject.toml
 	$(PYTHON) -m venv $(APP_VENV)
 	$(APP_VENV)/bin/pip install --quiet --upgrade pip
 	$(APP_VENV)/bin/pip install --quiet -r requirements-serve.txt
@@ -37,13 +37,11 @@ tests/node_modules/.installed: tests/package.json tests/package-lock.json
 
 install: $(BIN)/.installed tests/node_modules/.installed
 
-# The server imports this checkout's package (voila.json's websocket guard and visitor checks), finds the
-# "bear" template in share/jupyter (an upload button that works before Voila's JavaScript has loaded) and
-# its page hook in share/jupyter/config (the served model's title). Plain `voila app.ipynb` works too.
-SERVE_ENV := PYTHONPATH=$(CURDIR) JUPYTER_PATH=$(CURDIR)/share/jupyter JUPYTER_CONFIG_PATH=$(CURDIR)/share/jupyter/config
-
+# `voila app.ipynb`, as anyone can run it: requirements-serve.txt installed the package, with the page's template and
+# page hook, and voila.json holds the server's settings. PYTHONPATH makes the server use this checkout's code as
+# you edit it (the kernel always does: it runs next to app.ipynb).
 app: $(APP_VENV)/bin/.installed-serve
-	$(SERVE_ENV) $(APP_VENV)/bin/voila --template=bear app.ipynb
+	PYTHONPATH=$(CURDIR) $(APP_VENV)/bin/voila app.ipynb
 
 replicas: $(APP_VENV)/bin/.installed-serve
 	VOILA=$(APP_VENV)/bin/voila REPLICAS=$(REPLICAS) PORT=$(PORT) deploy/replicas.sh

@@ -49,6 +49,9 @@ def log_to_server() -> None:
     if root.level > logging.WARNING or root.level == logging.NOTSET:
         root.setLevel(logging.WARNING)
     log.setLevel(logging.INFO)
+    # ipywidgets' control comm is closed by the kernel once the page has every widget's state, and then by the
+    # page too: ipykernel's "No such comm" for that second close, once per visitor, is no problem of anyone's.
+    logging.getLogger("Comm").setLevel(logging.ERROR)
     _tracebacks_to_the_log()
 
 

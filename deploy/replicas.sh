@@ -10,8 +10,10 @@ cd "$(dirname "$0")/.."
 REPLICAS=${REPLICAS:-3} PORT=${PORT:-8080} FIRST=${FIRST_REPLICA_PORT:-8871} VOILA=${VOILA:-voila}
 CHECK_EVERY=${CHECK_EVERY:-2} CHECKS_TO_RESTART=${CHECKS_TO_RESTART:-3} START_GRACE=${START_GRACE:-60}
 LOGS=${LOGS:-$(mktemp -d)}
-export JUPYTER_PATH="$PWD/share/jupyter" JUPYTER_CONFIG_PATH="$PWD/share/jupyter/config" BEAR_LB_BIND="127.0.0.1:$PORT"
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # the servers import this checkout's package (voila.json)
+export BEAR_LB_BIND="127.0.0.1:$PORT"
+# The servers import this checkout's package (voila.json), its template and page hook (share/jupyter), as edited.
+export JUPYTER_PATH="$PWD/share/jupyter" JUPYTER_CONFIG_PATH="$PWD/share/jupyter/config"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export BEAR_FEEDBACK_DB="${BEAR_FEEDBACK_DB:-$PWD/feedback.db}"
 command -v haproxy >/dev/null || { echo "replicas: haproxy is not installed (Debian/Ubuntu: sudo apt-get install haproxy)" >&2; exit 2; }
 command -v curl >/dev/null || { echo "replicas: curl is not installed (it checks the replicas' health)" >&2; exit 2; }
@@ -28,7 +30,7 @@ trap stop INT TERM EXIT
 
 start() {  # start replica $1 (1-based) on its port
   local i=$1 port=$((FIRST + $1 - 1))
-  "$VOILA" app.ipynb --no-browser --port="$port" --Voila.ip=127.0.0.1 --template=bear >>"$LOGS/replica-$i.log" 2>&1 &
+  "$VOILA" app.ipynb --no-browser --port="$port" --Voila.ip=127.0.0.1 >>"$LOGS/replica-$i.log" 2>&1 &
   pids[i]=$! started[i]=$SECONDS failures[i]=0
 }
 

@@ -3,6 +3,7 @@ import json
 import re
 import shutil
 import subprocess
+import tomllib
 
 import pytest
 
@@ -10,15 +11,33 @@ from conftest import ROOT
 
 
 def pins(path) -> dict[str, str]:
-    """{package: version} of a requirements file, following its -r includes."""
+    """{package: version} of a requirements file, following its -r includes and the package itself (".": its
+    pyproject.toml dependencies)."""
     out = {}
     for line in (ROOT / path).read_text().splitlines():
         if line.startswith("-r "):
             out |= pins((ROOT / path).parent.relative_to(ROOT) / line[3:].strip())
-        m = re.match(r"^([A-Za-z0-9_.\-]+)(?:\[[a-z,]+\])?==([^\s#]+)", line)
-        if m:
-            out[m.group(1).lower().replace("_", "-")] = m.group(2)
+        if line.strip() == ".":
+            out |= package_pins()
+        out |= pin(line)
     return out
+
+
+def pin(line: str) -> dict[str, str]:
+    m = re.match(r"^([A-Za-z0-9_.\-]+)(?:\[[a-z,]+\])?==([^\s#]+)", line)
+    return {m.group(1).lower().replace("_", "-"): m.group(2)} if m else {}
+
+
+def package_pins() -> dict[str, str]:
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    out = {k: v for d in deps for k, v in pin(d).items()}
+    assert len(out) == len(deps), "every dependency of the package is pinned exactly"
+    return out
+
+
+def test_requirements_serve_installs_the_package_with_its_pins():
+    assert "." in (ROOT / "requirements-serve.txt").read_text().splitlines()
+    assert pins("requirements-serve.txt") == package_pins()
 
 
 def test_requirements_pin_what_the_model_card_was_exported_with():

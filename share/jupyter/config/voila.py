@@ -1,7 +1,9 @@
-# Voila's Python configuration for the app (JUPYTER_CONFIG_PATH=share/jupyter/config, as `make app` and the
-# tests set it). Voila reads voila.json from the working directory, but its Python config only as
-# voila.py, a name that would hide the voila package itself from `python -m voila` if it sat there.
+# Voila's Python configuration for the app. Installing the package puts this file where Voila looks
+# (<prefix>/etc/jupyter), so plain `voila app.ipynb` and the Jupyter server on Binder read it; `make app` and the
+# tests point JUPYTER_CONFIG_PATH at this folder instead. (Voila reads voila.json from the working directory, but
+# its Python config there only as voila.py, a name that would hide the voila package from `python -m voila`.)
 import logging
+from pathlib import Path
 
 
 def page_config_hook(page_config, base_url, settings, log, voila_configuration, notebook_path):
@@ -18,4 +20,25 @@ def page_config_hook(page_config, base_url, settings, log, voila_configuration, 
     return {**page_config, "bearTitle": classes.title, "bearQuestion": classes.question}
 
 
+def trust_notebooks_without_outputs(folder: Path) -> None:
+    """Voila runs a notebook afresh, so one saved without outputs (app.ipynb is: a test checks it) has nothing
+    to distrust. Signing it, as `jupyter trust` does, keeps "Notebook app.ipynb is not trusted" out of the log,
+    where it came once for every kernel."""
+    import nbformat
+    from nbformat.sign import NotebookNotary
+
+    notary = None
+    for path in folder.glob("*.ipynb"):
+        try:
+            nb = nbformat.read(path, as_version=4)
+        except Exception:
+            continue  # not a notebook Voila could serve either: it says so when asked
+        if any(cell.get("outputs") for cell in nb.cells):
+            continue
+        notary = notary or NotebookNotary()
+        if not notary.check_signature(nb):
+            notary.sign(nb)
+
+
 c.VoilaConfiguration.page_config_hook = page_config_hook  # noqa: F821  (c: the config traitlets loads this file with)
+trust_notebooks_without_outputs(Path.cwd())
