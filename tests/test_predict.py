@@ -156,3 +156,19 @@ def test_a_bear_beside_a_road_or_a_house_is_still_a_bear(classifier):
 
     answers = [(classifier.predict(img).label, label) for img, label, _ in bears_in_corners()]
     assert len(answers) == 48 and all(got == want for got, want in answers), answers
+
+
+def test_the_examples_row_shows_each_bear_and_something_else_each_licensed_and_answered_right(classifier):
+    """What the page offers a visitor with no photo at hand: a grizzly, a black bear, a teddy bear and a photo
+    that is not a bear, each listed with its licence in examples/README.md, and each answered as what it shows."""
+    from bear_classifier.examples import example_files
+
+    files = example_files(ROOT / "examples")
+    listed = (ROOT / "examples" / "README.md").read_text()
+    shows = {"grizzly": "grizzly", "black-bear": "black", "teddy-bear": "teddy"}
+    answers = {name: classifier.predict(open_image(path.read_bytes())).label for name, path in files.items()}
+    for name in files:
+        assert f"| {name} |" in listed, f"{name} has no licence line in examples/README.md"
+    for stem, label in shows.items():
+        assert answers[f"{stem}.jpg"] == label, answers
+    assert any(label == "not_bear" for label in answers.values()), answers
