@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from .backbone import COURSE_ARCHS, OFFLINE_ARCH
+from .model.backbone import COURSE_ARCHS, OFFLINE_ARCH
 
 # Everything else (the photos, the cleaning CSV, the hand-checked list, the negatives) is given on the
 # command line: the Makefile passes the bear model's recipe; a fork needs only --data.
@@ -19,13 +19,13 @@ def model_path(out: Path) -> Path:
 
 
 def default_model(name: str) -> Path:
-    from .predict import model_file
+    from .inference.predict import model_file
 
     return model_file(name)
 
 
 def cmd_gather(args) -> int:
-    from .gather import gather
+    from .training.gather import gather
 
     from .classes import FILE, Classes
 
@@ -37,7 +37,7 @@ def cmd_gather(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from .data import image_files, verify_images
+    from .training.data import image_files, verify_images
 
     report = verify_images(image_files(args.root), fix=args.fix)
     for path, reason in report.dropped.items():
@@ -47,18 +47,18 @@ def cmd_verify(args) -> int:
 
 
 def cmd_review(args) -> int:
-    from .clean import apply_review
+    from .training.clean import apply_review
 
     if args.apply:
-        from .predict import card_classes, read_card
+        from .inference.predict import card_classes, read_card
 
         model = args.model or default_model("export.pkl")
         changes = apply_review(args.apply, args.labels, card_classes(read_card(model), model).labels)
         print(f"applied {len(changes)} changes to {args.labels}")
         return 0
     if args.feedback:
-        from .feedback import FeedbackStore
-        from .review import review_feedback
+        from .page.feedback import FeedbackStore
+        from .training.review import review_feedback
 
         store = FeedbackStore.from_env()
         if store is None:
@@ -67,7 +67,7 @@ def cmd_review(args) -> int:
         print(f"open {html_path}: the photos visitors flagged, under {args.out / 'feedback'}/<label>/. "
               f"Copy the ones you agree with into the data folders, then retrain.")
         return 0
-    from .review import review
+    from .training.review import review
 
     if args.data is None:
         raise ValueError("Give the photos to review: --data DIR (DIR/<class>/*).")
@@ -79,10 +79,10 @@ def cmd_review(args) -> int:
 
 def cmd_train(args) -> int:
     from .classes import Classes
-    from .evaluate import evaluate
-    from .export import export
-    from .openset import DistanceGate
-    from .train import train_model
+    from .training.evaluate import evaluate
+    from .model.export import export
+    from .model.openset import DistanceGate
+    from .training.train import train_model
 
     classes = Classes.for_data(args.data, args.classes)
     learn, card = train_model(args.data, classes, args.labels, args.valid, args.negatives, arch=args.arch,
@@ -105,7 +105,7 @@ def cmd_train(args) -> int:
 
 def cmd_cv(args) -> int:
     from .classes import Classes
-    from .crossval import cross_validate
+    from .training.crossval import cross_validate
 
     result = cross_validate(args.data, args.labels, args.valid, args.negatives, args.reports or REPORTS,
                             n_folds=args.folds, classes=Classes.for_data(args.data, args.classes), arch=args.arch,
@@ -126,7 +126,7 @@ def write_card(model: Path, key: str, value: dict) -> None:
 
 
 def cmd_evaluate(args) -> int:
-    from .evaluate import evaluate_model
+    from .training.evaluate import evaluate_model
 
     model = args.model or default_model("export.pkl")
     result = evaluate_model(model, args.data, args.valid, args.negatives, args.reports or REPORTS, args.labels)
@@ -137,9 +137,9 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from .heatmap import heatmap_image, overlay
-    from .images import ImageError, open_image
-    from .predict import Classifier, ModelError
+    from .inference.heatmap import heatmap_image, overlay
+    from .inference.images import ImageError, open_image
+    from .inference.predict import Classifier, ModelError
 
     try:
         clf = Classifier.load(args.model)  # default: BEAR_MODEL, else export.onnx here, else the checkout's
@@ -255,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as e:  # one human line, not a traceback
-        from .backbone import WeightsUnavailable
+        from .model.backbone import WeightsUnavailable
 
         if not isinstance(e, (WeightsUnavailable, FileNotFoundError, ValueError)):
             raise

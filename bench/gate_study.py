@@ -19,9 +19,9 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bear_classifier.data import CLASSES, image_files, read_labels, subject  # noqa: E402
-from bear_classifier.predict import load_model  # noqa: E402
-from bear_classifier.model import view_features  # noqa: E402
+from bear_classifier.training.data import CLASSES, image_files, read_labels, subject  # noqa: E402
+from bear_classifier.model.learner import load_model  # noqa: E402
+from bear_classifier.model.classifier import view_features  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 

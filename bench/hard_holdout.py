@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bear_classifier.data import image_files, label_items, read_labels, read_sources, subject  # noqa: E402
+from bear_classifier.training.data import image_files, label_items, read_labels, read_sources, subject  # noqa: E402
 from openset_features import BEAR_LIKE, BEARS, DATA, RESULTS, groups  # noqa: E402
 
 HARD = RESULTS / "hard"
@@ -63,7 +63,7 @@ def negatives_without_bear_like() -> Path:
 
 
 def train() -> None:
-    from bear_classifier.train import train_model
+    from bear_classifier.training.train import train_model
 
     items, valid, held = split()
     print(f"hard sources {hard_sources()}: {len(held)} bears held out; training on {len(items)}, valid {len(valid)}")
@@ -94,8 +94,8 @@ def score(sharpness: float | None = None, corners: list[float] | None = None) ->
     people) and the ECE of its shown probability. `sharpness` and `corners` replace its ImageNet gate's."""
     from fastai.learner import load_learner
 
-    from bear_classifier.calibrate import expected_calibration_error
-    from bear_classifier.data import negatives_split
+    from bear_classifier.model.calibrate import expected_calibration_error
+    from bear_classifier.training.data import negatives_split
 
     learn = load_learner(HARD / "export.pkl")
     net, vocab = learn.model.eval(), list(learn.dls.vocab)

@@ -73,10 +73,11 @@ def main() -> None:
         make_reference()
     from fastai.vision.all import PILImage, load_learner
 
-    from bear_classifier.export import Serving, serving_transforms
-    from bear_classifier.images import open_image
-    from bear_classifier.predict import Classifier, load_model
-    from bear_classifier.widget import SHRINK_SIDE
+    from bear_classifier.model.export import Serving, serving_transforms
+    from bear_classifier.inference.images import open_image
+    from bear_classifier.inference.predict import Classifier
+    from bear_classifier.model.learner import load_model
+    from bear_classifier.page.widget import SHRINK_SIDE
 
     torch.set_num_threads(1)  # as a kernel runs: one visitor, one photo, one thread (ONNX Runtime: Classifier.load)
     photos, big = sample_photos(args.n), [phone_photo()]

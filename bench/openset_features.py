@@ -17,10 +17,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bear_classifier.data import image_files  # noqa: E402
-from bear_classifier.backbone import create_imagenet_model, split_imagenet_model  # noqa: E402
-from bear_classifier.model import pooled_views  # noqa: E402
-from bear_classifier.predict import load_model  # noqa: E402
+from bear_classifier.training.data import image_files  # noqa: E402
+from bear_classifier.model.backbone import create_imagenet_model, split_imagenet_model  # noqa: E402
+from bear_classifier.model.classifier import pooled_views  # noqa: E402
+from bear_classifier.model.learner import load_model  # noqa: E402
 from people import people_files  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
@@ -67,7 +67,7 @@ def extract(learn, untouched_tail: torch.nn.Module, files: list[Path], untouched
 
 def save_heads(net: torch.nn.Module) -> None:
     """The class head, ImageNet head, temperature and ImageNet gate of `net` (a GatedNet), for the study."""
-    from bear_classifier.model import ImageNetGate
+    from bear_classifier.model.classifier import ImageNetGate
 
     gate = next(m for m in net.gate.modules() if isinstance(m, ImageNetGate))
     torch.save(dict(head=net.head[-1].state_dict(), imagenet=net.imagenet.module.state_dict(),

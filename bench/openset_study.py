@@ -27,9 +27,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bear_classifier.data import negatives_split, read_labels, subject  # noqa: E402
-from bear_classifier.model import ImageNetGate  # noqa: E402
-from bear_classifier.openset import fit_gate  # noqa: E402
+from bear_classifier.training.data import negatives_split, read_labels, subject  # noqa: E402
+from bear_classifier.model.classifier import ImageNetGate  # noqa: E402
+from bear_classifier.model.openset import fit_gate  # noqa: E402
 from openset_features import BEAR_LIKE, BEARS, DATA, RESULTS, kinds_of, load  # noqa: E402
 
 OWN_TRIPLES = [("forest", "mountain", "glacier"), ("dog", "cat", "car"), ("bird", "sea", "buildings")]
@@ -162,7 +162,7 @@ def few_photos(feats: dict, triple: tuple[str, ...], keep: float) -> list[dict]:
     as many to calibrate on; kept = fresh photos of the classes, rejected = 800 photos of other subjects (not kinds of the
     classes: KINDS). Three
     seeds each. The gate keeps at most half as many axes as training photos (openset.fit_distance_gate)."""
-    from bear_classifier.openset import fit_distance_gate
+    from bear_classifier.model.openset import fit_distance_gate
 
     neg = feats["not_bear"]
     subj, x = np.array([subject(Path(f)) for f in neg["files"]]), neg["untouched"].float()
@@ -224,8 +224,8 @@ def corner_bears() -> torch.Tensor:
     street or a building scene (tests/test_predict.py): in-set photos whose whole view is the scene."""
     from fastai.vision.all import PILImage
 
-    from bear_classifier.model import view_features
-    from bear_classifier.predict import load_model
+    from bear_classifier.model.classifier import view_features
+    from bear_classifier.model.learner import load_model
 
     sys.path.insert(0, str(ROOT / "tests"))
     from conftest import bears_in_corners
@@ -299,9 +299,9 @@ def calibration(feats: dict) -> list[dict]:
     """ECE of the shipped model's shown probability (its four answers) with its ImageNet gate alone, and with the
     distance gate beside it (keep: every validation photo), on the hand-checked bears plus the everyday photos
     of held-out subjects (as `evaluate` scores), and on the hard part's hand-checked bears."""
-    from bear_classifier.calibrate import expected_calibration_error
-    from bear_classifier.model import answer_log_probs
-    from bear_classifier.openset import BothGates
+    from bear_classifier.model.calibrate import expected_calibration_error
+    from bear_classifier.model.classifier import answer_log_probs
+    from bear_classifier.model.openset import BothGates
 
     logits, imagenet = shipped_logits()
     x, neg = feats["bears"]["tuned"], feats["not_bear"]["tuned"]
@@ -338,7 +338,7 @@ def fit_sharpness(logits: Callable, gate: ImageNetGate, views: torch.Tensor, tar
     (validation) photos: the gate's counterpart of the class head's temperature. Restores the gate's own."""
     from scipy.optimize import minimize_scalar
 
-    from bear_classifier.model import answer_log_probs
+    from bear_classifier.model.classifier import answer_log_probs
 
     own, class_logits = gate.sharpness, logits(views)
 

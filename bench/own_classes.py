@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bear_classifier.data import image_files, subject  # noqa: E402
+from bear_classifier.training.data import image_files, subject  # noqa: E402
 from openset_features import DATA, RESULTS, kinds_of, pool_sources  # noqa: E402
 from people import people_files  # noqa: E402
 
@@ -45,7 +45,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42, help="the validation split's, and training's")
     parser.add_argument("--no-probe", action="store_true", help="start the class head at chance (train.probe_head)")
     args = parser.parse_args()
-    from bear_classifier.train import train_model
+    from bear_classifier.training.train import train_model
 
     torch.set_num_threads(2)
     learn, card = train_model(folder(args.subjects), seed=args.seed, probe=not args.no_probe)

@@ -104,7 +104,7 @@ setInterval(() => { const now = performance.now(); const w = window.stopwatch;
 
 def choose(page, paths) -> None:
     with page.expect_file_chooser() as chooser:
-        page.locator("button", has_text="Upload").first.click()
+        page.locator("button:visible", has_text="Upload").first.click()
     chooser.value.set_files(paths)
 
 

@@ -109,8 +109,8 @@ def main() -> None:
     from collections import defaultdict
 
     sys.path.insert(0, str(ROOT))
-    from bear_classifier.images import open_image
-    from bear_classifier.predict import Classifier
+    from bear_classifier.inference.images import open_image
+    from bear_classifier.inference.predict import Classifier
 
     files = people_files()
     print(f"{len(files)} photos of people in {PEOPLE}")

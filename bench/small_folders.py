@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bear_classifier.data import image_files, subject  # noqa: E402
+from bear_classifier.training.data import image_files, subject  # noqa: E402
 from openset_features import DATA, RESULTS  # noqa: E402
 from own_classes import answers, folder  # noqa: E402
 
@@ -31,7 +31,7 @@ OUT = RESULTS / "small_folders.json"
 
 
 def run(subjects: tuple[str, ...], recipe: str, seed: int, others: list[Path]) -> dict:
-    from bear_classifier.train import train_model
+    from bear_classifier.training.train import train_model
 
     learn, card = train_model(folder(list(subjects)), seed=seed, **RECIPES[recipe])
     valid = learn.dls.valid_ds.items

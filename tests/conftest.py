@@ -36,7 +36,7 @@ CORNER_SCENES = ["street_015ba8bde42a.jpg", "street_01943da1f987.jpg", "building
 def bears_in_corners(scenes: list[str] = CORNER_SCENES, side: float = 0.4):
     """(image, label, (x, y)): each CORNER_BEARS photo pasted at (x, y), each corner of each not-bear scene
     (448 px), its side `side` of the scene's: by default a bear beside a road or a house, as visitors photograph them."""
-    from bear_classifier.images import open_image
+    from bear_classifier.inference.images import open_image
 
     need_shared()
     for scene_file in scenes:
@@ -52,7 +52,7 @@ def bears_in_corners(scenes: list[str] = CORNER_SCENES, side: float = 0.4):
 
 @pytest.fixture(scope="session")
 def classifier():
-    from bear_classifier.predict import Classifier
+    from bear_classifier.inference.predict import Classifier
 
     return Classifier.load()
 

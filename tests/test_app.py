@@ -6,9 +6,9 @@ from io import BytesIO
 import pytest
 from PIL import Image
 
-from bear_classifier.app import Gallery, Model, PhotoInput, default_store
-from bear_classifier.card import AnswerCard, ErrorCard
-from bear_classifier.feedback import FeedbackStore
+from bear_classifier.page.app import Gallery, Model, PhotoInput, default_store
+from bear_classifier.page.card import AnswerCard, ErrorCard
+from bear_classifier.page.feedback import FeedbackStore
 from conftest import BEARS, ROOT, need_shared
 from corpus import PDF, encode, exif_rotated_jpeg, photo
 
@@ -122,7 +122,7 @@ def test_file_too_large_to_send_gets_a_card_from_its_size(app):
 def test_a_tall_thin_photo_of_many_pixels_is_never_scaled_up():
     """50×240,001 pixels in a 210 KB PNG: more than SHRINK_PIXELS, so it is scaled to a 375 px short side; up,
     that would be 675 MP, 5 GB in the kernel. It is scaled down only, to at most SHRINK_PIXELS."""
-    from bear_classifier.widget import SHRINK_PIXELS, Photo
+    from bear_classifier.page.widget import SHRINK_PIXELS, Photo
 
     data = encode(Image.new("RGB", (50, 240_001), (90, 120, 60)), "PNG")
     img = Photo("tall.png", data, len(data)).image
@@ -164,7 +164,7 @@ def test_a_model_that_never_loads_gives_a_sentence_not_a_frozen_page():
 
 
 def test_a_model_that_fails_to_load_is_said_before_any_upload_and_its_details_stay_in_the_log(caplog):
-    from bear_classifier.predict import ModelError
+    from bear_classifier.inference.predict import ModelError
 
     def broken():
         raise ModelError("export.onnx does not match its model card (sha256 0123456789ab…): git checkout export.onnx")
@@ -274,7 +274,7 @@ def test_a_visitor_has_a_rate_and_a_share_so_others_still_find_room(classifier, 
     pred = classifier.predict(photo())
     other = next(label for label in ("teddy", "black") if label != pred.label)
     from bear_classifier.classes import Classes
-    from bear_classifier.feedback import Correction
+    from bear_classifier.page.feedback import Correction
 
     classes = Classes.from_file(ROOT / "classes.toml")
     replies = [Correction(store, photo((448, 448), seed=i), pred, classes, "abc")(other) for i in range(12)]
@@ -340,7 +340,7 @@ def test_every_corpus_kind_gets_an_answer_or_a_sentence_and_memory_stays_flat(ap
 
 def test_the_lessons_own_code_path_gives_the_same_answer(classifier, monkeypatch):
     """BEAR_MODEL=export.pkl: load_learner + learn.predict, the course's code, behind the same page."""
-    from bear_classifier.kernel import load_classifier
+    from bear_classifier.page.kernel import load_classifier
 
     monkeypatch.setenv("BEAR_MODEL", str(ROOT / "export.pkl"))
     lesson = load_classifier()
@@ -355,7 +355,7 @@ def test_the_lessons_own_code_path_gives_the_same_answer(classifier, monkeypatch
 
 
 def open_image_bytes(data: bytes):
-    from bear_classifier.images import open_image
+    from bear_classifier.inference.images import open_image
 
     return open_image(data)
 

@@ -147,7 +147,7 @@ def test_where_it_looked_and_thats_wrong(server):
         the_card.get_by_role("button", name="That's wrong").click()
         the_card.get_by_role("radio", name="Teddy bear").check()
         the_card.get_by_text("Thanks! Stored as “Teddy bear”.").wait_for(timeout=30_000)
-    from bear_classifier.feedback import FeedbackStore
+    from bear_classifier.page.feedback import FeedbackStore
 
     [row] = [r for r in FeedbackStore(f"sqlite:///{db}").all() if r.label == "teddy"]
     assert Image.open(io.BytesIO(row.photo)).size[0] > 0

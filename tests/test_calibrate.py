@@ -1,7 +1,7 @@
 """Calibration: ECE measures the gap between confidence and accuracy; a fitted temperature closes it."""
 import torch
 
-from bear_classifier.calibrate import expected_calibration_error, fit_temperature, nll, plot_reliability
+from bear_classifier.model.calibrate import expected_calibration_error, fit_temperature, nll, plot_reliability
 
 
 def overconfident_fold(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

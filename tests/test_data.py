@@ -3,8 +3,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from bear_classifier.clean import apply_review, write_review
-from bear_classifier.data import image_files, label_items, read_labels, split_items, verify_images
+from bear_classifier.training.clean import apply_review, write_review
+from bear_classifier.training.data import image_files, label_items, read_labels, split_items, verify_images
 from corpus import encode, photo
 
 
@@ -93,7 +93,7 @@ def test_review_sheet_round_trip(tmp_path):
 def test_grouped_folds_never_put_a_source_on_both_sides():
     import random
 
-    from bear_classifier.data import grouped_folds
+    from bear_classifier.training.data import grouped_folds
 
     rng = random.Random(0)
     sources = [f"user{rng.randrange(18)}/bears" for _ in range(500)]  # a generated SOURCES table: 18 repositories
@@ -108,7 +108,7 @@ def test_grouped_folds_never_put_a_source_on_both_sides():
 
 
 def test_read_sources_and_not_bear_split_by_subject(tmp_path):
-    from bear_classifier.data import negatives_split, read_sources, subject
+    from bear_classifier.training.data import negatives_split, read_sources, subject
 
     (tmp_path / "SOURCES.csv").write_text("file,label,source_repo\nblack/a.jpg,black,u1/bears\ngrizzly/b.jpg,grizzly,u2/x\n")
     assert read_sources(tmp_path) == {"black/a.jpg": "u1/bears", "grizzly/b.jpg": "u2/x"}

@@ -5,7 +5,7 @@ from io import BytesIO
 import pytest
 from PIL import Image
 
-from bear_classifier.feedback import FeedbackError, FeedbackStore
+from bear_classifier.page.feedback import FeedbackError, FeedbackStore
 from corpus import photo
 
 
@@ -37,7 +37,7 @@ def test_five_visitors_starting_on_a_fresh_store_and_flagging_at_once_lose_nothi
 def test_a_kernel_that_loses_the_race_to_create_the_table_still_stores(tmp_path, monkeypatch):
     """create_all checks, then creates: a kernel whose check ran just before another kernel's CREATE TABLE gets
     "already exists". Replayed here for certain (the check skipped), where the processes above hit it by chance."""
-    from bear_classifier import feedback
+    from bear_classifier.page import feedback
 
     url = f"sqlite:///{tmp_path / 'feedback.db'}"
     FeedbackStore(url).add(photo(), "grizzly", 0.9, "black", "first")

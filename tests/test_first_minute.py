@@ -129,11 +129,23 @@ def test_a_newcomers_venv_and_plain_voila_serve_the_page_with_its_guard(tmp_path
     print(f"\nnewcomer: fresh venv to answered photo in {time.time() - started:.0f} s")
 
 
-def test_the_full_set_serves_plain_voila_without_pythonpath(tmp_path):
-    """requirements.txt (this suite's own environment holds it, installed by pip from requirements-dev.txt): plain
-    `voila app.ipynb` from a fresh clone with no PYTHONPATH or JUPYTER_* set serves the page with its guard."""
+@pytest.fixture(scope="module")
+def full_set(tmp_path_factory) -> Path:
+    """A fresh clone whose `pip install -r requirements.txt` went into this suite's own environment, which already
+    holds every pin (requirements-dev.txt includes them): pip installs this checkout's package again, as it is now,
+    with its template and page hook. Yields the clone."""
+    checkout = fresh_checkout(tmp_path_factory.mktemp("full"))
+    r = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r",
+                        "requirements.txt"], cwd=checkout, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return checkout
+
+
+def test_the_full_set_serves_plain_voila_without_pythonpath(full_set, tmp_path):
+    """`pip install -r requirements.txt`, then plain `voila app.ipynb` from the clone with no PYTHONPATH or JUPYTER_*
+    set: the page, with its guard."""
     require_browser()
-    checkout = fresh_checkout(tmp_path)
+    checkout = full_set
     voila_script = Path(sys.executable).parent / "voila"
     env = newcomer_env(tmp_path / "home")
     port = free_port()
@@ -176,7 +188,7 @@ def test_visitors_who_choose_at_once_on_binder_get_an_answer(tmp_path):
     shutil.rmtree(home, ignore_errors=True)
 
 
-def test_on_binder_a_forks_page_speaks_of_its_own_classes(tmp_path):
+def test_on_binder_a_forks_page_speaks_of_its_own_classes(full_set, tmp_path):
     """The title and question come from the served model's card on Binder too (the installed page hook), not from
     app.ipynb's "# Is it a bear?": a fork edits classes.toml only."""
     card = json.loads((ROOT / "export.json").read_text())

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from bear_classifier.train import TEMPERATURE_BOUNDS
+from bear_classifier.training.train import TEMPERATURE_BOUNDS
 from conftest import ROOT
 
 FORK_FILES = ["bear_classifier", "app.ipynb", "voila.json", "share", "pyproject.toml"]
@@ -186,9 +186,9 @@ def test_the_page_serves_the_forks_model(trained, fork, tmp_path):
 def test_a_new_class_head_starts_from_what_the_untrained_network_tells_apart(fork):
     """Classes without ImageNet rows: the head starts from a logistic regression on the untrained network's
     features of the training photos, so it is right before any fine-tuning where a fresh head is at chance."""
-    from bear_classifier.backbone import normalization
+    from bear_classifier.model.backbone import normalization
     from bear_classifier.classes import Classes
-    from bear_classifier.train import create_learner, probe_head, split_dataloaders
+    from bear_classifier.training.train import create_learner, probe_head, split_dataloaders
 
     root = fork / "data"
     items = sorted((p, p.relative_to(root).parts[0]) for p in root.rglob("*.jpg"))
@@ -250,7 +250,7 @@ def test_train_notebook_runs_top_to_bottom_on_any_folder(tmp_path):
     import nbformat
     from nbclient import NotebookClient
 
-    from bear_classifier.predict import Classifier
+    from bear_classifier.inference.predict import Classifier
 
     data = photos(tmp_path / "photos", {k: 10 for k in PATTERNS})
     nb = nbformat.read(ROOT / "train.ipynb", as_version=4)

@@ -6,7 +6,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from bear_classifier.classes import Classes
-from bear_classifier.gather import download_images, gather
+from bear_classifier.training.gather import download_images, gather
 from corpus import HTML, encode, photo
 
 GOOD = [encode(photo((200, 150), seed=s), "JPEG") for s in range(3)]

@@ -1,7 +1,7 @@
 """Decoding uploaded bytes: every odd-but-valid image decodes to RGB; every broken file gets a sentence."""
 import pytest
 
-from bear_classifier.images import ImageError, open_image
+from bear_classifier.inference.images import ImageError, open_image
 from corpus import bad_uploads, valid_uploads
 
 VALID = valid_uploads()

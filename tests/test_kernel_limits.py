@@ -168,9 +168,9 @@ def test_memory_stays_bounded_after_100_photos_of_every_kind(server):
 
 def test_a_socket_that_never_reads_is_closed_before_the_server_holds_much_for_it():
     """The server keeps what a socket can't deliver, and a kernel's output goes to each of its sockets: one left
-    unread would grow the server without end. It is closed at guard.MAX_UNREAD bytes unread (64 KB here, so that
+    unread would grow the server without end. It is closed at guard.MAX_UNREAD bytes unread (256 KB here, so that
     a few batches of cards go past the system's own buffers); the page on the other socket goes on."""
-    with voila("--SafeChannels.max_unread=65536") as (url, log, _):
+    with voila("--SafeChannels.max_unread=262144") as (url, log, _):  # above every widget's state, sent at once
         visitor = Visitor(url)
         quiet = websocket.create_connection(url.replace("http", "ws", 1) + f"/api/kernels/{visitor.kernel}/channels",
                                             subprotocols=[V1], cookie=cookie_header(), timeout=10,
@@ -247,7 +247,7 @@ def test_no_log_line_traceback_or_object_repr_reaches_the_page(server):
 def test_one_card_stores_one_correction_whatever_the_client_sends(server):
     """8 changes of the answer and 5 more sends of the last one, over the comm, as fast as it takes them: one row.
     The page shows one choice at a time; only the kernel can make that hold."""
-    from bear_classifier.feedback import FeedbackStore
+    from bear_classifier.page.feedback import FeedbackStore
 
     url, _, _, db = server
     store = FeedbackStore(f"sqlite:///{db}", per_minute=None)

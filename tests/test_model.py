@@ -5,8 +5,8 @@ import torch
 from PIL import Image
 
 from bear_classifier.classes import Classes
-from bear_classifier.backbone import WeightsUnavailable, create_imagenet_model, split_imagenet_model
-from bear_classifier.model import GatedNet, ImageNetGate, NoGate, class_head, gate_for, pooled_views
+from bear_classifier.model.backbone import WeightsUnavailable, create_imagenet_model, split_imagenet_model
+from bear_classifier.model.classifier import GatedNet, ImageNetGate, NoGate, class_head, gate_for, pooled_views
 from conftest import ROOT
 
 BEARS = Classes.from_file(ROOT / "classes.toml")

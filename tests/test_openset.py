@@ -8,9 +8,9 @@ import pytest
 import torch
 from PIL import Image, ImageEnhance
 
-from bear_classifier.backbone import create_imagenet_model, split_imagenet_model
-from bear_classifier.model import LOGIT_BOUND, pooled_views
-from bear_classifier.openset import BothGates, DistanceGate, fit_gate
+from bear_classifier.model.backbone import create_imagenet_model, split_imagenet_model
+from bear_classifier.model.classifier import LOGIT_BOUND, pooled_views
+from bear_classifier.model.openset import BothGates, DistanceGate, fit_gate
 
 
 def photos(img: np.ndarray, n: int, seed: int) -> list[Image.Image]:
@@ -143,7 +143,7 @@ def test_the_nearest_of_the_five_views_decides(classes, views):
 def test_far_photos_are_never_certainly_none_of_these(classes, views):
     from skimage import data
 
-    from bear_classifier.model import answer_log_probs
+    from bear_classifier.model.classifier import answer_log_probs
 
     gate = fit_gate(*classes[:3], keep=0.95)
     logits = gate(views(photos(data.immunohistochemistry(), 4, seed=50)))

@@ -84,7 +84,7 @@ def test_repo2docker_builds_from_binder_with_the_serving_set(tmp_path):
 def test_voila_config_for_a_public_deployment():
     cfg = json.loads((ROOT / "voila.json").read_text())
     limit = cfg["Voila"]["tornado_settings"]["websocket_max_message_size"]
-    from bear_classifier.images import MAX_BYTES
+    from bear_classifier.inference.images import MAX_BYTES
 
     assert limit >= MAX_BYTES + 2**20  # uploads up to the app's limit (plus message framing) must reach the kernel
     assert str(limit) in (ROOT / "binder" / "postBuild").read_text()

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from bear_classifier.feedback import FeedbackStore
-from bear_classifier.widget import PhotoInput
+from bear_classifier.page.feedback import FeedbackStore
+from bear_classifier.page.widget import PhotoInput
 from conftest import missing
 from browser import ROOT, card, chromium, open_app, upload_file, upload_files, voila, wait_card, wait_for
 from corpus import encode, photo
@@ -344,9 +344,9 @@ def test_a_camera_photo_on_a_phone_is_named_by_its_time_and_its_card_scrolls_int
 
 
 def test_the_verdict_is_in_the_classes_words_and_says_when_it_is_not_sure():
-    from bear_classifier.card import percent, short_name, verdict
+    from bear_classifier.page.card import percent, short_name, verdict
     from bear_classifier.classes import Classes, Kind
-    from bear_classifier.predict import Prediction, served_classes
+    from bear_classifier.inference.predict import Prediction, served_classes
 
     bears = served_classes()
     probs = {"black": 0.31, "grizzly": 0.62, "not_bear": 0.05, "teddy": 0.02}
@@ -370,7 +370,7 @@ def test_the_verdict_is_in_the_classes_words_and_says_when_it_is_not_sure():
 def test_the_gallery_clears_with_an_undo_then_closes_the_cards():
     import ipywidgets as widgets
 
-    from bear_classifier.gallery import Cards
+    from bear_classifier.page.gallery import Cards
 
     gallery = Cards(undo_seconds=0.5)
     cards = [widgets.HTML(str(i)) for i in range(3)]

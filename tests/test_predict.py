@@ -5,7 +5,7 @@ import sys
 
 import numpy as np
 
-from bear_classifier.images import open_image
+from bear_classifier.inference.images import open_image
 from conftest import BEARS, ROOT, need_shared
 from corpus import PDF, encode, photo
 
@@ -91,7 +91,7 @@ def test_heatmap_peaks_where_the_bear_is(classifier):
     The bears fill their photos; pasted at a quarter of the scene they are still answered as bears (a
     smaller bear in a busy scene can be turned away as "not a bear": then the map shows not-bear evidence).
     """
-    from bear_classifier.heatmap import heatmap_image
+    from bear_classifier.inference.heatmap import heatmap_image
     from conftest import bears_in_corners
 
     for img, label, (x, y) in bears_in_corners(["glacier_42cac8cb17f0.jpg"], side=0.5):
@@ -126,7 +126,7 @@ def test_served_model_matches_learn_predict_on_the_shipped_learner(classifier, t
     import torch
     from PIL import Image
 
-    from bear_classifier.predict import load_model
+    from bear_classifier.model.learner import load_model
 
     learn = load_model()
     files = [BEARS / f for f, _ in valid_photos(2)] if BEARS.is_dir() else []
@@ -142,7 +142,7 @@ def test_served_model_matches_learn_predict_on_the_shipped_learner(classifier, t
 
 def test_serving_imports_no_torch():
     # The app's kernel memory depends on it: ONNX Runtime runs the network; torch alone is 650 MiB.
-    code = ("import sys; from bear_classifier.predict import Classifier; Classifier.load(); "
+    code = ("import sys; from bear_classifier.inference.predict import Classifier; Classifier.load(); "
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'fastai', 'timm', 'torchvision'}))")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
@@ -161,7 +161,7 @@ def test_a_bear_beside_a_road_or_a_house_is_still_a_bear(classifier):
 def test_the_examples_row_shows_each_bear_and_something_else_each_licensed_and_answered_right(classifier):
     """What the page offers a visitor with no photo at hand: a grizzly, a black bear, a teddy bear and a photo
     that is not a bear, each listed with its licence in examples/README.md, and each answered as what it shows."""
-    from bear_classifier.examples import example_files
+    from bear_classifier.page.examples import example_files
 
     files = example_files(ROOT / "examples")
     listed = (ROOT / "examples" / "README.md").read_text()

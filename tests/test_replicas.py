@@ -42,7 +42,7 @@ def up(url: str) -> bool:
 
 def photos(classifier) -> list[tuple[str, bytes, str]]:
     """One photo per visitor, each with the answer the model gives it in-process (what the page must show)."""
-    from bear_classifier.images import open_image
+    from bear_classifier.inference.images import open_image
 
     if BEARS.is_dir():
         rows = list(csv.DictReader(open(ROOT / "data" / "valid.csv")))

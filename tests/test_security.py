@@ -98,7 +98,7 @@ def image_widget(buffer: bytes) -> dict:
                                   "every widget's state, again, with a byte that isn't UTF-8", "a 1 MB widget update",
                                   "content that is not JSON", "a replayed message", "a socket more than a kernel may have"])
 def test_a_message_the_page_never_sends_closes_that_socket_and_the_kernel_goes_on(server, what):
-    from bear_classifier.guard import MAX_SOCKETS, MAX_STATE_REQUESTS
+    from bear_classifier.server.guard import MAX_SOCKETS, MAX_STATE_REQUESTS
 
     url, log, _ = server
     kernel, jar = visitor_page(url)
@@ -332,7 +332,7 @@ def test_only_a_trusted_proxy_names_the_visitors_address(monkeypatch):
     the visitor's address is the last X-Forwarded-For entry, the proxy's own; anyone else's header is ignored."""
     from tornado.httputil import HTTPHeaders, HTTPServerRequest
 
-    from bear_classifier import visitors
+    from bear_classifier.server import visitors
 
     def request(peer: str, forwarded: str) -> HTTPServerRequest:
         r = HTTPServerRequest(method="GET", uri="/", headers=HTTPHeaders({"X-Forwarded-For": forwarded,

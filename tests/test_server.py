@@ -16,8 +16,8 @@ SECRETS = {  # file → a snippet that only that file contains
     "export.pkl": (ROOT / "export.pkl").read_bytes()[:40],
     "export.onnx": (ROOT / "export.onnx").read_bytes()[:40],
     "app.ipynb": b"learn = load_model_in_background()",
-    "bear_classifier/app.py": b"class Gallery(widgets.VBox)",
-    "bear_classifier/predict.py": b"def check_sha256",
+    "bear_classifier/page/app.py": b"class Gallery(widgets.VBox)",
+    "bear_classifier/inference/predict.py": b"def check_sha256",
     "requirements.txt": b"fastai==",
     "export.json": b'"sha256"',
     "voila.json": b"VoilaConfiguration",
@@ -54,7 +54,7 @@ def test_page_carries_no_notebook_source(server):
     status, body = get(url + "/")
     assert status == 200
     assert b"<html" in body
-    assert b"from bear_classifier.app import" not in body and b"learn = load_model_in_background()" not in body
+    assert b"from bear_classifier.page.app import" not in body and b"learn = load_model_in_background()" not in body
 
 
 def test_execute_request_over_the_kernel_websocket_is_ignored(server, tmp_path):
@@ -124,7 +124,7 @@ def test_tampered_model_is_refused_with_a_message_on_the_page_and_in_the_log(tmp
 def test_a_deployment_that_cannot_start_says_so_instead_of_leaving_a_dead_button(tmp_path):
     require_browser()
     dst = project_copy(tmp_path)
-    (dst / "bear_classifier" / "app.py").unlink()  # the notebook's import fails: no widget will ever come
+    (dst / "bear_classifier" / "page" / "app.py").unlink()  # the notebook's import fails: no widget will ever come
     with voila(cwd=dst) as (url, _, _), chromium() as browser:
         page = browser.new_page()
         page.goto(url)

@@ -7,10 +7,11 @@ import torch
 from PIL import Image
 
 from bear_classifier.classes import Classes
-from bear_classifier.evaluate import evaluate
-from bear_classifier.export import export
-from bear_classifier.predict import Classifier, ModelError, load_model
-from bear_classifier.train import train_model
+from bear_classifier.training.evaluate import evaluate
+from bear_classifier.model.export import export
+from bear_classifier.inference.predict import Classifier, ModelError
+from bear_classifier.model.learner import load_model
+from bear_classifier.training.train import train_model
 from conftest import ROOT
 
 
@@ -118,7 +119,7 @@ def test_image_classifier_cleaner_works_with_ipywidgets_8(trained, tiny_dataset,
 
     monkeypatch.setattr(builtins, "display", display, raising=False)  # a builtin inside Jupyter, as fastai assumes
 
-    from bear_classifier.clean import cleaner_changes
+    from bear_classifier.training.clean import cleaner_changes
 
     learn, _, _ = trained
     cleaner = ImageClassifierCleaner(learn)
@@ -135,7 +136,7 @@ def test_image_classifier_cleaner_works_with_ipywidgets_8(trained, tiny_dataset,
 def test_review_lists_the_highest_losses_as_html_and_csv(trained, tiny_dataset, tmp_path):
     import csv
 
-    from bear_classifier.review import review
+    from bear_classifier.training.review import review
 
     _, _, out = trained
     csv_path, html_path = review(tiny_dataset, out / "export.pkl", tmp_path / "review", top=5)
@@ -154,7 +155,7 @@ def test_learning_without_forgetting_pulls_a_drifted_network_back(tmp_path):
     from PIL import Image
     from skimage import data
 
-    from bear_classifier.train import LearningWithoutForgetting, create_learner, split_dataloaders
+    from bear_classifier.training.train import LearningWithoutForgetting, create_learner, split_dataloaders
     from test_model import imagenet_tensor
 
     photos = {"chelsea": data.chelsea(), "coffee": data.coffee(), "astronaut": data.astronaut(), "rocket": data.rocket()}
@@ -187,7 +188,7 @@ def test_learning_without_forgetting_pulls_a_drifted_network_back(tmp_path):
 def test_cross_validation_holds_out_whole_sources(tiny_dataset, tiny_negatives, tmp_path):
     import shutil
 
-    from bear_classifier.crossval import cross_validate
+    from bear_classifier.training.crossval import cross_validate
 
     root = tmp_path / "bears"
     shutil.copytree(tiny_dataset, root)

@@ -11,7 +11,7 @@ def page_config_hook(page_config, base_url, settings, log, voila_configuration, 
     model card (called for preheated and cold kernels alike). A card that can't be read leaves the
     notebook's own first cell in their place, and a line in the server log."""
     try:
-        from bear_classifier.predict import served_classes
+        from bear_classifier.inference.predict import served_classes
 
         classes = served_classes()
     except Exception:

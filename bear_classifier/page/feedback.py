@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from PIL import Image
 
 log = logging.getLogger(__name__)
-DEFAULT_DB = Path(__file__).resolve().parent.parent / "feedback.db"
+DEFAULT_DB = Path(__file__).resolve().parents[2] / "feedback.db"
 DEFAULT_MAX_MB = 500
 STORED_SIDE = 448  # photos are kept at this size: enough to relabel and retrain at 224 px
 VISITOR_SHARE = 0.05  # one visitor (kernel) may fill at most this share of the store, so one can't lock out the rest

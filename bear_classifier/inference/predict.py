@@ -1,22 +1,21 @@
-"""Load the exported model safely (export.pkl for fastai, export.onnx for serving) and classify one image fast."""
+"""Load the served model safely (export.onnx on ONNX Runtime, after its sha256 check) and classify one image fast.
+
+No torch and no fastai here: the lesson's own path, export.pkl with load_learner, is model/learner.py."""
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import pathlib
-import platform
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from .classes import FILE as CLASSES_FILE
-from .classes import Classes, Kind
+from ..classes import FILE as CLASSES_FILE
+from ..classes import Classes, Kind
 
-CHECKOUT = Path(__file__).resolve().parent.parent  # where a checkout keeps its trained model, next to app.ipynb
+CHECKOUT = Path(__file__).resolve().parents[2]  # where a checkout keeps its trained model, next to app.ipynb
 
 
 def model_file(name: str) -> Path:
@@ -99,38 +98,6 @@ def check_sha256(path: Path, expected: str | None) -> None:
         )
 
 
-def version_drift(card: dict) -> dict[str, tuple[str, str]]:
-    """{library: (needed, installed)} for every library whose installed version differs from the card."""
-    from .export import library_versions
-
-    installed = library_versions()
-    return {k: (v, installed.get(k)) for k, v in card.get("versions", {}).items()
-            if k != "python" and installed.get(k) != v}
-
-
-def load_model(path: Path | None = None):
-    """`load_learner` after the sha256 check, with human messages for the classic failures.
-    Default: export.pkl in the working directory, else the checkout's."""
-    from fastai.learner import load_learner
-
-    path = Path(path or model_file("export.pkl"))
-    card = read_card(path)
-    check_sha256(path, card.get("sha256"))
-    if platform.system() == "Windows":  # exports made on Linux pickle PosixPath, which Windows can't build
-        pathlib.PosixPath = pathlib.WindowsPath
-    try:
-        with warnings.catch_warnings():  # fastai warns that pickles run code: the sha256 check above is our answer
-            warnings.filterwarnings("ignore", message=".*insecure pickle.*")
-            learn = load_learner(path, cpu=True)
-    except Exception as e:
-        drift = version_drift(card)
-        needs = ", ".join(f"{k}=={want} (installed: {have})" for k, (want, have) in drift.items())
-        hint = f" It was exported with {needs}: `pip install -r requirements.txt`." if drift else ""
-        raise ModelError(f"Could not load {Path(path).name} ({type(e).__name__}: {e}).{hint}") from None
-    learn.model.eval()
-    return learn
-
-
 class Classifier:
     """export.onnx on ONNX Runtime: one PIL image in, a Prediction (with its heatmap) out.
 
@@ -179,33 +146,5 @@ class Classifier:
     def predict(self, img: Image.Image) -> Prediction:
         probs, maps = self.run(img)
         i = int(probs.argmax())
-        return Prediction(self.vocab[i], float(probs[i]), dict(zip(self.vocab, probs.tolist())), maps[i],
-                          self.classes.none_label)
-
-
-class LessonClassifier:
-    """The course's own code path: `load_learner("export.pkl")` and `learn.predict`, for people who want it
-    (the app uses it when BEAR_MODEL names a .pkl file). Needs requirements.txt (torch, fastai); slower."""
-
-    def __init__(self, learn, sha256: str = ""):
-        from .export import learner_classes
-
-        self.learn, self.vocab, self.sha256 = learn, list(learn.dls.vocab), sha256
-        self.classes = learner_classes(learn)
-
-    @classmethod
-    def load(cls, path: Path | None = None) -> "LessonClassifier":
-        path = Path(path or model_file("export.pkl"))
-        return cls(load_model(path), read_card(path).get("sha256", ""))
-
-    def predict(self, img: Image.Image) -> Prediction:
-        import torch
-        from fastai.vision.core import PILImage
-
-        _, _, probs = self.learn.predict(PILImage.create(np.asarray(img.convert("RGB"))))
-        i = int(probs.argmax())
-        with torch.inference_mode():  # where it looked: the same maps the ONNX file exports, from one more pass
-            xb = self.learn.dls.test_dl([PILImage.create(np.asarray(img.convert("RGB")))]).one_batch()[0]
-            maps = self.learn.model.class_maps(self.learn.model.feature_map(xb))[0].cpu().numpy()
         return Prediction(self.vocab[i], float(probs[i]), dict(zip(self.vocab, probs.tolist())), maps[i],
                           self.classes.none_label)

@@ -138,7 +138,7 @@ def fit_for_learner(learn, train: list, valid: list, keep: float | None = None, 
     retrain), but fewer bears filling a corner of a street or a building scene: 38 of 48 even with the distance
     gate reading five views (30 reading the whole photo), where the ImageNet gate alone names all 48.
     """
-    from .model import NoGate, view_features
+    from .classifier import NoGate, view_features
 
     if not isinstance(learn.model.gate, NoGate):
         return learn.model.gate

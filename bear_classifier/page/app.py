@@ -16,7 +16,7 @@ from contextlib import contextmanager
 import ipywidgets as widgets
 
 from .gallery import Cards
-from .images import ImageError
+from ..inference.images import ImageError
 from .kernel import BROKEN, Background, Model, Unavailable, log_to_server
 from .kernel import load_model_in_background  # noqa: F401  app.ipynb takes it, PhotoInput and Gallery from here
 from .widget import Photo, PhotoInput  # noqa: F401
@@ -43,8 +43,8 @@ def default_store():
 def page_classes():
     """The served model's classes, in the page's words; the checkout's classes.toml where its card can't be read
     (the model won't load either, and the page says so)."""
-    from .classes import Classes
-    from .predict import CHECKOUT, served_classes
+    from ..classes import Classes
+    from ..inference.predict import CHECKOUT, served_classes
 
     try:
         return served_classes()

@@ -7,10 +7,11 @@ from pathlib import Path
 import torch
 from fastai.interpret import ClassificationInterpretation
 
-from .calibrate import expected_calibration_error, plot_reliability
+from ..model.calibrate import expected_calibration_error, plot_reliability
 from .data import image_files, negatives_split, read_labels, subject
-from .export import learner_classes
-from .predict import load_model, read_card
+from ..model.export import learner_classes
+from ..inference.predict import read_card
+from ..model.learner import load_model
 
 
 def predict_files(learn, files: list[Path], bs: int = 64) -> torch.Tensor:

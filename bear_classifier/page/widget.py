@@ -20,7 +20,7 @@ import traitlets
 from PIL import Image
 
 from .examples import offered
-from .images import MAX_BYTES, ImageError, check_size, open_image
+from ..inference.images import MAX_BYTES, ImageError, check_size, open_image
 
 log = logging.getLogger(__name__)
 HERE = Path(__file__).parent

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
-from .images import ImageError, open_image
+from ..inference.images import ImageError, open_image
 
 USER_AGENT = "Mozilla/5.0 (bear_classifier image gatherer)"
 MAX_DOWNLOAD = 10 * 1024 * 1024  # bytes; larger answers are not photos worth having

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from .images import ImageError, open_image
+from ..inference.images import ImageError, open_image
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".avif"}
 MIN_SIDE = 64  # thumbnails and icons teach nothing at 224 px

@@ -14,13 +14,12 @@ from pathlib import Path
 
 import torch
 
-from .calibrate import expected_calibration_error, fit_temperature, plot_reliability
-from .classes import Classes
-from .data import (grouped_folds, image_files, label_items, make_dataloaders, negatives_split, read_labels,
-                   read_sources, verify_images)
+from ..model.calibrate import expected_calibration_error, fit_temperature, plot_reliability
+from ..classes import Classes
+from .data import grouped_folds, image_files, label_items, make_dataloaders, negatives_split, read_labels, read_sources, verify_images
 from .clean import suspicious_labels
-from .backbone import normalization
-from .model import answer_log_probs, heads, view_features
+from ..model.backbone import normalization
+from ..model.classifier import answer_log_probs, heads, view_features
 from .train import create_learner, train_model
 
 

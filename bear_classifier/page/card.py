@@ -12,9 +12,9 @@ import anywidget
 import traitlets
 from PIL import Image
 
-from .classes import Classes, with_article
-from .heatmap import heatmap_image, jpeg, overlay
-from .predict import Prediction, served_classes
+from ..classes import Classes, with_article
+from ..inference.heatmap import heatmap_image, jpeg, overlay
+from ..inference.predict import Prediction, served_classes
 
 log = logging.getLogger(__name__)
 HERE = Path(__file__).parent

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from PIL import Image
 
-    from .predict import Prediction
+    from ..inference.predict import Prediction
 
 log = logging.getLogger("bear_classifier")
 
@@ -142,7 +142,8 @@ def load_classifier():
     a time, and with two the browser or another visitor's kernel takes a core mid-forward (measured on
     2 cores: 20-40 ms with one thread, 33-140 ms with two).
     """
-    from .predict import Classifier, LessonClassifier
+    from ..inference.predict import Classifier
+    from ..model.learner import LessonClassifier
 
     model = os.environ.get("BEAR_MODEL")
     if model and model.endswith(".pkl"):

@@ -96,7 +96,7 @@ def suspicious_labels(learn, views: torch.Tensor, targets: torch.Tensor, min_pro
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import cross_val_predict
 
-    from .model import ImageNetGate
+    from ..model.classifier import ImageNetGate
 
     gate, out = learn.model.gate, {}
     if isinstance(gate, ImageNetGate):
@@ -121,7 +121,7 @@ def auto_clean(learn, items: list, views: torch.Tensor | None = None) -> dict[Pa
     network's pooled views of them: `views` where they are at hand (train_model shares them with the probe)."""
     import torch
 
-    from .model import view_features
+    from ..model.classifier import view_features
 
     if views is None:  # validation transforms: no augmentation
         views, _ = view_features(learn, learn.dls.test_dl([p for p, _ in items]))

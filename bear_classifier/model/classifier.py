@@ -16,9 +16,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .backbone import (COURSE_ARCHS, OFFLINE_ARCH, WeightsUnavailable, create_imagenet_model,  # noqa: F401
-                       lite0_weights_file, normalization, split_imagenet_model)  # (their old home: older notebooks)
-from .classes import imagenet_rows
+from ..classes import imagenet_rows
 
 # The gate's logit is bounded to ±9, so no answer is ever certain: p <= 99.99%. A gate measures how much a photo
 # looks like the classes, not how sure that makes it; and a page that shows 100% claims too much.

@@ -8,8 +8,8 @@ import torch
 from .clean import write_review
 from .data import image_files, label_items, read_labels
 from .evaluate import predict_files
-from .export import learner_classes
-from .predict import load_model
+from ..model.export import learner_classes
+from ..model.learner import load_model
 
 
 def review(data: Path, model: Path, out: Path, top: int = 100, labels_csv: Path | None = None) -> tuple[Path, Path]:

@@ -12,12 +12,12 @@ from fastai.vision.all import Learner, accuracy, set_seed
 from torch import nn
 from torch.nn import functional as F
 
-from . import openset
-from .backbone import OFFLINE_ARCH, create_imagenet_model, normalization, split_imagenet_model
-from .classes import Classes
+from ..model import openset
+from ..model.backbone import OFFLINE_ARCH, create_imagenet_model, normalization, split_imagenet_model
+from ..classes import Classes
 from .data import make_dataloaders
-from .export import model_card
-from .model import Frozen, GatedNet, class_head, gate_for, heads, pooled_views, splitter, view_features
+from .card import model_card
+from ..model.classifier import Frozen, GatedNet, class_head, gate_for, heads, pooled_views, splitter, view_features
 
 # The class head's temperature, where the classes file gives none, is fitted on the validation photos and kept
 # within these bounds: a few dozen validation photos, every one right, would otherwise ask for certainty.
@@ -257,7 +257,7 @@ def head_temperature(learn, classes: Classes, valid: list[tuple[Path, str]]) -> 
     grouped folds' unseen sources, `python -m bear_classifier cv`); else the temperature under which the answers
     on the validation photos of the classes are most likely (calibrate.fit_temperature), within
     TEMPERATURE_BOUNDS. A fork's head, after a few minutes of training, is shy: 96% right at 73% on average."""
-    from .calibrate import fit_temperature
+    from ..model.calibrate import fit_temperature
 
     if "temperature" in classes.extra:
         return float(classes.extra["temperature"])

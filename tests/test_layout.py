@@ -1,0 +1,57 @@
+"""The package's wings and which way imports run between them: import-linter's contracts in pyproject.toml."""
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import ROOT
+
+LINT = str(Path(sys.executable).parent / "lint-imports")
+WINGS = ["inference", "page", "model", "training", "server"]
+
+
+def lint(root: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([LINT, "--config", str(root / "pyproject.toml")], cwd=root, capture_output=True, text=True,
+                          timeout=300)
+
+
+def copy_of_the_package(tmp_path: Path) -> Path:
+    shutil.copytree(ROOT / "bear_classifier", tmp_path / "bear_classifier", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy2(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    return tmp_path
+
+
+def test_the_wings_keep_their_contracts():
+    r = lint(ROOT)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    assert "2 kept, 0 broken" in r.stdout
+
+
+def test_a_page_module_that_imports_torch_breaks_the_serving_contract(tmp_path):
+    root = copy_of_the_package(tmp_path)
+    card = root / "bear_classifier" / "page" / "card.py"
+    card.write_text(card.read_text().replace("from __future__ import annotations\n",
+                                             "from __future__ import annotations\n\nimport torch  # noqa\n", 1))
+    r = lint(root)
+    assert r.returncode != 0
+    assert "Serving never imports torch or fastai" in r.stdout and "BROKEN" in r.stdout
+    assert "bear_classifier.page.card -> torch" in r.stdout
+
+
+def test_inference_reaching_up_into_the_page_breaks_the_layers(tmp_path):
+    root = copy_of_the_package(tmp_path)
+    images = root / "bear_classifier" / "inference" / "images.py"
+    images.write_text(images.read_text() + "\nfrom ..page import feedback  # noqa\n")
+    r = lint(root)
+    assert r.returncode != 0 and "Imports run downwards" in r.stdout and "BROKEN" in r.stdout
+
+
+def test_readmes_map_names_every_wing_that_ls_shows():
+    package = sorted(p.name for p in (ROOT / "bear_classifier").iterdir() if (p / "__init__.py").exists())
+    assert package == sorted(WINGS)
+    table = (ROOT / "README.md").read_text().split("## What's where", 1)[1].split("\n## ", 1)[0]
+    for wing in WINGS:
+        assert f"`bear_classifier/{wing}/`" in table, wing
+        for module in (ROOT / "bear_classifier" / wing).glob("*.py"):
+            if module.name != "__init__.py":
+                assert f"`{module.stem}`" in table or f"`{module.name}`" in table, f"{wing}/{module.name}"
