@@ -47,3 +47,16 @@ def test_five_concurrent_visitors_then_idle_kernels_are_culled():
         for page in pages:
             page.context.close()
         assert wait_for(lambda: len(kernels(proc)) == baseline, timeout=150), "idle kernels were not culled"
+
+
+def test_the_server_says_once_at_start_when_jupyter_server_or_voila_is_not_the_version_it_was_written_for(
+        monkeypatch, caplog):
+    from bear_classifier import server
+
+    assert server.version_mismatches() == {}  # the pinned versions are the ones installed
+    monkeypatch.setitem(server.WRITTEN_FOR, "voila", "0.4.0")
+    with caplog.at_level("WARNING", logger="bear_classifier.server"):
+        server.warn_on_other_versions()
+    [line] = caplog.messages
+    assert "voila 0.5.13 (written for 0.4.0)" in line and "pip install -r requirements-serve.txt" in line
+    assert "docs/security.md" in line
