@@ -1,0 +1,129 @@
+"""How often photos of people get a bear answer: the people photos of data/people/SOURCES.csv, per source repository.
+
+The training pool has no photos of people, so neither the negatives nor the measured "not a bear" include them;
+these photos come from other public repositories (data/people/fetch.py brings them back; they are never committed).
+For each source group (the repository), the served model (export.onnx, as the page serves it, or --model) says how
+many photos it answers as one of the classes (grizzly, black, teddy), and the photos nearest to a bear answer are
+listed. With --untouched, the untouched ImageNet network is asked too, by its own rule (whole photo: 0.05 on the
+four wild-bear rows, 0.02 on teddy, the reference of docs/model.md) and through the shipped gate's settings (five
+views, thresholds, corners and sharpness from the model card).
+Usage: python data/people/fetch.py   (once; --mirror DIR offline)
+       python bench/people_sources.py [--photos DIR] [--model export.onnx] [--untouched] [--groups OWNER/NAME ...]
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+PEOPLE = ROOT / "data" / "people"
+WILD, TEDDY = [294, 295, 296, 297], [850]  # ImageNet rows: brown, American black, ice and sloth bear; teddy
+
+
+def photos(folder: Path, sources: Path, groups: list[str] | None = None) -> list[dict]:
+    """SOURCES.csv rows whose photo is in `folder` (those of `groups` only, where given), with its path."""
+    with open(sources, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if not groups or r["group"] in groups]
+    return [dict(r, photo=folder / r["file"]) for r in rows if (folder / r["file"]).exists()]
+
+
+def served_answers(rows: list[dict], model: Path | None) -> list[dict]:
+    """{label, probability, p_in_set} of the served model for each row's photo."""
+    from bear_classifier.inference.images import open_image
+    from bear_classifier.inference.predict import Classifier
+
+    clf = Classifier.load(model)
+    out = []
+    for r in rows:
+        pred = clf.predict(open_image(r["photo"].read_bytes()))
+        out.append(dict(label=pred.label, probability=pred.probability, p_in_set=1 - pred.probs[pred.none_label],
+                        in_set=pred.in_set))
+    return out
+
+
+def untouched_answers(rows: list[dict], model: Path | None) -> list[dict]:
+    """The untouched ImageNet network on each photo: its own rule (whole photo, 0.05 / 0.02) and the shipped gate's
+    (five views), with the top ImageNet class."""
+    import numpy as np
+    import torch
+    from timm.data import ImageNetInfo
+
+    from bear_classifier.model.backbone import OFFLINE_ARCH, create_imagenet_model, normalization, split_imagenet_model
+    from bear_classifier.inference.images import open_image
+    from bear_classifier.model.classifier import ImageNetGate, pooled_views
+    from bear_classifier.inference.predict import Classifier, read_card, served_model_path
+
+    clf = Classifier.load(model)  # its input size and resampling: the same pixels the served model reads
+    card = read_card(Path(model or served_model_path())).get("gate", {})
+    trunk, tail, head = split_imagenet_model(create_imagenet_model(OFFLINE_ARCH).eval())
+    gate = ImageNetGate(head, [(g["rows"], g["threshold"]) for g in card["groups"]], card["sharpness"],
+                        [g.get("corners", 1.0) for g in card["groups"]])
+    mean, std = (torch.tensor(s).view(1, 3, 1, 1) for s in normalization(OFFLINE_ARCH))
+    names = ImageNetInfo().label_descriptions()
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(rows), 32):
+            pix = np.concatenate([clf.pixels(open_image(r["photo"].read_bytes())) for r in rows[i:i + 32]])
+            x = (torch.from_numpy(pix).permute(0, 3, 1, 2).float() / 255 - mean) / std
+            views = pooled_views(tail(trunk(x)))
+            probs = head(views[:, 0]).softmax(-1)
+            own = (probs[:, WILD].sum(-1) >= 0.05) | (probs[:, TEDDY].sum(-1) >= 0.02)
+            shipped = gate(views) >= 0
+            for p, a, b in zip(probs, own.tolist(), shipped.tolist()):
+                top = int(p.argmax())
+                out.append(dict(own_rule=a, shipped_gate=b, top=names[top], top_p=float(p[top]),
+                                wild=float(p[WILD].sum()), teddy=float(p[TEDDY].sum())))
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--photos", type=Path, default=PEOPLE / "photos")
+    parser.add_argument("--sources", type=Path, default=PEOPLE / "SOURCES.csv")
+    parser.add_argument("--model", type=Path, help="the served model (default: BEAR_MODEL, else export.onnx)")
+    parser.add_argument("--groups", nargs="+", help="only these source groups (OWNER/NAME)")
+    parser.add_argument("--untouched", action="store_true", help="also the untouched ImageNet network")
+    parser.add_argument("--worst", type=int, default=10, help="list this many photos nearest to a bear answer")
+    args = parser.parse_args(argv)
+
+    rows = photos(args.photos, args.sources, args.groups)
+    if not rows:
+        raise SystemExit(f"no photos of {args.sources} in {args.photos}: run python data/people/fetch.py first")
+    served = served_answers(rows, args.model)
+    plain = untouched_answers(rows, args.model) if args.untouched else None
+    by_group = defaultdict(list)
+    for i, r in enumerate(rows):
+        by_group[r["group"]].append(i)
+    head = "group | photos | served: a bear | grizzly / black / teddy | highest p(a bear)"
+    head += " | untouched, own rule: a bear | untouched, shipped gate: a bear" if plain else ""
+    print(f"{len(rows)} photos of people in {args.photos}, {len(by_group)} source groups\n{head}")
+    for group in sorted(by_group, key=str.lower) + ["all"]:
+        idx = range(len(rows)) if group == "all" else by_group[group]
+        bears = [i for i in idx if served[i]["in_set"]]
+        kinds = "/".join(str(sum(served[i]["label"] == k for i in bears)) for k in ("grizzly", "black", "teddy"))
+        line = f"{group} | {len(idx)} | {len(bears)} | {kinds} | {max(served[i]['p_in_set'] for i in idx):.4f}"
+        if plain:
+            line += (f" | {sum(plain[i]['own_rule'] for i in idx)} | {sum(plain[i]['shipped_gate'] for i in idx)}")
+        print(line)
+    print(f"\nthe {args.worst} photos nearest to a bear answer (served model):")
+    for i in sorted(range(len(rows)), key=lambda i: -served[i]["p_in_set"])[:args.worst]:
+        s = served[i]
+        extra = (f"; untouched top: {plain[i]['top']} {plain[i]['top_p']:.2f}, bear rows {plain[i]['wild']:.3f}, "
+                 f"teddy {plain[i]['teddy']:.3f}") if plain else ""
+        print(f"  {rows[i]['file']} ({rows[i]['subject']}): {s['label']} {s['probability']:.4f}, "
+              f"p(a bear) {s['p_in_set']:.4f}{extra}")
+    if plain:
+        flagged = [i for i in range(len(rows)) if plain[i]["own_rule"] or plain[i]["shipped_gate"]]
+        print(f"\nphotos the untouched network calls a bear ({len(flagged)}):")
+        for i in sorted(flagged, key=lambda i: -max(plain[i]["wild"], plain[i]["teddy"])):
+            p = plain[i]
+            print(f"  {rows[i]['file']} ({rows[i]['subject']}): own rule {p['own_rule']}, shipped gate "
+                  f"{p['shipped_gate']}; bear rows {p['wild']:.3f}, teddy {p['teddy']:.3f}; top {p['top']} {p['top_p']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
