@@ -37,9 +37,9 @@ def cmd_gather(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from .training.data import image_files, verify_images
+    from .training.data import image_files, verify_photos
 
-    report = verify_images(image_files(args.root), fix=args.fix)
+    report = verify_photos(image_files(args.root), fix=args.fix)
     for path, reason in report.dropped.items():
         print(f"{path}: {reason}")
     print(report.summary())

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -34,6 +35,19 @@ from openset_features import BEAR_LIKE, BEARS, DATA, RESULTS, kinds_of, load  # 
 
 OWN_TRIPLES = [("forest", "mountain", "glacier"), ("dog", "cat", "car"), ("bird", "sea", "buildings")]
 
+
+class BothGates(nn.Module):
+    """A photo is in the set only if every gate says so: the smallest of their logits."""
+
+    def __init__(self, *gates: nn.Module):
+        super().__init__()
+        self.gates = nn.ModuleList(gates)
+
+    def forward(self, views: torch.Tensor) -> torch.Tensor:
+        return torch.stack([g(views) for g in self.gates]).amin(0)
+
+    def card(self) -> dict:
+        return dict(kind="all of", gates=[g.card() if hasattr(g, "card") else type(g).__name__ for g in self.gates])
 
 def keep_threshold(valid_scores: np.ndarray, keep: float) -> float:
     """The score above which `keep` of the validation photos lie (higher score = more in-set)."""
@@ -301,7 +315,6 @@ def calibration(feats: dict) -> list[dict]:
     of held-out subjects (as `evaluate` scores), and on the hard part's hand-checked bears."""
     from bear_classifier.model.calibrate import expected_calibration_error
     from bear_classifier.model.classifier import answer_log_probs
-    from bear_classifier.model.openset import BothGates
 
     logits, imagenet = shipped_logits()
     x, neg = feats["bears"]["tuned"], feats["not_bear"]["tuned"]

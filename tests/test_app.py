@@ -120,13 +120,13 @@ def test_file_too_large_to_send_gets_a_card_from_its_size(app):
 
 
 def test_a_tall_thin_photo_of_many_pixels_is_never_scaled_up():
-    """50×240,001 pixels in a 210 KB PNG: more than SHRINK_PIXELS, so it is scaled to a 375 px short side; up,
-    that would be 675 MP, 5 GB in the kernel. It is scaled down only, to at most SHRINK_PIXELS."""
-    from bear_classifier.page.widget import SHRINK_PIXELS, Photo
+    """50×240,001 pixels in a 210 KB PNG: more than KERNEL_SHRINK_PIXELS, so it is scaled to a 375 px short side; up,
+    that would be 675 MP, 5 GB in the kernel. It is scaled down only, to at most KERNEL_SHRINK_PIXELS."""
+    from bear_classifier.page.widget import KERNEL_SHRINK_PIXELS, Photo
 
     data = encode(Image.new("RGB", (50, 240_001), (90, 120, 60)), "PNG")
     img = Photo("tall.png", data, len(data)).image
-    assert img.width <= 50 and img.width * img.height <= SHRINK_PIXELS, img.size
+    assert img.width <= 50 and img.width * img.height <= KERNEL_SHRINK_PIXELS, img.size
 
 
 def test_clear_empties_the_gallery_and_undo_brings_it_back(app):

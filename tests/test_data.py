@@ -4,7 +4,7 @@ from pathlib import Path
 from PIL import Image
 
 from bear_classifier.training.clean import apply_review, write_review
-from bear_classifier.training.data import image_files, label_items, read_labels, split_items, verify_images
+from bear_classifier.training.data import image_files, label_items, read_labels, split_items, verify_photos
 from corpus import encode, photo
 
 
@@ -28,7 +28,7 @@ def test_verify_drops_broken_tiny_and_duplicates_and_says_why(tmp_path):
     }
     for name, data in files.items():
         write(tmp_path / "grizzly" / name, data)
-    report = verify_images(image_files(tmp_path))
+    report = verify_photos(image_files(tmp_path))
     kept = {p.name for p in report.kept}
     reasons = {p.name: r for p, r in report.dropped.items()}
     assert kept == {"a_good.jpg", "d_other.jpg", "h_cmyk.jpg"}
@@ -44,7 +44,7 @@ def test_verify_fix_deletes_drops_and_converts_odd_modes(tmp_path):
     write(tmp_path / "x" / "cmyk.jpg", encode(photo((100, 100), seed=3).convert("CMYK"), "JPEG"))
     write(tmp_path / "x" / "pal.png", encode(photo((100, 100), seed=4).convert("P"), "PNG"))
     write(tmp_path / "x" / "bad.jpg", b"nope")
-    report = verify_images(image_files(tmp_path), fix=True)
+    report = verify_photos(image_files(tmp_path), fix=True)
     assert sorted(p.name for p in (tmp_path / "x").iterdir()) == ["cmyk.jpg", "pal.jpg"]
     assert all(Image.open(p).mode == "RGB" for p in report.kept)
 

@@ -16,6 +16,9 @@ except ImportError:  # pragma: no cover
 MAX_BYTES = 20 * 1024 * 1024  # a phone photo is 2-8 MB; anything far larger is not a photo upload
 MAX_PIXELS = 50_000_000  # 8000x6000 fits; decompression bombs (tiny file, huge canvas) do not
 MIN_SIDE = 1
+# The one copy of a photo that outlives its answer (its card, a "That's wrong" row): enough to relabel and retrain at
+# 224 px, and never the whole photo.
+KEPT_SIDE = 448
 # What the page promises, and nothing else: Pillow knows dozens of formats, some through outside
 # programs (EPS and PostScript run Ghostscript wherever it is installed). JPEG includes MPO (phone
 # photos with a second picture); PPM: the pixels the browser sends when it has shrunk a big photo. Not ICO:

@@ -44,7 +44,6 @@ class Prediction:
         """The photo shows one of the classes."""
         return self.label != self.none_label
 
-    is_bear = in_set  # the bear page's name for it (card.py)
 
     def __str__(self) -> str:
         return f"Prediction: {self.label}; Probability: {self.probability:.4f}"

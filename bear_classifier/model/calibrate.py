@@ -25,10 +25,6 @@ def expected_calibration_error(probs: torch.Tensor, targets: torch.Tensor, n_bin
     return float((count * (conf - acc).abs()).sum() / count.sum().clamp_min(1))
 
 
-def nll(logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0) -> float:
-    return float(F.cross_entropy(logits / temperature, targets))
-
-
 def fit_temperature(logits: torch.Tensor, targets: torch.Tensor) -> float:
     """The temperature T > 0 that minimises the negative log-likelihood of softmax(logits / T) (Guo et al., 2017).
 

@@ -12,7 +12,7 @@ bench/openset_study.py). The threshold is the distance under which a chosen shar
 falls, so the decision needs nothing but the training and validation photos. The gate is a torch module
 whose statistics are buffers, so it travels inside the network: `learn.predict`, export.pkl and the ONNX
 file alike. A model whose classes have ImageNet rows (bears) keeps that gate instead: `fit_for_learner`
-says why; `BothGates`, which asks both, is measured in the study.
+says why; both gates together are measured in the study (bench/openset_study.py).
 """
 from __future__ import annotations
 
@@ -75,20 +75,6 @@ class DistanceGate(nn.Module):
         return dict(kind="distance to the training classes (openset.py)", dims=self.components.shape[0],
                     classes=self.centroids.shape[0], keep=getattr(self, "keep", None),
                     threshold=round(float(self.threshold), 4))
-
-
-class BothGates(nn.Module):
-    """A photo is in the set only if every gate says so: the smallest of their logits."""
-
-    def __init__(self, *gates: nn.Module):
-        super().__init__()
-        self.gates = nn.ModuleList(gates)
-
-    def forward(self, views: torch.Tensor) -> torch.Tensor:
-        return torch.stack([g(views) for g in self.gates]).amin(0)
-
-    def card(self) -> dict:
-        return dict(kind="all of", gates=[g.card() if hasattr(g, "card") else type(g).__name__ for g in self.gates])
 
 
 def fit_distance_gate(features: torch.Tensor, labels: torch.Tensor, dim: int = DIM) -> DistanceGate:

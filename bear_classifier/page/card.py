@@ -81,10 +81,6 @@ class Card(anywidget.AnyWidget):
     def __init__(self, name: str, **kwargs):
         super().__init__(name=name, short=short_name(name), **kwargs)
 
-    def close_all(self) -> None:
-        """Close the card; its photos go with its state (kept for app.py, which closes cards this way)."""
-        self.close()
-
 
 class AnswerCard(Card):
     """A card in the gallery. `on_flag(label)` stores (or replaces) this card's "That's wrong" answer,

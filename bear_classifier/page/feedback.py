@@ -20,10 +20,11 @@ from pathlib import Path
 import sqlalchemy as sa
 from PIL import Image
 
+from ..inference.images import KEPT_SIDE
+
 log = logging.getLogger(__name__)
 DEFAULT_DB = Path(__file__).resolve().parents[2] / "feedback.db"
 DEFAULT_MAX_MB = 500
-STORED_SIDE = 448  # photos are kept at this size: enough to relabel and retrain at 224 px
 VISITOR_SHARE = 0.05  # one visitor (kernel) may fill at most this share of the store, so one can't lock out the rest
 PER_MINUTE = 10  # changes a visitor may make in a minute: a person corrects a few cards, a script thousands
 CONNECT_TIMEOUT = 5  # seconds: a database that doesn't answer costs the page its button, not its start
@@ -59,7 +60,7 @@ class Flag:
     photo: bytes
 
 
-def clean_jpeg(img: Image.Image, side: int = STORED_SIDE) -> bytes:
+def clean_jpeg(img: Image.Image, side: int = KEPT_SIDE) -> bytes:
     """The photo re-encoded from its pixels alone: no EXIF, no GPS, no comments, at most `side` pixels."""
     small = Image.frombytes("RGB", img.size, img.convert("RGB").tobytes())  # pixels only, no info dict
     small.thumbnail((side, side))

@@ -46,7 +46,7 @@ class Cards(widgets.VBox):
         if dropped:
             self.children = kept
             for card in dropped:
-                getattr(card, "close_all", card.close)()
+                card.close()  # its photos go with its state
             self.bar.count = len(kept)
         return len(dropped)
 
@@ -78,7 +78,7 @@ class Cards(widgets.VBox):
                 self._timer.cancel()
             cards, self._cleared, self._timer = self._cleared, (), None
         for card in cards:
-            getattr(card, "close_all", card.close)()
+            card.close()  # its photos go with its state
         self.bar.cleared = 0
 
     def _receive(self, _widget, content: dict, _buffers) -> None:

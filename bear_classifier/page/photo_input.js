@@ -18,9 +18,6 @@ const CAMERA_ERRORS = {
   NotReadableError: "The camera is busy in another app. Close that app, or upload a photo instead.",
 };
 
-// A photo with more pixels than this is shrunk whatever its size in bytes: the kernel decodes every
-// pixel it is sent, and a flat 8000×6000 PNG is small on the wire but 144 MB once decoded.
-const SHRINK_PIXELS = 4_000_000;
 let active = null; // the view that receives dropped and pasted photos: the last one rendered
 const LOST = "The connection to the server was lost. Please reload the page to keep going.";
 
@@ -104,7 +101,7 @@ function ppm(context, width, height) {
 async function prepare(file, model) {
   const meta = { kind: "photo", name: file.name || "pasted image", size: file.size, type: file.type };
   if (file.size > model.get("max_bytes")) { return [{ ...meta, kind: "too_large" }, []]; }
-  const huge = await pixelCount(file).catch(() => null) > SHRINK_PIXELS;
+  const huge = await pixelCount(file).catch(() => null) > model.get("shrink_pixels"); // widget.py says why
   if (huge || file.size >= model.get("shrink_from")) {
     try {
       const patience = new Promise((_, reject) => setTimeout(reject, 5000)); // a decoder that hangs: send as is

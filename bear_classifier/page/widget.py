@@ -19,8 +19,8 @@ import anywidget
 import traitlets
 from PIL import Image
 
+from ..inference.images import KEPT_SIDE, MAX_BYTES, ImageError, check_size, open_image
 from .examples import offered
-from ..inference.images import MAX_BYTES, ImageError, check_size, open_image
 
 log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
@@ -30,8 +30,12 @@ SHRINK_FROM = 2**20  # photos this big are scaled down in the browser before sen
 # of a 12 MP phone photo's (3000 or 3024), so the browser decodes those at 1/8 scale: 50 ms instead
 # of 62 at 1/4 for 448 px, and a third fewer pixels to send (bench/page.py: 0.14 s to the answer, was 0.16).
 SHRINK_SIDE = 375
-SHRINK_PIXELS = 12_000_000  # a 12 MP phone photo's JPEG decodes at 1/8 scale already: this is for the others
-KEPT_SIDE = 448  # the one copy of a photo that outlives its answer (card, "That's wrong"): feedback.STORED_SIDE
+# A photo of more pixels than this is shrunk in the browser whatever its size in bytes: the kernel decodes every pixel
+# it is sent, and a flat 8000×6000 PNG is small on the wire but 144 MB once decoded.
+BROWSER_SHRINK_PIXELS = 4_000_000
+# The kernel scales down what still comes with more (a browser that could not decode it): a 12 MP phone photo's
+# JPEG is decoded at 1/8 scale already; this is for the others.
+KERNEL_SHRINK_PIXELS = 12_000_000
 # Photos received but not yet answered: a client that sends faster than the model answers gets a
 # sentence for the rest instead of filling the kernel's memory with them.
 MAX_WAITING_BYTES = 2 * MAX_BYTES
@@ -56,18 +60,18 @@ class Photo:
     def image(self) -> Image.Image:
         """The photo as the model reads it, upright RGB; ImageError (a sentence) when it is not one.
 
-        One of more than SHRINK_PIXELS is scaled down to a SHRINK_SIDE short side, as the browser scales
+        One of more than KERNEL_SHRINK_PIXELS is scaled down to a SHRINK_SIDE short side, as the browser scales
         big files: a small file of many pixels (a 148 KB PNG of 8000×6000) then costs the kernel its
         decoded 192 MB once, for a moment, not again in every copy made after (the model's resize). Never
-        up, and never past SHRINK_PIXELS: a 210 KB PNG of 50×240,001 scaled to a 375 px short side
+        up, and never past KERNEL_SHRINK_PIXELS: a 210 KB PNG of 50×240,001 scaled to a 375 px short side
         would be 675 MP (5 GB).
         """
         if self.refused:
             raise ImageError(self.refused)
         check_size(self.size)  # as the browser reports it
         img = open_image(self.data, min_side=SHRINK_SIDE)
-        if img.width * img.height > SHRINK_PIXELS:
-            scale = min(SHRINK_SIDE / min(img.size), (SHRINK_PIXELS / (img.width * img.height)) ** 0.5)
+        if img.width * img.height > KERNEL_SHRINK_PIXELS:
+            scale = min(SHRINK_SIDE / min(img.size), (KERNEL_SHRINK_PIXELS / (img.width * img.height)) ** 0.5)
             img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))),
                              Image.Resampling.BILINEAR, reducing_gap=2.0)
         return img
@@ -107,6 +111,7 @@ class PhotoInput(anywidget.AnyWidget):
     max_files = traitlets.Int(MAX_FILES).tag(sync=True)
     shrink_from = traitlets.Int(SHRINK_FROM).tag(sync=True)
     shrink_side = traitlets.Int(SHRINK_SIDE).tag(sync=True)
+    shrink_pixels = traitlets.Int(BROWSER_SHRINK_PIXELS).tag(sync=True)
     examples = traitlets.List().tag(sync=True)  # [{name, thumb}]: the examples row (examples.py)
 
     def __init__(self, examples: Path | None = None, **kwargs):

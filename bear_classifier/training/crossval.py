@@ -16,7 +16,7 @@ import torch
 
 from ..model.calibrate import expected_calibration_error, fit_temperature, plot_reliability
 from ..classes import Classes
-from .data import grouped_folds, image_files, label_items, make_dataloaders, negatives_split, read_labels, read_sources, verify_images
+from .data import grouped_folds, image_files, label_items, make_dataloaders, negatives_split, read_labels, read_sources, verify_photos
 from .clean import suspicious_labels
 from ..model.backbone import normalization
 from ..model.classifier import answer_log_probs, heads, view_features
@@ -77,7 +77,7 @@ def cross_validate(root: Path, labels_csv: Path | None, valid_csv: Path | None, 
     start, root, out = time.perf_counter(), Path(root), Path(out)
     classes = classes or Classes.for_data(root)
     out.mkdir(parents=True, exist_ok=True)
-    report = verify_images(image_files(root))
+    report = verify_photos(image_files(root))
     items = [(p, y) for p, y in label_items(root, report.kept, read_labels(labels_csv) if labels_csv else None)
              if y in classes.labels]
     sources = read_sources(root)

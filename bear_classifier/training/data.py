@@ -19,7 +19,7 @@ SIZE = 224
 
 @dataclass
 class Report:
-    """What `verify_images` kept and what it dropped, with the reason for each drop."""
+    """What `verify_photos` kept and what it dropped, with the reason for each drop."""
 
     kept: list[Path] = field(default_factory=list)
     dropped: dict[Path, str] = field(default_factory=dict)
@@ -36,8 +36,9 @@ def image_files(root: Path) -> list[Path]:
     return sorted(p for p in Path(root).rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file())
 
 
-def verify_images(files: list[Path], fix: bool = False, hash_distance: int = 4) -> Report:
-    """Drop files that don't decode, are tiny, or duplicate an earlier file (exactly or perceptually).
+def verify_photos(files: list[Path], fix: bool = False, hash_distance: int = 4) -> Report:
+    """Drop files that don't decode, are tiny, or duplicate an earlier file (exactly or perceptually): more than
+    fastai's `verify_images`, which only finds the files that fail to open.
 
     With fix=True, images in an odd mode (CMYK, palette, 16-bit...) are rewritten as RGB JPEG
     next to the original name and dropped files are deleted.

@@ -57,10 +57,10 @@ def validation_files(learn, data: Path, valid_csv: Path | None, labels_csv: Path
     """The photos of `valid_csv`; without one, the validation part of `data` as training split it (same seed)."""
     if valid_csv:
         return [Path(data) / f for f in read_labels(valid_csv)]
-    from .data import verify_images
+    from .data import verify_photos
     from .train import labelled_items
 
-    kept = verify_images(image_files(data)).kept
+    kept = verify_photos(image_files(data)).kept
     return [p for p, _ in labelled_items(Path(data), kept, learner_classes(learn), labels_csv, None, seed)[1]]
 
 

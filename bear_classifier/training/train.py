@@ -163,7 +163,7 @@ def check_items(items: list, classes: Classes, root: Path) -> None:
 
 def labelled_items(root: Path, kept: list[Path], classes: Classes, labels_csv: Path | None = None,
                    valid_csv: Path | None = None, seed: int = 42) -> tuple[list, list, str]:
-    """(train, valid, how it was split) for the photos `kept` by verify_images: (path, label) lists, the
+    """(train, valid, how it was split) for the photos `kept` by verify_photos: (path, label) lists, the
     folder's label unless the cleaning CSV says otherwise; see data.split_items for the validation set."""
     from .data import label_items, read_labels, read_sources, split_items
 
@@ -220,14 +220,14 @@ def train_model(root: Path, classes: Classes | None = None, labels_csv: Path | N
     and the class head's temperature set (`head_temperature`, unless given). Returns (learn, card).
     """
     from .clean import auto_clean
-    from .data import image_files, verify_images
+    from .data import image_files, verify_photos
 
     start, root = time.perf_counter(), Path(root)
     classes = classes or Classes.for_data(root)
     set_seed(seed, reproducible=True)
     report, how = None, "given"
     if items is None:
-        report = verify_images(image_files(root))
+        report = verify_photos(image_files(root))
         print("verify:", report.summary())
         items, valid_items, how = labelled_items(root, report.kept, classes, labels_csv, valid_csv, seed)
     loaders = dict(vocab=classes.vocab, bs=batch_size(len(items), bs), size=size, stats=normalization(arch), num_workers=workers)
