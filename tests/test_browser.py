@@ -2,16 +2,14 @@
 import io
 import os
 import re
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from browser import (ROOT, card, chromium, drop_files, free_port, open_app, paste_file, require_browser, serve,
-                     upload_file, upload_files, voila, wait_card, wait_for)
+from browser import (ROOT, card, chromium, drop_files, open_app, paste_file, require_browser, upload_file, upload_files,
+                     voila, wait_card, wait_for)
 from conftest import BEARS, need_shared
 from corpus import PDF, encode, photo, png_bomb
 

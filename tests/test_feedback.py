@@ -124,3 +124,11 @@ def test_a_database_that_never_answers_fails_within_the_connect_timeout():
         opener.join(60)  # a hang detector, not a timing: the timeout is a few seconds
         assert not opener.is_alive(), "opening the store hung on a database that never answers"
         assert outcome and "timeout" in str(outcome[0]).lower()
+
+
+def test_a_store_size_that_is_not_a_number_says_what_to_set(monkeypatch):
+    from bear_classifier.page.feedback import FeedbackStore
+
+    monkeypatch.setenv("BEAR_FEEDBACK_MAX_MB", "lots")
+    with pytest.raises(ValueError, match=r"BEAR_FEEDBACK_MAX_MB='lots' is not a number of megabytes"):
+        FeedbackStore.from_env()

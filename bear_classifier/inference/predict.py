@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from .. import environment
 from ..classes import FILE as CLASSES_FILE
 from ..classes import Classes, Kind
 
@@ -52,7 +52,7 @@ class Prediction:
 def served_model_path() -> Path:
     """The model the page and the CLI serve: BEAR_MODEL where it is set, else export.onnx in the working
     directory, else the checkout's."""
-    return Path(os.environ.get("BEAR_MODEL") or model_file("export.onnx"))
+    return environment.model_path() or model_file("export.onnx")
 
 
 def served_classes(path: Path | None = None) -> Classes:

@@ -8,8 +8,9 @@ from __future__ import annotations
 import base64
 import io
 import logging
-import os
 from pathlib import Path
+
+from .. import environment
 
 log = logging.getLogger(__name__)
 FOLDER = "examples"  # relative to where Voila starts the kernel: the notebook's folder
@@ -20,7 +21,7 @@ THUMB = 144  # px: shown at 72 CSS px, sharp on a phone's 2x screen
 
 def example_files(folder: Path | None = None) -> dict[str, Path]:
     """{name: path} of the example photos, sorted by name: what the page offers and all the kernel will read."""
-    folder = Path(folder or os.environ.get("BEAR_EXAMPLES") or FOLDER)
+    folder = Path(folder or environment.examples_folder() or FOLDER)
     if not folder.is_dir():
         return {}
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in TYPES and p.is_file())

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import time
 from collections import deque
 from contextlib import contextmanager
@@ -20,6 +19,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from PIL import Image
 
+from .. import environment
 from ..inference.images import KEPT_SIDE
 
 log = logging.getLogger(__name__)
@@ -97,10 +97,9 @@ class FeedbackStore:
         BEAR_FEEDBACK_URL: a database URL (postgresql+psycopg://...); else BEAR_FEEDBACK_DB: an
         SQLite file (default feedback.db next to the package); BEAR_FEEDBACK_MAX_MB caps its photos.
         """
-        if os.environ.get("BEAR_FEEDBACK", "on").lower() in ("off", "0", "false", "no"):
+        if not environment.feedback_on():
             return None
-        url = os.environ.get("BEAR_FEEDBACK_URL") or f"sqlite:///{os.environ.get('BEAR_FEEDBACK_DB', DEFAULT_DB)}"
-        return cls(url, float(os.environ.get("BEAR_FEEDBACK_MAX_MB", DEFAULT_MAX_MB)))
+        return cls(environment.feedback_url(DEFAULT_DB), environment.feedback_max_mb(DEFAULT_MAX_MB))
 
     def add(self, img: Image.Image, predicted: str, probability: float, label: str, model_sha256: str) -> int:
         """Store one flag; its id. Raises FeedbackError (a sentence) when the store, or this visitor's share of it,

@@ -12,8 +12,9 @@ import os
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING
+
+from .. import environment
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -143,12 +144,13 @@ def load_classifier():
     2 cores: 20-40 ms with one thread, 33-140 ms with two).
     """
     from ..inference.predict import Classifier
-    from ..model.learner import LessonClassifier
 
-    model = os.environ.get("BEAR_MODEL")
-    if model and model.endswith(".pkl"):
-        return LessonClassifier.load(Path(model))
-    return Classifier.load(Path(model)) if model else Classifier.load()
+    model = environment.model_path()
+    if model is not None and model.suffix == ".pkl":
+        from ..model.learner import LessonClassifier  # torch and fastai: requirements.txt
+
+        return LessonClassifier.load(model)
+    return Classifier.load(model)
 
 
 class Model(Background):

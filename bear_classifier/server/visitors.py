@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import ipaddress
-import os
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -30,6 +29,8 @@ from traitlets import Integer, default
 from voila.request_info_handler import RequestInfoSocketHandler
 from voila.shutdown_kernel_handler import VoilaShutdownKernelHandler
 from voila.voila_identity_provider import VoilaIdentityProvider
+
+from .. import environment
 
 # Voila starts a kernel for a page request with this variable "False", and its pool's with "True".
 PREHEAT = "VOILA_PREHEAT"
@@ -53,7 +54,7 @@ def networks(spec: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
 # deploy/replicas.sh), and the networks BEAR_TRUSTED_PROXIES names, such as a Kubernetes cluster's pod network
 # where its ingress controller runs (deploy/kubernetes): without it, every visitor a pod gets from the
 # ingress is one address, and the ninth page from anyone ends another visitor's visit.
-TRUSTED_PROXIES = networks(os.environ.get("BEAR_TRUSTED_PROXIES", ""))
+TRUSTED_PROXIES = networks(environment.trusted_proxies())
 
 
 def _from_trusted_proxy(request: httputil.HTTPServerRequest) -> bool:
