@@ -31,7 +31,6 @@ from browser import chromium, kernels, open_app, voila, wait_for  # noqa: E402
 from corpus import encode, photo  # noqa: E402
 
 APPS = {"reference": ROOT / "bench" / "reference", "app": ROOT}
-TEMPLATE = {"reference": None, "app": "bear"}  # the app as `make app` serves it
 CULL = ["--MappingKernelManager.cull_idle_timeout=4", "--MappingKernelManager.cull_interval=2"]
 PREHEAT = ["--preheat_kernel=True", "--pool_size=1", "--VoilaKernelManager.fill_delay=20"]
 
@@ -156,11 +155,10 @@ def cold_loads(browser, url: str, proc, runs: int) -> list[tuple[float, float]]:
 
 
 def measure(name: str, cwd: Path, runs: int, tmp: Path) -> dict:
-    template = TEMPLATE[name]
     bigs = copies(tmp / "phone.jpg", encode(photo((4000, 3000), seed=2), "JPEG", quality=90), runs)
     smalls = copies(tmp / "small.jpg", encode(photo((640, 480), seed=3), "JPEG"), 51)
     out = {}
-    with voila(*CULL, "--preheat_kernel=False", cwd=cwd, template=template) as (url, _, proc), chromium() as browser:
+    with voila(*CULL, "--preheat_kernel=False", cwd=cwd) as (url, _, proc), chromium() as browser:
         cold = cold_loads(browser, url, proc, runs)
         out["tti_cold"], out["live_cold"] = [usable for usable, _ in cold], [live for _, live in cold]
         _, _, page = time_to_interactive(browser, url)
@@ -184,7 +182,7 @@ def measure(name: str, cwd: Path, runs: int, tmp: Path) -> dict:
             clear(page)
         out["answer"] = answers
         out["rss_50"] = peak_rss_mib(kernel.pid)
-    with voila(*PREHEAT, cwd=cwd, template=template) as (url, _, proc), chromium() as browser:
+    with voila(*PREHEAT, cwd=cwd) as (url, _, proc), chromium() as browser:
         out["tti_preheated"], out["live_preheated"] = [], []
         for visit in range(runs):
             wait_for(lambda: len(kernels(proc)) >= 1 + visit, 180)  # wait for the pool to refill
@@ -204,7 +202,7 @@ def floor(runs: int, tmp: Path) -> list[float]:
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("import ipywidgets\nipywidgets.FileUpload()")])
     nb.metadata.kernelspec = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, tmp / "floor.ipynb")
-    with voila(*CULL, "--preheat_kernel=False", notebook="floor.ipynb", cwd=tmp, template=None) as (url, _, proc), \
+    with voila(*CULL, "--preheat_kernel=False", notebook="floor.ipynb", cwd=tmp) as (url, _, proc), \
             chromium() as browser:
         return [live for _, live in cold_loads(browser, url, proc, runs)]
 

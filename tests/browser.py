@@ -44,19 +44,17 @@ def free_port() -> int:
 
 
 @contextmanager
-def voila(*extra: str, notebook: str = "app.ipynb", cwd: Path = ROOT, log: Path | None = None, env: dict | None = None,
-          template: str | None = "bear"):
+def voila(*extra: str, notebook: str = "app.ipynb", cwd: Path = ROOT, log: Path | None = None, env: dict | None = None):
     """Run `voila notebook` on 127.0.0.1:<free port> as `make app` does; yields (base_url, log_path, process).
 
-    `template` is the Voila template, found in this repository's share/jupyter; None for Voila's default.
+    Its settings are the notebook folder's voila.json (the app's: its template, guard and visitor checks); the
+    template and page hook are this checkout's share/jupyter, as edited, ahead of any installed copy.
     """
     env = {**os.environ, **(env or {})}
     port = free_port()
     cmd = [sys.executable, "-m", "voila", notebook, f"--port={port}", "--no-browser", "--Voila.ip=127.0.0.1", *extra]
-    if template:
-        cmd.append(f"--template={template}")
-        env["JUPYTER_PATH"] = os.pathsep.join(filter(None, [str(SHARE), env.get("JUPYTER_PATH")]))
-        env["JUPYTER_CONFIG_PATH"] = os.pathsep.join(filter(None, [str(SHARE / "config"), env.get("JUPYTER_CONFIG_PATH")]))
+    env["JUPYTER_PATH"] = os.pathsep.join(filter(None, [str(SHARE), env.get("JUPYTER_PATH")]))
+    env["JUPYTER_CONFIG_PATH"] = os.pathsep.join(filter(None, [str(SHARE / "config"), env.get("JUPYTER_CONFIG_PATH")]))
     with serve(cmd, port, "/voila/static/", cwd, log, env) as started:
         yield started
 

@@ -206,7 +206,7 @@ def create_table(engine: sa.Engine) -> None:
     except sa.exc.DBAPIError:
         if not sa.inspect(engine).has_table(flags.name):
             raise
-        log.info("another process created the feedback table first")
+        log.debug("another process created the feedback table first")  # every kernel of a fresh server races to create it
 
 
 def _connect_args(url: str) -> dict:
