@@ -46,8 +46,9 @@ app: $(APP_VENV)/bin/.installed-serve
 replicas: $(APP_VENV)/bin/.installed-serve
 	VOILA=$(APP_VENV)/bin/voila REPLICAS=$(REPLICAS) PORT=$(PORT) deploy/replicas.sh
 
+# Three workers on two cores: most tests wait on servers and browsers; files stay whole on one worker.
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 3 --dist loadfile
 
 train: install
 	$(BIN)/python -m bear_classifier train $(BEAR_RECIPE) --out . --reports reports

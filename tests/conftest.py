@@ -8,6 +8,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).parent))  # corpus.py
 
+# Under pytest-xdist (`make test` runs three workers on two cores), one thread per worker and per process it starts
+# (kernels, notebooks): torch's and OpenMP's own pools, each the size of the machine, would fight over the cores.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
+
 SHARED = ROOT.parent / "shared" / "data"
 BEARS = SHARED / "bears"
 IN_CI = bool(os.environ.get("CI"))
