@@ -11,24 +11,21 @@ found; 99.6% / 98.46%). This part is never trained on, nor tuned on:
 `train` fine-tunes the shipped recipe on the rest (validation: the other sources' hand-checked photos) into
 bench/results/hard/; `features` caches pooled views of every photo through that network; `score` prints what
 it gets right on the hard part beside its validation.
-Usage: python bench/hard_holdout.py train; ... features; ... score   (~15 + 6 + 1 min on 2 CPU cores)
-       python bench/hard_holdout.py score --sharpness 4.26 --corners 2,1   (the retrain with the shipped gate's
+Usage: python -m bench.hard_holdout train; ... features; ... score   (~15 + 6 + 1 min on 2 CPU cores)
+       python -m bench.hard_holdout score --sharpness 4.26 --corners 2,1   (the retrain with the shipped gate's
        settings from classes.toml, where they differ from what it was trained with)
 """
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
 
-from bear_classifier.training.data import image_files, label_items, read_labels, read_sources, subject  # noqa: E402
-from openset_features import BEAR_LIKE, BEARS, DATA, RESULTS, groups  # noqa: E402
+from bench import ROOT
+from bear_classifier.training.data import image_files, label_items, read_labels, read_sources, subject
+from bench.openset_features import BEAR_LIKE, BEARS, DATA, RESULTS, groups
 
 HARD = RESULTS / "hard"
 
@@ -77,7 +74,7 @@ def features() -> None:
     """Pooled views of every pool photo and person through the hard-split network (trunk shared)."""
     from fastai.learner import load_learner
 
-    from openset_features import extract
+    from bench.openset_features import extract
 
     learn = load_learner(HARD / "export.pkl")
     for group, files in groups().items():

@@ -4,22 +4,19 @@
   app        bytes → open_image → Classifier.predict             (what the page runs per photo: export.onnx)
   floors     the bare forward pass on prepared pixels: ONNX Runtime (served), and the same network as
              TorchScript (how the page served it before)
-Usage: python bench/latency.py [--n 20] [--repeat 3]
+Usage: python -m bench.latency [--n 20] [--repeat 3]
 """
 from __future__ import annotations
 
 import argparse
 import csv
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
+from bench import ROOT
+
 BEARS = ROOT.parent / "shared" / "data" / "bears"
 REFERENCE = ROOT / "bench" / "reference" / "export.pkl"
 
@@ -67,8 +64,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
     if not REFERENCE.exists():
-        sys.path.insert(0, str(ROOT / "bench"))
-        from reference.make_reference import main as make_reference
+        from bench.reference.make_reference import main as make_reference
 
         make_reference()
     from fastai.vision.all import PILImage, load_learner

@@ -8,21 +8,18 @@ comm as any client can (tests/test_kernel_limits.py's raw websocket client), RSS
   after "Clear"            the Clear button pressed over the comm
   peak                     VmHWM: the most the kernel held at once (one 8000×6000 photo decoded: 192 MB)
 
-Usage: python bench/memory.py [--photos 100]
+Usage: python -m bench.memory [--photos 100]
 """
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
 
-from browser import kernels, voila  # noqa: E402
-from corpus import bad_uploads, encode, photo, valid_uploads  # noqa: E402
-from test_kernel_limits import Visitor, big_png  # noqa: E402
-from wire import send  # noqa: E402
+from browser import kernels, voila
+from corpus import bad_uploads, encode, photo, valid_uploads
+from test_kernel_limits import Visitor, big_png
+from wire import send
 
 
 def memory(proc, kernel: str) -> tuple[float, float]:

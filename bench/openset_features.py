@@ -4,24 +4,21 @@ One decode and one trunk pass per photo (the trunk is frozen, so both networks s
 Cached per group under bench/results/features_<group>.pt: {"files", "tuned", "untouched"}, views (N, 5, C) float16;
 and the shipped network's class head, ImageNet head, temperature and ImageNet gate in shipped_heads.pt, which is all
 bench/openset_study.py needs of it.
-Usage: python bench/openset_features.py   (about 15 minutes on 2 busy CPU cores)
+Usage: python -m bench.openset_features   (about 15 minutes on 2 busy CPU cores)
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
 
-from bear_classifier.training.data import image_files  # noqa: E402
-from bear_classifier.model.backbone import create_imagenet_model, split_imagenet_model  # noqa: E402
-from bear_classifier.model.classifier import pooled_views  # noqa: E402
-from bear_classifier.model.learner import load_model  # noqa: E402
-from people import people_files  # noqa: E402
+from bench import ROOT
+from bear_classifier.training.data import image_files
+from bear_classifier.model.backbone import create_imagenet_model, split_imagenet_model
+from bear_classifier.model.classifier import pooled_views
+from bear_classifier.model.learner import load_model
+from bench.people import people_files
 
 DATA = ROOT.parent / "shared" / "data"
 RESULTS = ROOT / "bench" / "results"

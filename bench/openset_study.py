@@ -10,13 +10,12 @@ ImageNet network ("untouched"), from bench/openset_features.py's cache:
       the bear-like animals (foxes, wolves, monkeys...: the false bears found elsewhere), the people.
   (c) the hard held-out part; (d) calibration; (e) the shipped bear model beside the untouched network's own rule.
 Every method is calibrated to keep KEEP of the validation photos, except the ImageNet gate (its thresholds).
-Usage: python bench/openset_study.py [--keep 0.99]   (about a minute once the features are cached)
+Usage: python -m bench.openset_study [--keep 0.99]   (about a minute once the features are cached)
 """
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,14 +23,12 @@ import numpy as np
 import torch
 from torch import nn
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
 
-from bear_classifier.training.data import negatives_split, read_labels, subject  # noqa: E402
-from bear_classifier.model.classifier import ImageNetGate  # noqa: E402
-from bear_classifier.model.openset import fit_gate  # noqa: E402
-from openset_features import BEAR_LIKE, BEARS, DATA, RESULTS, kinds_of, load  # noqa: E402
+from bench import ROOT
+from bear_classifier.training.data import negatives_split, read_labels, subject
+from bear_classifier.model.classifier import ImageNetGate
+from bear_classifier.model.openset import fit_gate
+from bench.openset_features import BEAR_LIKE, BEARS, DATA, RESULTS, kinds_of, load
 
 OWN_TRIPLES = [("forest", "mountain", "glacier"), ("dog", "cat", "car"), ("bird", "sea", "buildings")]
 
@@ -224,7 +221,7 @@ def negative_masks(feats: dict) -> tuple[torch.Tensor, torch.Tensor]:
 
 def hard_checked(feats: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """(rows of the bear features, class indices) of the hard part's hand-checked bears (bench/hard_holdout.py)."""
-    from hard_holdout import split
+    from bench.hard_holdout import split
 
     index = {f: i for i, f in enumerate(feats["bears"]["files"])}
     checked = set(read_labels(ROOT / "data" / "valid.csv"))
@@ -241,7 +238,6 @@ def corner_bears() -> torch.Tensor:
     from bear_classifier.model.classifier import view_features
     from bear_classifier.model.learner import load_model
 
-    sys.path.insert(0, str(ROOT / "tests"))
     from conftest import bears_in_corners
 
     learn = load_model(ROOT / "export.pkl")
@@ -278,7 +274,7 @@ def hard_part(feats: dict, keep: float) -> list[dict]:
     """The bear decision on bench/hard_holdout.py's hard part, fitted without it: the untouched network (which
     never saw any of it) with a logistic-regression head, and the shipped one (which trained on the hard sources:
     optimistic for them, as the grouped folds in export.json are not)."""
-    from hard_holdout import split
+    from bench.hard_holdout import split
 
     head_probs, imagenet = shipped()
     index = {f: i for i, f in enumerate(feats["bears"]["files"])}

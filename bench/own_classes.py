@@ -2,24 +2,20 @@
 then scored on its validation photos, on photos of none of them (other subjects, bears, people), and on the pool's
 photos of kinds of the classes (openset_features.KINDS: a basset is a dog), which are not other subjects.
 
-Usage: python bench/own_classes.py dog cat car [--sample 600] [--seed 42] [--no-probe]   (a few minutes on 2 cores)
+Usage: python -m bench.own_classes dog cat car [--sample 600] [--seed 42] [--no-probe]   (a few minutes on 2 cores)
 """
 from __future__ import annotations
 
 import argparse
 import random
-import sys
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
 
-from bear_classifier.training.data import image_files, subject  # noqa: E402
-from openset_features import DATA, RESULTS, kinds_of, pool_sources  # noqa: E402
-from people import people_files  # noqa: E402
+from bear_classifier.training.data import image_files, subject
+from bench.openset_features import DATA, RESULTS, kinds_of, pool_sources
+from bench.people import people_files
 
 
 def folder(subjects: list[str]) -> Path:

@@ -12,7 +12,7 @@
   kernel memory         peak RSS (VmHWM) after load, and after 50 predictions
   Voila's floor         cold-kernel "widgets live" for a notebook of one FileUpload under plain Voila:
                         what any Voila page pays (a kernel starting, Voila's front end) before its own cells
-Usage: python bench/page.py [--runs 3]
+Usage: python -m bench.page [--runs 3]
 """
 from __future__ import annotations
 
@@ -23,12 +23,10 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT / "bench"))
 
-from browser import chromium, kernels, open_app, voila, wait_for  # noqa: E402
-from corpus import encode, photo  # noqa: E402
+from bench import ROOT
+from browser import chromium, kernels, open_app, voila, wait_for
+from corpus import encode, photo
 
 APPS = {"reference": ROOT / "bench" / "reference", "app": ROOT}
 CULL = ["--MappingKernelManager.cull_idle_timeout=4", "--MappingKernelManager.cull_interval=2"]
@@ -218,7 +216,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args()
     if not (APPS["reference"] / "export.pkl").exists():
-        from reference.make_reference import main as make_reference
+        from bench.reference.make_reference import main as make_reference
 
         make_reference()
     with tempfile.TemporaryDirectory() as tmp:

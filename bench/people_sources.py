@@ -8,18 +8,17 @@ listed. With --untouched, the untouched ImageNet network is asked too, by its ow
 four wild-bear rows, 0.02 on teddy, the reference of docs/model.md) and through the shipped gate's settings (five
 views, thresholds, corners and sharpness from the model card).
 Usage: python data/people/fetch.py   (once; --mirror DIR offline)
-       python bench/people_sources.py [--photos DIR] [--model export.onnx] [--untouched] [--groups OWNER/NAME ...]
+       python -m bench.people_sources [--photos DIR] [--model export.onnx] [--untouched] [--groups OWNER/NAME ...]
 """
 from __future__ import annotations
 
 import argparse
 import csv
-import sys
 from collections import defaultdict
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from bench import ROOT
+
 PEOPLE = ROOT / "data" / "people"
 WILD, TEDDY = [294, 295, 296, 297], [850]  # ImageNet rows: brown, American black, ice and sloth bear; teddy
 

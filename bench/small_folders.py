@@ -1,7 +1,7 @@
 """Small folders, as a fork starts: three pool subjects of 35-40 photos each (foods, clothes), trained by
 `train_model` under each recipe on the same split, scored on the validation photos and on other subjects.
 
-Usage: python bench/small_folders.py [--recipes now,lr1e-2,probe] [--seed 42]   (about a minute a run on 2 cores)
+Usage: python -m bench.small_folders [--recipes now,lr1e-2,probe] [--seed 42]   (about a minute a run on 2 cores)
 Results accumulate in bench/results/small_folders.json (a run already there is not repeated).
 """
 from __future__ import annotations
@@ -9,18 +9,14 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import sys
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
 
-from bear_classifier.training.data import image_files, subject  # noqa: E402
-from openset_features import DATA, RESULTS  # noqa: E402
-from own_classes import answers, folder  # noqa: E402
+from bear_classifier.training.data import image_files, subject
+from bench.openset_features import DATA, RESULTS
+from bench.own_classes import answers, folder
 
 SETS = [("apple_pie", "baklava", "beignets"), ("baby_back_ribs", "beef_carpaccio", "beef_tartare"),
         ("beet_salad", "bibimbap", "bread_pudding"), ("breakfast_burrito", "apple_pie", "bread_pudding"),

@@ -8,23 +8,21 @@ preheated pool), side by side in one run:
 
 Each visitor is a fresh Chromium context. Arriving visitors start their navigation `--gap` seconds apart
 without waiting for the server to answer the previous one. Between the runs the pool is left to refill.
-Usage: python bench/visitors.py [--visitors 4] [--gap 1] [--pool N] [--fill-delay S]
+Usage: python -m bench.visitors [--visitors 4] [--gap 1] [--pool N] [--fill-delay S]
 """
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
 
-from browser import chromium, kernels, voila, wait_for  # noqa: E402
-from corpus import encode, photo  # noqa: E402
-from playwright.sync_api import Error as PlaywrightError  # noqa: E402
+from bench import ROOT
+from browser import chromium, kernels, voila, wait_for
+from corpus import encode, photo
+from playwright.sync_api import Error as PlaywrightError
 
 # Timed in the page from its navigation start; "answer" is the first card in the DOM.
 TIMER_JS = """
