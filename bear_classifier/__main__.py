@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from .model.backbone import COURSE_ARCHS, OFFLINE_ARCH
+from .model import COURSE_ARCHS, OFFLINE_ARCH
 
 # Everything else (the photos, the cleaning CSV, the hand-checked list, the negatives) is given on the
 # command line: the Makefile passes the bear model's recipe; a fork needs only --data.
@@ -85,9 +85,7 @@ def cmd_train(args) -> int:
     from .training.train import train_model
 
     classes = Classes.for_data(args.data, args.classes)
-    learn, card = train_model(args.data, classes, args.labels, args.valid, args.negatives, arch=args.arch,
-                              epochs=args.epochs, freeze_epochs=args.freeze_epochs, lr=args.lr, size=args.size,
-                              bs=args.bs, workers=args.workers, forget_weight=args.forget_weight)
+    learn, card = train_model(args.data, recipe_of(args), classes, args.labels, args.valid, args.negatives)
     reports = args.reports or model_path(args.out).parent / "reports"
     card["valid_metrics"] = {k: v for k, v in evaluate(learn, out=reports).items() if k != "errors"}
     card = export(learn, model_path(args.out), card)
@@ -108,9 +106,8 @@ def cmd_cv(args) -> int:
     from .training.crossval import cross_validate
 
     result = cross_validate(args.data, args.labels, args.valid, args.negatives, args.reports or REPORTS,
-                            n_folds=args.folds, classes=Classes.for_data(args.data, args.classes), arch=args.arch,
-                            epochs=args.epochs, freeze_epochs=args.freeze_epochs, lr=args.lr, size=args.size,
-                            bs=args.bs, workers=args.workers, forget_weight=args.forget_weight)
+                            n_folds=args.folds, classes=Classes.for_data(args.data, args.classes),
+                            recipe=recipe_of(args))
     print(json.dumps({k: v for k, v in result.items() if k != "folds"}, indent=2))
     if args.write_card:
         write_card(args.model or default_model("export.pkl"), "cross_validation", result)
@@ -164,16 +161,29 @@ def cmd_predict(args) -> int:
     return status
 
 
+RECIPE_OPTIONS = ["arch", "freeze_epochs", "epochs", "lr", "forget_weight", "size", "bs", "workers"]
+
+
 def add_recipe(s) -> None:
-    """The training recipe's knobs, shared by `train` and `cv` so both measure the same thing."""
-    s.add_argument("--arch", default=OFFLINE_ARCH, choices=[OFFLINE_ARCH, *COURSE_ARCHS])
-    s.add_argument("--freeze-epochs", type=int, default=1, help="epochs of the head alone (fine_tune's first phase)")
-    s.add_argument("--epochs", type=int, default=3, help="epochs with the tail unfrozen")
-    s.add_argument("--lr", type=float, default=2e-3)
-    s.add_argument("--forget-weight", type=float, default=1.0, help="weight of learning without forgetting's loss")
-    s.add_argument("--size", type=int, default=224, help="pixels of the square the photos are squished to")
-    s.add_argument("--bs", type=int, default=64, help="batch size (at most an eighth of the training photos)")
-    s.add_argument("--workers", type=int, default=0, help="processes decoding images (worth it on a GPU machine)")
+    """The training recipe's knobs, shared by `train` and `cv` so both measure the same thing; defaults: Recipe()'s."""
+    from .training.recipe import Recipe
+
+    d = Recipe()
+    s.add_argument("--arch", default=d.arch, choices=[OFFLINE_ARCH, *COURSE_ARCHS])
+    s.add_argument("--freeze-epochs", type=int, default=d.freeze_epochs, help="epochs of the head alone (fine_tune's first phase)")
+    s.add_argument("--epochs", type=int, default=d.epochs, help="epochs with the tail unfrozen")
+    s.add_argument("--lr", type=float, default=d.lr)
+    s.add_argument("--forget-weight", type=float, default=d.forget_weight, help="weight of learning without forgetting's loss")
+    s.add_argument("--size", type=int, default=d.size, help="pixels of the square the photos are squished to")
+    s.add_argument("--bs", type=int, default=d.bs, help="batch size (at most an eighth of the training photos)")
+    s.add_argument("--workers", type=int, default=d.workers, help="processes decoding images (worth it on a GPU machine)")
+
+
+def recipe_of(args):
+    """The Recipe the command line asks for."""
+    from .training.recipe import Recipe
+
+    return Recipe().but(**{name: getattr(args, name) for name in RECIPE_OPTIONS})
 
 
 def add_data(s, valid_help: str = "hand-checked validation photos (file,label CSV, files relative to --data)",

@@ -41,10 +41,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42, help="the validation split's, and training's")
     parser.add_argument("--no-probe", action="store_true", help="start the class head at chance (train.probe_head)")
     args = parser.parse_args()
+    from bear_classifier.training.recipe import Recipe
     from bear_classifier.training.train import train_model
 
     torch.set_num_threads(2)
-    learn, card = train_model(folder(args.subjects), seed=args.seed, probe=not args.no_probe)
+    learn, card = train_model(folder(args.subjects), Recipe(seed=args.seed, probe=not args.no_probe))
     none = len(learn.dls.vocab) - 1
     valid = learn.dls.valid_ds.items
     truth = torch.tensor([learn.dls.vocab.o2i[Path(p).parent.name] for p in valid])

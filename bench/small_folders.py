@@ -27,9 +27,10 @@ OUT = RESULTS / "small_folders.json"
 
 
 def run(subjects: tuple[str, ...], recipe: str, seed: int, others: list[Path]) -> dict:
+    from bear_classifier.training.recipe import Recipe
     from bear_classifier.training.train import train_model
 
-    learn, card = train_model(folder(list(subjects)), seed=seed, **RECIPES[recipe])
+    learn, card = train_model(folder(list(subjects)), Recipe(seed=seed, **RECIPES[recipe]))
     valid = learn.dls.valid_ds.items
     truth = torch.tensor([learn.dls.vocab.o2i[Path(p).parent.name] for p in valid])
     got = answers(learn, valid)

@@ -11,6 +11,7 @@ from bear_classifier.training.evaluate import evaluate
 from bear_classifier.model.export import export
 from bear_classifier.inference.predict import Classifier, ModelError
 from bear_classifier.model.learner import load_model
+from bear_classifier.training.recipe import Recipe
 from bear_classifier.training.train import train_model
 from conftest import ROOT
 
@@ -27,8 +28,8 @@ def tiny_bears() -> Classes:
 def trained(tiny_dataset, tiny_negatives, tmp_path_factory):
     out = tmp_path_factory.mktemp("model")
     reports = out / "reports"  # evaluate creates it, as train.ipynb expects
-    learn, card = train_model(tiny_dataset, classes=tiny_bears(), negatives=tiny_negatives, size=64, bs=8, epochs=4,
-                              lr=1e-2, clean=False)
+    learn, card = train_model(tiny_dataset, Recipe(size=64, bs=8, epochs=4, lr=1e-2, clean=False), tiny_bears(),
+                              negatives=tiny_negatives)
     metrics = evaluate(learn, out=reports)
     card = export(learn, out / "export.pkl", dict(card, valid_metrics=metrics))
     return learn, card, out
@@ -197,7 +198,7 @@ def test_cross_validation_holds_out_whole_sources(tiny_dataset, tiny_negatives, 
         f"{f},{f.split('/')[0]},user{int(Path(f).stem) % 3}/bears\n" for f in files))
     (tmp_path / "valid.csv").write_text("file,label\n" + "".join(f"{f},{f.split('/')[0]}\n" for f in files[::4]))
     result = cross_validate(root, None, tmp_path / "valid.csv", tiny_negatives, tmp_path / "reports", n_folds=3,
-                            classes=tiny_bears(), size=64, bs=8, epochs=1, clean=False)
+                            classes=tiny_bears(), recipe=Recipe(size=64, bs=8, epochs=1, clean=False))
     held = [tuple(f["sources"]) for f in result["folds"]]
     assert sorted(s for h in held for s in h) == ["user0/bears", "user1/bears", "user2/bears"]  # each held out once
     assert sum(f["n_as_labelled"] for f in result["folds"]) == 36 and sum(f["n_hand_checked"] for f in result["folds"]) == 9
@@ -205,3 +206,16 @@ def test_cross_validation_holds_out_whole_sources(tiny_dataset, tiny_negatives, 
     assert {"mean", "worst", "confusion_clean"} <= set(result)
     for name in ("cv.json", "cv_out_of_fold.pt", "reliability_cv_before.png", "reliability_cv_after.png"):
         assert (tmp_path / "reports" / name).stat().st_size > 0
+
+
+def test_the_recipe_has_its_defaults_once_and_names_a_knob_it_lacks():
+    import argparse
+
+    from bear_classifier.__main__ import add_recipe, recipe_of
+
+    parser = argparse.ArgumentParser()
+    add_recipe(parser)
+    assert recipe_of(parser.parse_args([])) == Recipe()
+    assert recipe_of(parser.parse_args(["--epochs", "5"])) == Recipe(epochs=5)
+    with pytest.raises(ValueError, match="a recipe has no epoch; its knobs: arch, freeze_epochs, epochs"):
+        Recipe().but(epoch=5)

@@ -6,8 +6,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-OFFLINE_ARCH = "tf_efficientnet_lite0"  # weights from a pip package: no download
-COURSE_ARCHS = ("resnet18", "resnet34")  # the lesson's networks: torchvision downloads their weights once
+from . import COURSE_ARCHS, OFFLINE_ARCH  # noqa: F401  (re-exported: the network's names live beside it)
+
 CACHE = Path.home() / ".cache" / "bear_classifier"
 
 

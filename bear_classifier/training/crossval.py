@@ -20,6 +20,7 @@ from .data import grouped_folds, image_files, label_items, make_dataloaders, neg
 from .clean import suspicious_labels
 from ..model.backbone import normalization
 from ..model.classifier import answer_log_probs, heads, view_features
+from .recipe import Recipe
 from .train import create_learner, train_model
 
 
@@ -72,7 +73,7 @@ def summarise(records: list[dict], temperature: float, classes: Classes) -> dict
 
 
 def cross_validate(root: Path, labels_csv: Path | None, valid_csv: Path | None, negatives: Path, out: Path,
-                   n_folds: int = 5, classes: Classes | None = None, **train_kwargs) -> dict:
+                   n_folds: int = 5, classes: Classes | None = None, recipe: Recipe = Recipe()) -> dict:
     """Fine-tune once per fold of held-out source repositories; write out/cv.json and reliability diagrams."""
     start, root, out = time.perf_counter(), Path(root), Path(out)
     classes = classes or Classes.for_data(root)
@@ -88,9 +89,8 @@ def cross_validate(root: Path, labels_csv: Path | None, valid_csv: Path | None, 
     groups = [sources[p.relative_to(root).as_posix()] for p, _ in items]
     _, neg_held_out = negatives_split(image_files(negatives))
     # The untouched network, once: the "frozen copy" gate, and which held-out labels are clean enough to score.
-    arch = train_kwargs.get("arch", "tf_efficientnet_lite0")
-    dls = make_dataloaders(items, (list(range(len(items))), []), classes.vocab, stats=normalization(arch))
-    original = create_learner(dls, classes, arch)
+    dls = make_dataloaders(items, (list(range(len(items))), []), classes.vocab, stats=normalization(recipe.arch))
+    original = create_learner(dls, classes, recipe.arch)
     views, targets = view_features(original, dls.test_dl([p for p, _ in items], with_labels=True))
     suspicious = suspicious_labels(original, views, targets)
     with torch.inference_mode():
@@ -100,9 +100,8 @@ def cross_validate(root: Path, labels_csv: Path | None, valid_csv: Path | None, 
     for k, (train_idx, valid_idx) in enumerate(grouped_folds(groups, n_folds)):
         held = sorted({groups[i] for i in valid_idx})
         print(f"fold {k + 1}/{n_folds}: holding out {', '.join(held)}")
-        learn, _ = train_model(root, items=[items[i] for i in train_idx], valid_items=[items[i] for i in valid_idx],
-                               negatives=negatives, classes=classes, temperature=1.0,
-                               **train_kwargs)
+        learn, _ = train_model(root, recipe.but(temperature=1.0), classes, negatives=negatives,
+                               items=[items[i] for i in train_idx], valid_items=[items[i] for i in valid_idx])
         species, gate = heads(learn, [items[i][0] for i in valid_idx])
         records.append(dict(
             sources=held, species=species, gate=gate, gate_original=gate_original[valid_idx],
@@ -119,7 +118,7 @@ def cross_validate(root: Path, labels_csv: Path | None, valid_csv: Path | None, 
     result, (before, after, y) = summarise(records, temperature, classes)
     result.update(n_folds=n_folds, bears=len(items), suspicious_excluded=len(suspicious),
                   not_bear_held_out=len(neg_held_out), seconds=round(time.perf_counter() - start, 1),
-                  train_kwargs={k: str(v) for k, v in train_kwargs.items()})
+                  recipe=recipe.card())
     plot_reliability(before, y, out / "reliability_cv_before.png", title="Unseen sources, before temperature")
     plot_reliability(after, y, out / "reliability_cv_after.png", title=f"Unseen sources, T = {temperature:.2f}")
     (out / "cv.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -17,6 +17,7 @@ from ..model.backbone import OFFLINE_ARCH, create_imagenet_model, normalization,
 from ..classes import Classes
 from .data import make_dataloaders
 from .card import model_card
+from .recipe import Recipe
 from ..model.classifier import Frozen, GatedNet, class_head, gate_for, heads, pooled_views, splitter, view_features
 
 # The class head's temperature, where the classes file gives none, is fitted on the validation photos and kept
@@ -202,52 +203,51 @@ def batch_size(n_train: int, bs: int = 64) -> int:
     return max(4, min(bs, n_train // 8))
 
 
-def train_model(root: Path, classes: Classes | None = None, labels_csv: Path | None = None,
-                valid_csv: Path | None = None, negatives: Path | None = None, arch: str = OFFLINE_ARCH,
-                epochs: int = 3, freeze_epochs: int = 1, lr: float = 2e-3, size: int = 224, bs: int = 64,
-                workers: int = 0, seed: int = 42, clean: bool = True, temperature: float | None = None,
-                forget_weight: float = 1.0, items: list | None = None, valid_items: list | None = None,
-                keep: float | None = None, probe: bool = True):
-    """The lesson-2 pipeline from folders to a trained learner: verify, label, clean, fine-tune.
+def train_model(root: Path, recipe: Recipe = Recipe(), classes: Classes | None = None, labels_csv: Path | None = None,
+                valid_csv: Path | None = None, negatives: Path | None = None, items: list | None = None,
+                valid_items: list | None = None):
+    """The lesson-2 pipeline from folders to a trained learner, made as `recipe` says: verify, label, clean, fine-tune.
 
     train.ipynb runs the same steps one cell each. `classes` default to Classes.for_data(root).
-    `negatives` is a folder of photos of none of the classes (see with_negatives). `workers` decode
-    images in parallel (a GPU machine's cores; on a 2-core CPU the main process is as fast).
-    `items`/`valid_items` ((path, label) lists) replace the folders' own, for the cross-validation
-    folds. A class head without ImageNet rows starts from a linear probe (`probe_head`; `probe=False` starts it at
-    chance, for bench/small_folders.py). After fine-tuning, the "none of these" gate is fitted on the training
-    photos' features and calibrated to keep `keep` of the validation photos (default: openset.fit_for_learner's),
-    and the class head's temperature set (`head_temperature`, unless given). Returns (learn, card).
+    `negatives` is a folder of photos of none of the classes (see with_negatives). `items`/`valid_items`
+    ((path, label) lists) replace the folders' own, for the cross-validation folds. A class head without ImageNet
+    rows starts from a linear probe (`probe_head`; `recipe.probe=False` starts it at chance, for
+    bench/small_folders.py). After fine-tuning, the "none of these" gate is fitted on the training photos' features
+    and calibrated to keep `recipe.keep` of the validation photos, and the class head's temperature set
+    (`head_temperature`, unless the recipe gives one). Returns (learn, card).
     """
+    r = recipe
     from .clean import auto_clean
     from .data import image_files, verify_photos
 
     start, root = time.perf_counter(), Path(root)
     classes = classes or Classes.for_data(root)
-    set_seed(seed, reproducible=True)
+    set_seed(r.seed, reproducible=True)
     report, how = None, "given"
     if items is None:
         report = verify_photos(image_files(root))
         print("verify:", report.summary())
-        items, valid_items, how = labelled_items(root, report.kept, classes, labels_csv, valid_csv, seed)
-    loaders = dict(vocab=classes.vocab, bs=batch_size(len(items), bs), size=size, stats=normalization(arch), num_workers=workers)
-    learn = create_learner(split_dataloaders(items, valid_items, **loaders), classes, arch)
+        items, valid_items, how = labelled_items(root, report.kept, classes, labels_csv, valid_csv, r.seed)
+    loaders = dict(vocab=classes.vocab, bs=batch_size(len(items), r.bs), size=r.size, stats=normalization(r.arch),
+                   num_workers=r.workers)
+    learn = create_learner(split_dataloaders(items, valid_items, **loaders), classes, r.arch)
     views = None  # the pretrained network's views of the training photos: one pass for auto-clean and the probe
-    if clean or (probe and not classes.head_from_imagenet):
+    if r.clean or (r.probe and not classes.head_from_imagenet):
         views, _ = view_features(learn, learn.dls.test_dl([p for p, _ in items]))
-    dropped = auto_clean(learn, items, views) if clean else {}
+    dropped = auto_clean(learn, items, views) if r.clean else {}
     still = [i for i, (p, _) in enumerate(items) if p not in dropped]  # (`keep` is the gate's share)
     kept = [items[i] for i in still]
-    probed = probe and probe_head(learn, kept, views=None if views is None else views[still])
+    probed = r.probe and probe_head(learn, kept, views=None if views is None else views[still])
     head_start = "linear probe" if probed else "ImageNet rows" if classes.head_from_imagenet else "random"
-    learn.dls = split_dataloaders(*with_negatives(kept, valid_items, negatives, classes.none_label, seed), **loaders)
-    fine_tune(learn, epochs, lr, freeze_epochs=freeze_epochs, forget_weight=forget_weight)
-    learn.model.gate = openset.fit_for_learner(learn, kept, valid_items, keep)  # "none of these" (openset.py)
-    temperature = temperature or head_temperature(learn, classes, valid_items)
+    learn.dls = split_dataloaders(*with_negatives(kept, valid_items, negatives, classes.none_label, r.seed), **loaders)
+    fine_tune(learn, r.epochs, r.lr, freeze_epochs=r.freeze_epochs, forget_weight=r.forget_weight)
+    learn.model.gate = openset.fit_for_learner(learn, kept, valid_items, r.keep)  # "none of these" (openset.py)
+    temperature = r.temperature or head_temperature(learn, classes, valid_items)
     learn.model.temperature.fill_(temperature)
-    card = model_card(learn, root, report, labels_csv, dropped, arch=arch, size=size, validation=how,
-                      epochs=dict(frozen=freeze_epochs, unfrozen=epochs), lr=lr, bs=loaders["bs"], seed=seed,
-                      forget_weight=forget_weight, temperature=temperature, head_start=head_start)
+    card = model_card(learn, root, report, labels_csv, dropped, arch=r.arch, size=r.size, validation=how,
+                      epochs=dict(frozen=r.freeze_epochs, unfrozen=r.epochs), lr=r.lr, bs=loaders["bs"], seed=r.seed,
+                      forget_weight=r.forget_weight, temperature=temperature, head_start=head_start,
+                      recipe=r.card())
     card["train_seconds"] = round(time.perf_counter() - start, 1)
     return learn, card
 
