@@ -430,3 +430,15 @@ def test_photos_sent_faster_than_they_are_answered_are_refused_with_a_sentence_n
     app.answered()
     messages = [card.message for card in reversed(app.cards)]
     assert [m.startswith("Too many photos at once") for m in messages] == [False, False, True, True, True], messages
+
+
+def test_a_photo_whose_batch_message_was_lost_is_answered_and_acknowledged_once(app):
+    said = []
+    app.input.send = said.append
+    data = encode(photo(), "JPEG")
+    app.receive({"kind": "photo", "batch": "lost", "name": "alone.jpg", "size": len(data)}, data)
+    app.answered()
+    app.receive({"kind": "batch", "id": "lost", "count": 1, "total": 1})  # the page sends it again: no second card
+    app.receive({"kind": "photo", "batch": "lost", "name": "alone.jpg", "size": len(data)}, data)
+    app.answered()
+    assert said == [{"kind": "received", "id": "lost"}] * 2 and len(app.cards) == 1

@@ -211,3 +211,44 @@ def test_on_binder_a_forks_page_speaks_of_its_own_classes(full_set, tmp_path):
     header = html.decode().split('<header id="bear-header"', 1)[1].split("</header>", 1)[0]
     assert "<h1>Cat or dog?</h1>" in header and "Give me photos of pets." in header and "bear" not in header.lower()
     assert "<title>Cat or dog?</title>" in html.decode()
+
+
+def test_a_batch_lost_on_the_way_is_said_so_and_sent_again_with_one_click():
+    """The socket loses the first batch's messages (Playwright drops them between page and server): after a few
+    seconds without the kernel's receipt the page says so and offers "Send again", which brings one answer."""
+    require_browser()
+    import re
+
+    data, label = real_photo("teddy", 1)
+    dropped = []
+
+    def lose_the_first_batch(ws) -> None:
+        server = ws.connect_to_server()
+
+        def to_server(message) -> None:
+            raw = message if isinstance(message, bytes) else message.encode()
+            if len(dropped) < 2 and (b'"kind":"batch"' in raw or b'"kind":"photo"' in raw):
+                dropped.append(raw[:0])  # the batch message, then its photo
+                return
+            server.send(message)
+
+        ws.on_message(to_server)
+        server.on_message(lambda message: ws.send(message))
+
+    with voila() as (url, log, _), chromium() as browser:
+        page = browser.new_context(viewport={"width": 900, "height": 900}).new_page()
+        page.route_web_socket(re.compile(r".*/channels.*"), lose_the_first_batch)
+        page.goto(url)
+        page.locator(WIDGET_BUTTON).wait_for(timeout=60_000)
+        with page.expect_file_chooser() as chooser:
+            page.locator(WIDGET_BUTTON).click()
+        chooser.value.set_files([{"name": "lost.jpg", "mimeType": "image/jpeg", "buffer": data}])
+        page.get_by_text("The server has not received your photos yet.").wait_for(timeout=20_000)
+        assert len(dropped) == 2 and page.locator(".bear-card").count() == 0
+        page.get_by_role("button", name="Send again").click()
+        card = page.locator(".bear-card").first
+        card.wait_for(timeout=30_000)
+        assert expect(label) in card.inner_text()
+        page.wait_for_timeout(1000)
+        assert page.locator(".bear-card").count() == 1
+        assert not page.get_by_role("button", name="Send again").is_visible()

@@ -155,6 +155,9 @@ class PhotoInput(anywidget.AnyWidget):
             self._skipping = None
         elif message["batch"] is not None and message["batch"] == self._skipping:
             return
+        elif message["batch"] is not None and not self._already_had(message["batch"]):
+            # Its batch message was lost on the way: the photo is answered as a batch of one, and acknowledged.
+            self.send({"kind": "received", "id": message["batch"]})
         if message["kind"] == "example":  # only a name this input listed; then exactly as an upload
             path = self._examples.get(message["name"])
             if path is None:
