@@ -55,7 +55,7 @@ def pooled_views(fmap: torch.Tensor) -> torch.Tensor:
 
     Averaged features are what the ImageNet head was trained to read, and averaging over a window is
     close to reading a crop of the photo, without another forward pass. A bear that fills a corner
-    of a garden, a road or a car park gets a view where it is the main subject (bench/gate_study.py).
+    of a garden, a road or a car park gets a view where it is the main subject (docs/model.md).
     """
     h, w = (int(n) for n in fmap.shape[-2:])  # plain ints: the ONNX export fixes the input size anyway
     kh, kw = max(1, round(h * 4 / 7)), max(1, round(w * 4 / 7))

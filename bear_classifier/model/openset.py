@@ -119,10 +119,9 @@ def fit_for_learner(learn, train: list, valid: list, keep: float | None = None, 
     (not the negatives): one pass of the network over each, without augmentation. A DistanceGate keeping KEEP
     of the validation photos, where the network has no gate of its own.
 
-    A network that already has one (bears: the ImageNetGate, from classes.toml's ImageNet rows) keeps it alone.
-    Measured with both gates (docs/model.md): more everyday photos turned away (99.85% against 99.71% on a full
-    retrain), but fewer bears filling a corner of a street or a building scene: 38 of 48 even with the distance
-    gate reading five views (30 reading the whole photo), where the ImageNet gate alone names all 48.
+    A network that already has one (bears: the ImageNetGate, from classes.toml's ImageNet rows) keeps it alone:
+    adding the distance gate turned a few more everyday photos away but lost bears filling a corner of a street
+    or a building scene, which the ImageNet gate alone names (docs/model.md has the figures).
     """
     from .classifier import NoGate, view_features
 

@@ -140,8 +140,8 @@ def load_classifier():
     """The Classifier for export.onnx; or, where BEAR_MODEL names a .pkl file, the lesson's load_learner + learn.predict.
 
     One thread per forward pass (Classifier.load's default): a kernel serves one visitor, one photo at
-    a time, and with two the browser or another visitor's kernel takes a core mid-forward (measured on
-    2 cores: 20-40 ms with one thread, 33-140 ms with two).
+    a time, and with two the browser or another visitor's kernel takes a core mid-forward, which made the
+    forward slower and less even on two cores (docs/performance.md).
     """
     from ..inference.predict import Classifier
 

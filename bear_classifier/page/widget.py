@@ -27,8 +27,8 @@ HERE = Path(__file__).parent
 MAX_FILES = 20  # one batch: more than this is cut, with a sentence
 SHRINK_FROM = 2**20  # photos this big are scaled down in the browser before sending
 # Their short side after: more than the card's thumbnail (320) and the model's input (224), and 1/8
-# of a 12 MP phone photo's (3000 or 3024), so the browser decodes those at 1/8 scale: 50 ms instead
-# of 62 at 1/4 for 448 px, and a third fewer pixels to send (bench/page.py: 0.14 s to the answer, was 0.16).
+# of a 12 MP phone photo's (3000 or 3024), so the browser decodes those at 1/8 scale, the fastest it can
+# (docs/performance.md has the figures).
 SHRINK_SIDE = 375
 # A photo of more pixels than this is shrunk in the browser whatever its size in bytes: the kernel decodes every pixel
 # it is sent, and a flat 8000×6000 PNG is small on the wire but 144 MB once decoded.

@@ -76,9 +76,8 @@ def probe_head(learn, items: list[tuple[Path, str]], c: float = 0.5, views: torc
     unless every class has ImageNet rows to start from, or the items hold fewer than two classes (a
     cross-validation fold, after auto-clean).
 
-    A fresh head starts at chance, and a small folder gives fine_tune few steps to leave it: eight sets of three
-    pool subjects, 35-40 photos each, were 78.1% right from chance, 85.3% from the probe (180 validation photos,
-    each on two splits: bench/small_folders.py). Returns whether it did."""
+    A fresh head starts at chance, and a small folder gives fine_tune few steps to leave it: on small folders
+    the probe's start was clearly ahead (docs/model.md; `python -m bench.small_folders`). Returns whether it did."""
     from sklearn.linear_model import LogisticRegression
 
     if learn.model.classes.head_from_imagenet:
@@ -199,7 +198,7 @@ def split_dataloaders(train: list, valid: list, **kwargs):
 def batch_size(n_train: int, bs: int = 64) -> int:
     """`bs`, or less for a small folder, so that an epoch is at least 8 steps: a fork's 100 photos in batches of
     64 made 4 updates in all (fastai drops the last, incomplete batch), and the class head barely moved from
-    chance: hats, shoes and trousers, 40 photos each, 79% right on validation; 96% in batches of 12."""
+    chance (docs/model.md)."""
     return max(4, min(bs, n_train // 8))
 
 
