@@ -268,3 +268,13 @@ def test_train_notebook_runs_top_to_bottom_on_any_folder(tmp_path):
     clf = Classifier.load(tmp_path / "model" / "export.onnx")
     assert clf.classes.labels == ["checks", "dots", "stripes"]
     assert clf.predict(pattern("dots", np.random.default_rng(5))).label in clf.vocab
+
+    # The command line, from the same recipe on the same photos, makes the same model card.
+    cli = subprocess.run([sys.executable, "-m", "bear_classifier", "train", "--data", str(data), "--out",
+                          str(tmp_path / "cli"), "--epochs", "1", "--size", "64", "--bs", "8"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert cli.returncode == 0, cli.stderr[-2000:]
+    twin = json.loads((tmp_path / "cli" / "export.json").read_text())
+    for key in ["recipe", "classes", "validation", "head_start", "data", "auto_cleaned"]:
+        assert card[key] == twin[key], key
+    assert card["gate"]["kind"] == twin["gate"]["kind"] and card["temperature"] == pytest.approx(twin["temperature"], abs=0.05)

@@ -240,15 +240,31 @@ def train_model(root: Path, recipe: Recipe = Recipe(), classes: Classes | None =
     head_start = "linear probe" if probed else "ImageNet rows" if classes.head_from_imagenet else "random"
     learn.dls = split_dataloaders(*with_negatives(kept, valid_items, negatives, classes.none_label, r.seed), **loaders)
     fine_tune(learn, r.epochs, r.lr, freeze_epochs=r.freeze_epochs, forget_weight=r.forget_weight)
-    learn.model.gate = openset.fit_for_learner(learn, kept, valid_items, r.keep)  # "none of these" (openset.py)
-    temperature = r.temperature or head_temperature(learn, classes, valid_items)
-    learn.model.temperature.fill_(temperature)
+    fit_none_of_these(learn, kept, valid_items, r.keep)
+    temperature = set_temperature(learn, classes, valid_items, r.temperature)
     card = model_card(learn, root, report, labels_csv, dropped, arch=r.arch, size=r.size, validation=how,
                       epochs=dict(frozen=r.freeze_epochs, unfrozen=r.epochs), lr=r.lr, bs=loaders["bs"], seed=r.seed,
                       forget_weight=r.forget_weight, temperature=temperature, head_start=head_start,
                       recipe=r.card())
     card["train_seconds"] = round(time.perf_counter() - start, 1)
     return learn, card
+
+
+def fit_none_of_these(learn: Learner, train: list[tuple[Path, str]], valid: list[tuple[Path, str]],
+                      keep: float | None = None) -> nn.Module:
+    """Fit the "none of these" gate on the fine-tuned network from the photos of the classes (not the negatives),
+    and put it in the learner's model (openset.fit_for_learner says how; bears keep ImageNet's rows). The gate."""
+    learn.model.gate = openset.fit_for_learner(learn, train, valid, keep)
+    return learn.model.gate
+
+
+def set_temperature(learn: Learner, classes: Classes, valid: list[tuple[Path, str]],
+                    temperature: float | None = None) -> float:
+    """Set how sure the class head sounds, so that "0.97" is right 97% of the time: `temperature` where the recipe
+    gives one, else head_temperature's. The temperature."""
+    temperature = temperature or head_temperature(learn, classes, valid)
+    learn.model.temperature.fill_(temperature)
+    return temperature
 
 
 def head_temperature(learn, classes: Classes, valid: list[tuple[Path, str]]) -> float:
