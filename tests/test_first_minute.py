@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -167,25 +168,33 @@ def test_twenty_visitors_who_choose_a_photo_at_once_all_get_an_answer():
         assert_quiet(log.read_text())
 
 
-def test_visitors_who_choose_at_once_on_binder_get_an_answer(tmp_path):
-    """Binder: binder/postBuild's configuration, a Jupyter server, Voila at /voila/render/app.ipynb."""
-    require_browser()
+@contextmanager
+def binder_server(log: Path, **env_extra: str):
+    """A Jupyter server as Binder runs it: binder/postBuild's configuration, Voila inside it; yields (url, log, proc).
+    The package, template and page hook are this checkout's, where binder/requirements.txt installs them on Binder."""
     # A home as short as Binder's (/home/jovyan): the kernels' IPC sockets live under it, and a socket's path has
     # room for about 107 characters.
     home = tempfile.mkdtemp(prefix="home-", dir="/tmp")
     env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTER")} | {"HOME": home}
     subprocess.run(["bash", "binder/postBuild"], cwd=ROOT, env=env, check=True)
-    # This checkout's package, template and page hook, where binder/requirements.txt installs them on Binder.
     env |= {"PYTHONPATH": str(ROOT), "JUPYTER_PATH": str(ROOT / "share" / "jupyter"),
-            "JUPYTER_CONFIG_PATH": str(ROOT / "share" / "jupyter" / "config")}
+            "JUPYTER_CONFIG_PATH": str(ROOT / "share" / "jupyter" / "config"), **env_extra}
     port = free_port()
-    server = str(Path(sys.executable).parent / "jupyter-server")
-    cmd = [server, f"--port={port}", "--no-browser", "--ServerApp.ip=127.0.0.1", "--IdentityProvider.token=",
-           "--allow-root"]
-    with serve(cmd, port, "/api", ROOT, tmp_path / "server.log", env) as (url, log, _), chromium() as browser:
+    cmd = [str(Path(sys.executable).parent / "jupyter-server"), f"--port={port}", "--no-browser",
+           "--ServerApp.ip=127.0.0.1", "--IdentityProvider.token=", "--allow-root"]
+    try:
+        with serve(cmd, port, "/api", ROOT, log, env) as started:
+            yield started
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def test_visitors_who_choose_at_once_on_binder_get_an_answer(tmp_path):
+    """Binder: binder/postBuild's configuration, a Jupyter server, Voila at /voila/render/app.ipynb."""
+    require_browser()
+    with binder_server(tmp_path / "server.log") as (url, _, _), chromium() as browser:
         assert len(early_visitors(browser, url + "/voila/render/app.ipynb", 8)) == 8
         assert_guarded(url, "/voila/render/app.ipynb")
-    shutil.rmtree(home, ignore_errors=True)
 
 
 def test_on_binder_a_forks_page_speaks_of_its_own_classes(full_set, tmp_path):
@@ -196,18 +205,8 @@ def test_on_binder_a_forks_page_speaks_of_its_own_classes(full_set, tmp_path):
                        "kinds": [{"label": "cat"}, {"label": "dog"}]}
     (tmp_path / "pets.json").write_text(json.dumps(card))
     (tmp_path / "pets.onnx").write_bytes(b"")  # the card alone says what the page tells apart
-    home = tempfile.mkdtemp(prefix="home-", dir="/tmp")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTER")} | {"HOME": home}
-    subprocess.run(["bash", "binder/postBuild"], cwd=ROOT, env=env, check=True)
-    env |= {"PYTHONPATH": str(ROOT), "JUPYTER_PATH": str(ROOT / "share" / "jupyter"),
-            "JUPYTER_CONFIG_PATH": str(ROOT / "share" / "jupyter" / "config"),
-            "BEAR_MODEL": str(tmp_path / "pets.onnx"), "BEAR_FEEDBACK": "off"}
-    port = free_port()
-    cmd = [str(Path(sys.executable).parent / "jupyter-server"), f"--port={port}", "--no-browser",
-           "--ServerApp.ip=127.0.0.1", "--IdentityProvider.token=", "--allow-root"]
-    with serve(cmd, port, "/api", ROOT, tmp_path / "server.log", env) as (url, _, _):
+    with binder_server(tmp_path / "server.log", BEAR_MODEL=str(tmp_path / "pets.onnx"), BEAR_FEEDBACK="off") as (url, _, _):
         _, html = get(url + "/voila/render/app.ipynb")
-    shutil.rmtree(home, ignore_errors=True)
     header = html.decode().split('<header id="bear-header"', 1)[1].split("</header>", 1)[0]
     assert "<h1>Cat or dog?</h1>" in header and "Give me photos of pets." in header and "bear" not in header.lower()
     assert "<title>Cat or dog?</title>" in html.decode()

@@ -25,8 +25,6 @@ def model_file(name: str) -> Path:
     return here if here.exists() or not (CHECKOUT / name).exists() else CHECKOUT / name
 
 
-
-
 class ModelError(RuntimeError):
     """The learner can't be loaded; str(error) says why and what to do."""
 
@@ -43,7 +41,6 @@ class Prediction:
     def in_set(self) -> bool:
         """The photo shows one of the classes."""
         return self.label != self.none_label
-
 
     def __str__(self) -> str:
         return f"Prediction: {self.label}; Probability: {self.probability:.4f}"
