@@ -11,7 +11,8 @@ BIN := $(VENV)/bin
 APP_VENV ?= .venv-app
 REPLICAS ?= 3
 PORT ?= 8080
-# The bear model's recipe: the shared photos, their cleaning CSV, the hand-checked validation photos, negatives.
+# The bear model's photos: the shared folders, their cleaning CSV, the hand-checked validation photos, negatives
+# (its recipe's choices are in recipe.toml).
 SHARED ?= ../shared/data
 BEAR_RECIPE := --data $(SHARED)/bears --classes classes.toml --labels data/cleaning.csv --valid data/valid.csv \
 	--negatives $(SHARED)/not_bear
@@ -51,10 +52,10 @@ test: install
 	$(BIN)/python -m pytest -n 3 --dist loadfile
 
 train: install
-	$(BIN)/python -m bear_classifier train $(BEAR_RECIPE) --out . --reports reports
+	$(BIN)/python -m bear_classifier train $(BEAR_RECIPE) --recipe recipe.toml --out . --reports reports
 	$(BIN)/python -m bear_classifier evaluate --model export.pkl $(filter-out --classes classes.toml,$(BEAR_RECIPE)) --write-card
 
 cv: install
-	$(BIN)/python -m bear_classifier cv $(BEAR_RECIPE) --model export.pkl --write-card
+	$(BIN)/python -m bear_classifier cv $(BEAR_RECIPE) --recipe recipe.toml --model export.pkl --write-card
 
 .PHONY: install app replicas test train cv

@@ -165,25 +165,28 @@ RECIPE_OPTIONS = ["arch", "freeze_epochs", "epochs", "lr", "forget_weight", "siz
 
 
 def add_recipe(s) -> None:
-    """The training recipe's knobs, shared by `train` and `cv` so both measure the same thing; defaults: Recipe()'s."""
+    """The training recipe's knobs, shared by `train` and `cv` so both measure the same thing. An option given
+    changes the recipe file's value, which changes Recipe()'s default (shown)."""
     from .training.recipe import Recipe
 
     d = Recipe()
-    s.add_argument("--arch", default=d.arch, choices=[OFFLINE_ARCH, *COURSE_ARCHS])
-    s.add_argument("--freeze-epochs", type=int, default=d.freeze_epochs, help="epochs of the head alone (fine_tune's first phase)")
-    s.add_argument("--epochs", type=int, default=d.epochs, help="epochs with the tail unfrozen")
-    s.add_argument("--lr", type=float, default=d.lr)
-    s.add_argument("--forget-weight", type=float, default=d.forget_weight, help="weight of learning without forgetting's loss")
-    s.add_argument("--size", type=int, default=d.size, help="pixels of the square the photos are squished to")
-    s.add_argument("--bs", type=int, default=d.bs, help="batch size (at most an eighth of the training photos)")
-    s.add_argument("--workers", type=int, default=d.workers, help="processes decoding images (worth it on a GPU machine)")
+    s.add_argument("--recipe", type=Path, help="a recipe file (the bear model's: recipe.toml); default: Recipe()'s")
+    s.add_argument("--arch", choices=[OFFLINE_ARCH, *COURSE_ARCHS], help=f"default {d.arch}")
+    s.add_argument("--freeze-epochs", type=int, help=f"epochs of the head alone, fine_tune's first phase ({d.freeze_epochs})")
+    s.add_argument("--epochs", type=int, help=f"epochs with the tail unfrozen ({d.epochs})")
+    s.add_argument("--lr", type=float, help=f"default {d.lr}")
+    s.add_argument("--forget-weight", type=float, help=f"weight of learning without forgetting's loss ({d.forget_weight})")
+    s.add_argument("--size", type=int, help=f"pixels of the square the photos are squished to ({d.size})")
+    s.add_argument("--bs", type=int, help=f"batch size, at most an eighth of the training photos ({d.bs})")
+    s.add_argument("--workers", type=int, help=f"processes decoding images, worth it on a GPU machine ({d.workers})")
 
 
 def recipe_of(args):
-    """The Recipe the command line asks for."""
+    """The Recipe the command line asks for: the recipe file's, or Recipe(), with the options given."""
     from .training.recipe import Recipe
 
-    return Recipe().but(**{name: getattr(args, name) for name in RECIPE_OPTIONS})
+    recipe = Recipe.from_file(args.recipe) if args.recipe else Recipe()
+    return recipe.but(**{name: getattr(args, name) for name in RECIPE_OPTIONS if getattr(args, name) is not None})
 
 
 def add_data(s, valid_help: str = "hand-checked validation photos (file,label CSV, files relative to --data)",

@@ -6,7 +6,7 @@ CLI and `review` read them from the model they serve, so another model gives ano
 from __future__ import annotations
 
 import tomllib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 FILE = "classes.toml"  # at the top of a checkout, next to app.ipynb
@@ -39,7 +39,6 @@ class Classes:
     none_label: str = "none"  # the model's label for "none of these" (the folder of negatives, if any)
     none_name: str = "None of these"  # the verdict's words
     none_sentence: str = ""  # why there is no answer; made from the names when empty
-    extra: dict = field(default_factory=dict, compare=False)  # anything else in the file, kept as is
 
     def __post_init__(self):
         object.__setattr__(self, "kinds", tuple(self.kinds))
@@ -90,20 +89,25 @@ class Classes:
         known = {"title", "question", "none_label", "none_name", "none_sentence"}
         fields = {k: d.pop(k) for k in list(d) if k in known}
         fields |= {f"none_{k}": v for k, v in none.items() if f"none_{k}" in known}
-        return cls(kinds=tuple(Kind(**k) for k in kinds), extra=d.pop("extra", d), **fields)
+        d.pop("extra", None)  # cards written before 1.1 kept the file's other tables here; the recipe has them now
+        if d:
+            raise ValueError(f"a classes file holds classes and the page's words; {', '.join(sorted(d))} "
+                             "belong{} in a recipe file (recipe.toml) or nowhere".format("s" * (len(d) == 1)))
+        return cls(kinds=tuple(Kind(**k) for k in kinds), **fields)
 
     @classmethod
     def from_file(cls, path: Path) -> "Classes":
         try:
             return cls.from_dict(tomllib.loads(Path(path).read_text()))
-        except (tomllib.TOMLDecodeError, TypeError) as e:
+        except (tomllib.TOMLDecodeError, TypeError, ValueError) as e:
             raise ValueError(f"{path} is not a valid classes file ({e}); see docs/classes.md.") from None
 
     @classmethod
     def from_folders(cls, root: Path) -> "Classes":
         """One class per sub-folder of `root` that holds files, in sorted order."""
         if not Path(root).is_dir():
-            raise FileNotFoundError(f"The data folder {root} does not exist: give --data a folder of <class>/ sub-folders.")
+            raise FileNotFoundError(f"The data folder {root} does not exist: give a folder of <class>/ sub-folders "
+                                    "(train --data DIR, or train.ipynb's `path`).")
         folders = sorted(p.name for p in Path(root).iterdir() if p.is_dir() and not p.name.startswith("."))
         return cls(kinds=tuple(Kind(f) for f in folders))
 

@@ -208,7 +208,8 @@ def test_a_new_class_head_starts_from_what_the_untrained_network_tells_apart(for
     ("wrong classes file", "names the classes dots, stripes, zebras but"),
     ("no such folder", "does not exist"),
     ("no such ImageNet row", "Class 'dots': imagenet must list ImageNet-1k rows, 0 to 999"),
-    ("a broken ImageNet gate", "[imagenet_gate] needs a sharpness > 0 and groups of ImageNet rows"),
+    ("the bears' gate on other classes", "The recipe's imagenet_gate doesn't read the ImageNet rows of dots, stripes"),
+    ("a fitted number in the classes file", "temperature belongs in a recipe file (recipe.toml)"),
 ])
 def test_a_newcomers_mistakes_get_one_line_that_says_what_to_do(fork, tmp_path, case, expected):
     data = tmp_path / "data"
@@ -230,10 +231,12 @@ def test_a_newcomers_mistakes_get_one_line_that_says_what_to_do(fork, tmp_path, 
         photos(data, {"stripes": 6, "dots": 6})
         (tmp_path / "mine.toml").write_text('[[class]]\nlabel = "stripes"\n[[class]]\nlabel = "dots"\nimagenet = [1500]\n')
         args = ["--classes", tmp_path / "mine.toml"]
-    elif case == "a broken ImageNet gate":  # a threshold forgotten
+    elif case == "the bears' gate on other classes":  # the bear model's recipe, on a fork's folders
         photos(data, {"stripes": 6, "dots": 6})
-        (tmp_path / "mine.toml").write_text('[[class]]\nlabel = "stripes"\n[[class]]\nlabel = "dots"\n'
-                                            '[imagenet_gate]\ngroups = [{ rows = [294] }]\n')
+        args = ["--recipe", ROOT / "recipe.toml"]
+    elif case == "a fitted number in the classes file":  # where it used to be
+        photos(data, {"stripes": 6, "dots": 6})
+        (tmp_path / "mine.toml").write_text('temperature = 0.9\n[[class]]\nlabel = "stripes"\n[[class]]\nlabel = "dots"\n')
         args = ["--classes", tmp_path / "mine.toml"]
     r = cli("train", "--data", data, "--out", tmp_path / "model", *args, cwd=fork)
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
@@ -256,7 +259,7 @@ def test_train_notebook_runs_top_to_bottom_on_any_folder(tmp_path):
     nb = nbformat.read(ROOT / "train.ipynb", as_version=4)
     params = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
     params.source = (f"path, negatives, cleaning, valid_list = Path({str(data)!r}), None, None, None\n"
-                     f"epochs, size, bs, out = 1, 64, 8, Path({str(tmp_path / 'model')!r})")
+                     f"recipe, out = Recipe(epochs=1, size=64, bs=8), Path({str(tmp_path / 'model')!r})")
     client = NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
     client.execute(env={**os.environ, "PYTHONPATH": str(ROOT)})  # this checkout's package
     card = json.loads((tmp_path / "model" / "export.json").read_text())

@@ -7,16 +7,18 @@ from PIL import Image
 from bear_classifier.classes import Classes
 from bear_classifier.model.backbone import WeightsUnavailable, create_imagenet_model, split_imagenet_model
 from bear_classifier.model.classifier import GatedNet, ImageNetGate, NoGate, class_head, gate_for, pooled_views
+from bear_classifier.training.recipe import Recipe
 from conftest import ROOT
 
 BEARS = Classes.from_file(ROOT / "classes.toml")
+RECIPE = Recipe.from_file(ROOT / "recipe.toml")  # the bear model's: its ImageNet gate
 WILD_BEAR, TEDDY = 294, 850  # brown bear, teddy: ImageNet rows the bear classes file's gate reads
 
 
 def bear_net(trunk, tail, imagenet) -> GatedNet:
     """A network for the bear classes, as create_learner makes it: class head from ImageNet's rows, ImageNet gate."""
     net = GatedNet(trunk, tail, class_head(imagenet, [k.imagenet for k in BEARS.kinds]), imagenet)
-    net.gate = gate_for(BEARS, net.imagenet)
+    net.gate = gate_for(BEARS, net.imagenet, RECIPE.imagenet_gate, RECIPE.gate_sharpness)
     return net
 
 

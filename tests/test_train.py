@@ -17,18 +17,19 @@ from conftest import ROOT
 
 
 def tiny_bears() -> Classes:
-    """The bear classes with a gate that takes any photo for a bear: generated images are no bears to ImageNet."""
-    bears = Classes.from_file(ROOT / "classes.toml").to_dict()
-    bears["extra"]["imagenet_gate"] = dict(groups=[dict(rows=[294, 295, 296, 297], threshold=1e-6),
-                                                   dict(rows=[850], threshold=1e-6)])
-    return Classes.from_dict(bears)
+    return Classes.from_file(ROOT / "classes.toml")
+
+
+# The bear recipe with a gate that takes any photo for a bear: generated images are no bears to ImageNet.
+TINY = Recipe.from_file(ROOT / "recipe.toml").but(size=64, bs=8, epochs=4, lr=1e-2, clean=False, imagenet_gate=(
+    dict(rows=[294, 295, 296, 297], threshold=1e-6), dict(rows=[850], threshold=1e-6)))
 
 
 @pytest.fixture(scope="module")
 def trained(tiny_dataset, tiny_negatives, tmp_path_factory):
     out = tmp_path_factory.mktemp("model")
     reports = out / "reports"  # evaluate creates it, as train.ipynb expects
-    learn, card = train_model(tiny_dataset, Recipe(size=64, bs=8, epochs=4, lr=1e-2, clean=False), tiny_bears(),
+    learn, card = train_model(tiny_dataset, TINY, tiny_bears(),
                               negatives=tiny_negatives)
     metrics = evaluate(learn, out=reports)
     card = export(learn, out / "export.pkl", dict(card, valid_metrics=metrics))
@@ -198,7 +199,7 @@ def test_cross_validation_holds_out_whole_sources(tiny_dataset, tiny_negatives, 
         f"{f},{f.split('/')[0]},user{int(Path(f).stem) % 3}/bears\n" for f in files))
     (tmp_path / "valid.csv").write_text("file,label\n" + "".join(f"{f},{f.split('/')[0]}\n" for f in files[::4]))
     result = cross_validate(root, None, tmp_path / "valid.csv", tiny_negatives, tmp_path / "reports", n_folds=3,
-                            classes=tiny_bears(), recipe=Recipe(size=64, bs=8, epochs=1, clean=False))
+                            classes=tiny_bears(), recipe=TINY.but(epochs=1))
     held = [tuple(f["sources"]) for f in result["folds"]]
     assert sorted(s for h in held for s in h) == ["user0/bears", "user1/bears", "user2/bears"]  # each held out once
     assert sum(f["n_as_labelled"] for f in result["folds"]) == 36 and sum(f["n_hand_checked"] for f in result["folds"]) == 9
@@ -217,5 +218,19 @@ def test_the_recipe_has_its_defaults_once_and_names_a_knob_it_lacks():
     add_recipe(parser)
     assert recipe_of(parser.parse_args([])) == Recipe()
     assert recipe_of(parser.parse_args(["--epochs", "5"])) == Recipe(epochs=5)
+    # The bear model's recipe file sets only what it fits; an option changes the file's value, the rest stay.
+    bears = recipe_of(parser.parse_args(["--recipe", str(ROOT / "recipe.toml"), "--epochs", "5"]))
+    assert (bears.epochs, bears.temperature, bears.lr) == (5, 0.92, Recipe().lr)
+    assert [g.rows for g in bears.imagenet_gate] == [(294, 295, 296, 297), (850,)]
     with pytest.raises(ValueError, match="a recipe has no epoch; its knobs: arch, freeze_epochs, epochs"):
         Recipe().but(epoch=5)
+
+
+def test_a_classes_file_holds_words_and_the_recipe_what_training_fits(tmp_path):
+    """A fitted number in a classes file (where they used to be) is named, with where it goes now."""
+    (tmp_path / "old.toml").write_text('temperature = 0.9\n[[class]]\nlabel = "black"\n')
+    with pytest.raises(ValueError, match="temperature belongs in a recipe file"):
+        Classes.from_file(tmp_path / "old.toml")
+    (tmp_path / "typo.toml").write_text('[[imagenet_gate]]\nrows = [294]\nthreshold = 2\n')
+    with pytest.raises(ValueError, match="typo.toml is not a recipe file .*a threshold in \\(0, 1\\]"):
+        Recipe.from_file(tmp_path / "typo.toml")

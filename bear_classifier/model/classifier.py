@@ -12,6 +12,7 @@ the class head, the gate and the heatmaps.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -190,23 +191,35 @@ class GatedNet(nn.Module):
         return torch.cat([maps, -maps.amax(1, keepdim=True)], dim=1)
 
 
-def gate_for(classes, imagenet: nn.Module) -> nn.Module:
-    """The gate a new network for `classes` (classes.Classes) starts with: an ImageNetGate where the
-    classes file has an `[imagenet_gate]` table (bears), else NoGate until one is fitted."""
-    spec = classes.extra.get("imagenet_gate")
-    if not spec:
+@dataclass(frozen=True)
+class GateGroup:
+    """One group of an ImageNetGate: ImageNet rows whose probability mass is set against `threshold`, in the most
+    convincing view, a corner view's mass divided by `corners` (docs/model.md)."""
+
+    rows: tuple[int, ...]
+    threshold: float
+    corners: float = 1.0
+
+    def __post_init__(self):
+        object.__setattr__(self, "rows", tuple(self.rows))
+        if not (self.rows and imagenet_rows(self.rows) and 0 < self.threshold <= 1 and self.corners >= 1):
+            raise ValueError(f"An imagenet_gate group needs ImageNet rows (0-999), a threshold in (0, 1] and corners "
+                             f">= 1, not {self}: see docs/classes.md.")
+
+
+def gate_for(classes, imagenet: nn.Module, groups: Sequence[GateGroup] = (), sharpness: float = 2.0) -> nn.Module:
+    """The gate a new network for `classes` (classes.Classes) starts with: an ImageNetGate on `groups` where the
+    recipe gives them (bears), else NoGate until one is fitted. The groups must cover every class's ImageNet rows:
+    a gate on other rows would say "none of these" to every photo of a class it doesn't read."""
+    if not groups:
         return NoGate()
-    try:
-        groups = [(list(g["rows"]), float(g["threshold"]), float(g.get("corners", 1.0))) for g in spec["groups"]]
-        sharpness = float(spec.get("sharpness", 2.0))
-        ok = groups and sharpness > 0 and all(rows and imagenet_rows(rows) and 0 < t <= 1 and c >= 1
-                                              for rows, t, c in groups)
-    except (AttributeError, KeyError, TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise ValueError("The classes file's [imagenet_gate] needs a sharpness > 0 and groups of ImageNet rows (0-999), "
-                         "each with a threshold in (0, 1] and corners >= 1: see docs/classes.md.")
-    return ImageNetGate(imagenet, [(rows, t) for rows, t, _ in groups], sharpness, [c for _, _, c in groups])
+    read = {r for g in groups for r in g.rows}
+    unread = [k.label for k in classes.kinds if not k.imagenet or not set(k.imagenet) <= read]
+    if unread or sharpness <= 0:
+        raise ValueError(f"The recipe's imagenet_gate doesn't read the ImageNet rows of {', '.join(unread) or 'any class'}"
+                         f"{' (and its gate_sharpness must be > 0)' if sharpness <= 0 else ''}: name each class's rows "
+                         "in the classes file, or train without an imagenet_gate (Recipe's default), docs/classes.md.")
+    return ImageNetGate(imagenet, [(g.rows, g.threshold) for g in groups], sharpness, [g.corners for g in groups])
 
 
 def answer_log_probs(class_logits: torch.Tensor, gate_logits: torch.Tensor) -> torch.Tensor:

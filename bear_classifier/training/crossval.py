@@ -90,7 +90,7 @@ def cross_validate(root: Path, labels_csv: Path | None, valid_csv: Path | None, 
     _, neg_held_out = negatives_split(image_files(negatives))
     # The untouched network, once: the "frozen copy" gate, and which held-out labels are clean enough to score.
     dls = make_dataloaders(items, (list(range(len(items))), []), classes.vocab, stats=normalization(recipe.arch))
-    original = create_learner(dls, classes, recipe.arch)
+    original = create_learner(dls, classes, recipe)
     views, targets = view_features(original, dls.test_dl([p for p, _ in items], with_labels=True))
     suspicious = suspicious_labels(original, views, targets)
     with torch.inference_mode():

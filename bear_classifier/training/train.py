@@ -54,17 +54,18 @@ class SpeciesLoss(nn.Module):
         return probs.argmax(-1)
 
 
-def create_learner(dls, classes: Classes, arch: str = OFFLINE_ARCH) -> Learner:
-    """`vision_learner` for this project: a GatedNet on an ImageNet-pretrained `arch`, frozen but for its head.
+def create_learner(dls, classes: Classes, recipe: Recipe = Recipe()) -> Learner:
+    """`vision_learner` for this project: a GatedNet on the recipe's ImageNet-pretrained arch, frozen but for its head.
 
     The class head starts from ImageNet's own rows where the classes file names them (bears: brown
     bear, American black bear, teddy), so before any training it answers as the ImageNet classifier
-    does; otherwise `probe_head` starts it from the photos. The gate is the one `model.gate_for` makes for
-    `classes`; the network keeps `classes`, so an exported learner knows its own labels and words.
+    does; otherwise `probe_head` starts it from the photos. The gate reads ImageNet's rows where the recipe says
+    so (`model.gate_for`); the network keeps `classes`, so an exported learner knows its own labels and words.
     """
-    trunk, tail, imagenet = split_imagenet_model(create_imagenet_model(arch))
+    trunk, tail, imagenet = split_imagenet_model(create_imagenet_model(recipe.arch))
     model = GatedNet(trunk, tail, class_head(imagenet, [k.imagenet for k in classes.kinds]), imagenet)
-    model.gate, model.classes = gate_for(classes, model.imagenet), classes
+    model.gate = gate_for(classes, model.imagenet, recipe.imagenet_gate, recipe.gate_sharpness)
+    model.classes = classes
     learn = Learner(dls, model, loss_func=SpeciesLoss(), metrics=accuracy, splitter=splitter)
     learn.freeze()
     return learn
@@ -229,7 +230,7 @@ def train_model(root: Path, recipe: Recipe = Recipe(), classes: Classes | None =
         items, valid_items, how = labelled_items(root, report.kept, classes, labels_csv, valid_csv, r.seed)
     loaders = dict(vocab=classes.vocab, bs=batch_size(len(items), r.bs), size=r.size, stats=normalization(r.arch),
                    num_workers=r.workers)
-    learn = create_learner(split_dataloaders(items, valid_items, **loaders), classes, r.arch)
+    learn = create_learner(split_dataloaders(items, valid_items, **loaders), classes, r)
     views = None  # the pretrained network's views of the training photos: one pass for auto-clean and the probe
     if r.clean or (r.probe and not classes.head_from_imagenet):
         views, _ = view_features(learn, learn.dls.test_dl([p for p, _ in items]))
@@ -268,14 +269,11 @@ def set_temperature(learn: Learner, classes: Classes, valid: list[tuple[Path, st
 
 
 def head_temperature(learn, classes: Classes, valid: list[tuple[Path, str]]) -> float:
-    """How sure the class head sounds: the classes file's `temperature` where it gives one (bears: fitted on the
-    grouped folds' unseen sources, `python -m bear_classifier cv`); else the temperature under which the answers
-    on the validation photos of the classes are most likely (calibrate.fit_temperature), within
-    TEMPERATURE_BOUNDS. A fork's head, after a few minutes of training, is shy: 96% right at 73% on average."""
+    """How sure the class head sounds: the temperature under which the answers on the validation photos of the
+    classes are most likely (calibrate.fit_temperature), within TEMPERATURE_BOUNDS. (The bear model's recipe gives
+    its own, fitted on the grouped folds' unseen sources: `python -m bear_classifier cv`.) A fork's head, after a few minutes of training, is shy: 96% right at 73% on average."""
     from ..model.calibrate import fit_temperature
 
-    if "temperature" in classes.extra:
-        return float(classes.extra["temperature"])
     photos = [(p, y) for p, y in valid if y in classes.labels]
     if not photos:
         return 1.0
