@@ -136,8 +136,11 @@ def test_served_model_matches_learn_predict_on_the_shipped_learner(classifier, t
         files.append(path)
     for path in files:
         fast = torch.from_numpy(classifier.probabilities(Image.open(path).convert("RGB")))
-        _, _, slow = learn.predict(path)
+        label, idx, slow = learn.predict(path)
         assert torch.allclose(fast, slow, atol=1e-4), (path, fast, slow)
+        # The served answer unpacks as fastai's does: pred, pred_idx, probs.
+        pred, pred_idx, probs = classifier.predict(Image.open(path).convert("RGB"))
+        assert (pred, pred_idx) == (label, int(idx)) and np.allclose(probs, slow.numpy(), atol=1e-4)
 
 
 def test_serving_imports_no_torch():

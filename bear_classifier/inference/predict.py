@@ -42,6 +42,11 @@ class Prediction:
         """The photo shows one of the classes."""
         return self.label != self.none_label
 
+    def __iter__(self):
+        """`pred, pred_idx, probs = prediction`, as with fastai's `learn.predict`: the label, its index in the
+        vocab, and every class's probability in vocab order (a numpy array rather than a tensor)."""
+        return iter((self.label, list(self.probs).index(self.label), np.array(list(self.probs.values()))))
+
     def __str__(self) -> str:
         return f"Prediction: {self.label}; Probability: {self.probability:.4f}"
 
