@@ -152,7 +152,8 @@ def cmd_predict(args) -> int:
             status = 1
             continue
         pred = clf.predict(img)
-        print(f"{photo}: {pred}  ({clf.classes.name(pred.label)})")
+        words = clf.classes.name(pred.label) + (f": {clf.classes.none_person}" if pred.person else "")
+        print(f"{photo}: {pred}  ({words})")
         if args.heatmap:
             args.heatmap.mkdir(parents=True, exist_ok=True)
             heat = heatmap_image(pred.heatmap, img.size)

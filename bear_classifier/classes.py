@@ -39,6 +39,7 @@ class Classes:
     none_label: str = "none"  # the model's label for "none of these" (the folder of negatives, if any)
     none_name: str = "None of these"  # the verdict's words
     none_sentence: str = ""  # why there is no answer; made from the names when empty
+    none_person: str = ""  # the sentence instead where the photo is mainly a person; made from the names when empty
 
     def __post_init__(self):
         object.__setattr__(self, "kinds", tuple(self.kinds))
@@ -53,6 +54,9 @@ class Classes:
             object.__setattr__(self, "question", f"Give me photos: I'll tell you for each whether it is {each}.")
         if not self.none_sentence:
             object.__setattr__(self, "none_sentence", f"That doesn't look like any of these: {names}.")
+        if not self.none_person:
+            each = _listed([with_article(k.name.lower()) for k in self.kinds])
+            object.__setattr__(self, "none_person", f"That looks like a person, not {each}.")
 
     @property
     def labels(self) -> list[str]:
@@ -86,7 +90,7 @@ class Classes:
         d = dict(d)
         kinds = d.pop("kinds", None) or d.pop("class", [])
         none = d.pop("none", {})
-        known = {"title", "question", "none_label", "none_name", "none_sentence"}
+        known = {"title", "question", "none_label", "none_name", "none_sentence", "none_person"}
         fields = {k: d.pop(k) for k in list(d) if k in known}
         fields |= {f"none_{k}": v for k, v in none.items() if f"none_{k}" in known}
         d.pop("extra", None)  # cards written before 1.1 kept the file's other tables here; the recipe has them now

@@ -14,6 +14,7 @@ from PIL import Image
 from .. import environment
 from ..classes import FILE as CLASSES_FILE
 from ..classes import Classes, Kind
+from .people import PersonDetector
 
 CHECKOUT = Path(__file__).resolve().parents[2]  # where a checkout keeps its trained model, next to app.ipynb
 
@@ -36,6 +37,7 @@ class Prediction:
     probs: dict[str, float]  # every class, in vocab order, "none of these" last
     heatmap: np.ndarray | None = None  # (h, w) class activation map of `label`: higher = more evidence
     none_label: str = "none"  # the model's label for "none of these" (Classes.none_label)
+    person: bool = False  # a "none of these" answer for a photo that is mainly a person (inference/people.py)
 
     @property
     def in_set(self) -> bool:
@@ -107,15 +109,17 @@ class Classifier:
     kernel) for what is one resize and one forward pass (tested equal to `learn.predict`).
     """
 
-    def __init__(self, session, classes: Classes, size: tuple[int, int], resample: int, sha256: str = ""):
+    def __init__(self, session, classes: Classes, size: tuple[int, int], resample: int, sha256: str = "",
+                 people: PersonDetector | None = None):
         self.session, self.classes, self.size, self.resample = session, classes, tuple(size), resample
         self.vocab = classes.vocab
         self.sha256 = sha256  # of the model file: stored with every "That's wrong" answer
+        self.people = people  # says which "none of these" photos are mainly a person; None: never asked
 
     @classmethod
-    def load(cls, path: Path | None = None, threads: int = 1) -> "Classifier":
+    def load(cls, path: Path | None = None, threads: int = 1, people: bool = True) -> "Classifier":
         """Load after the sha256 check (default: served_model_path()). One thread by default: a kernel serves
-        one visitor, one photo at a time."""
+        one visitor, one photo at a time. `people`: look for a large face on "none of these" answers."""
         import onnxruntime as ort
 
         path = Path(path or served_model_path())
@@ -130,7 +134,8 @@ class Classifier:
             raise ModelError(f"Could not load {Path(path).name} ({type(e).__name__}: {e}). "
                              f"Reinstall the serving requirements, or re-export the model.") from None
         classes = Classes.from_dict(meta["classes"]) if "classes" in meta else card_classes(card, path)
-        return cls(session, classes, meta["size"], meta["resample"], card["serving"]["sha256"])
+        return cls(session, classes, meta["size"], meta["resample"], card["serving"]["sha256"],
+                   PersonDetector() if people else None)
 
     def pixels(self, img: Image.Image) -> np.ndarray:
         """The model's input for one image: squish-resized uint8 pixels, (1, H, W, 3)."""
@@ -147,5 +152,9 @@ class Classifier:
     def predict(self, img: Image.Image) -> Prediction:
         probs, maps = self.run(img)
         i = int(probs.argmax())
-        return Prediction(self.vocab[i], float(probs[i]), dict(zip(self.vocab, probs.tolist())), maps[i],
+        pred = Prediction(self.vocab[i], float(probs[i]), dict(zip(self.vocab, probs.tolist())), maps[i],
                           self.classes.none_label)
+        # Only "none of these" asks: a bear answer stands even beside a large face (a child holding a teddy, a
+        # man holding a cub): overriding it cost bears and spared no person (docs/model.md, "Photos of people").
+        pred.person = not pred.in_set and self.people is not None and self.people.is_person(img)
+        return pred

@@ -62,6 +62,13 @@ def verdict(pred: Prediction, classes: Classes) -> str:
     return f"{classes.name(pred.label)} · {percent(pred.probability)}"
 
 
+def none_sentence(pred: Prediction, classes: Classes) -> str:
+    """Why there is no answer, on a sure "none of these": the person sentence where the photo is mainly a person."""
+    if pred.label != classes.none_label or pred.probability < SURE:
+        return ""
+    return classes.none_person if pred.person else classes.none_sentence
+
+
 def short_name(name: str, limit: int = NAME_CHARS) -> str:
     """A long file name with its middle left out, so that it fits on one line of a phone."""
     if len(name) <= limit:
@@ -89,7 +96,7 @@ class AnswerCard(Card):
     verdict = traitlets.Unicode().tag(sync=True)
     unsure = traitlets.Bool(False).tag(sync=True)
     lesson = traitlets.Unicode().tag(sync=True)  # the course's own line, str(pred)
-    sentence = traitlets.Unicode().tag(sync=True)  # "That doesn't look like a bear." on "none of these"
+    sentence = traitlets.Unicode().tag(sync=True)  # "That doesn't look like a bear." (or "a person") on "none of these"
     bars = traitlets.List().tag(sync=True)  # [[words, fraction, "62%"]], highest first
     photo = traitlets.Bytes().tag(sync=True)  # the thumbnail, JPEG
     overlay = traitlets.Bytes().tag(sync=True)  # the thumbnail lit where the model looked; empty when none
@@ -107,7 +114,7 @@ class AnswerCard(Card):
         order = sorted(pred.probs.items(), key=lambda kv: -kv[1])
         super().__init__(
             name, verdict=verdict(pred, classes), unsure=pred.probability < SURE, lesson=str(pred),
-            sentence=classes.none_sentence if pred.label == classes.none_label and pred.probability >= SURE else "",
+            sentence=none_sentence(pred, classes),
             bars=[[classes.name(label), p, percent(p)] for label, p in order], photo=jpeg(small),
             choices=[[label, classes.name(label)] for label in classes.vocab if label != pred.label]
             if on_flag else [])
