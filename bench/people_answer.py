@@ -38,8 +38,8 @@ def photo_list(data: Path, people: Path, every: int) -> list[dict]:
             for r in csv.DictReader(open(ROOT / "data" / "people" / "SOURCES.csv")) if (people / r["file"]).exists()]
     for kind in KINDS:
         rows += [dict(kind=kind, group="hand-checked" if f"{kind}/{p.name}" in checked else "pool", path=p)
-                 for p in sorted((data / "bears" / kind).iterdir())]
-    rows += [dict(kind="not_bear", group=p.name.rsplit("_", 1)[0], path=p) for p in sorted((data / "not_bear").iterdir())]
+                 for p in sorted((data / "bears" / kind).glob("*.jpg"))]
+    rows += [dict(kind="not_bear", group=p.name.rsplit("_", 1)[0], path=p) for p in sorted((data / "not_bear").glob("*.jpg"))]
     return rows[::every]
 
 
