@@ -54,9 +54,11 @@ class Classes:
             object.__setattr__(self, "question", f"Give me photos: I'll tell you for each whether it is {each}.")
         if not self.none_sentence:
             object.__setattr__(self, "none_sentence", f"That doesn't look like any of these: {names}.")
-        if not self.none_person:
+        if not self.none_person:  # "Not a bear" says it already; else the names do
+            verdict = self.none_name[:1].lower() + self.none_name[1:]
             each = _listed([with_article(k.name.lower()) for k in self.kinds])
-            object.__setattr__(self, "none_person", f"That looks like a person, not {each}.")
+            object.__setattr__(self, "none_person",
+                               f"That looks like a person, {verdict if verdict.startswith('not ') else 'not ' + each}.")
 
     @property
     def labels(self) -> list[str]:
