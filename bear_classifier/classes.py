@@ -39,7 +39,7 @@ class Classes:
     none_label: str = "none"  # the model's label for "none of these" (the folder of negatives, if any)
     none_name: str = "None of these"  # the verdict's words
     none_sentence: str = ""  # why there is no answer; made from the names when empty
-    none_person: str = ""  # the sentence instead where the photo is mainly a person; made from the names when empty
+    none_person: str = ""  # instead of none_sentence where the photo is mainly a person; made when empty
 
     def __post_init__(self):
         object.__setattr__(self, "kinds", tuple(self.kinds))

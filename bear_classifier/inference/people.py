@@ -59,7 +59,8 @@ class PersonDetector:
         pixels = self._cv2.equalizeHist(np.asarray(gray))
         h, w = pixels.shape
         side = max(12, min(h, w) * SMALLEST)
-        boxes = self.cascade.detectMultiScale(pixels, scaleFactor=1.1, minNeighbors=NEIGHBOURS, minSize=(int(side),) * 2)
+        boxes = self.cascade.detectMultiScale(pixels, scaleFactor=1.1, minNeighbors=NEIGHBOURS,
+                                              minSize=(int(side), int(side)))
         found = [Face(float(x / w), float(y / h), float(bw / w), float(bh / h))
                  for x, y, bw, bh in (boxes if len(boxes) else [])]
         return sorted(found, key=lambda f: -f.w * f.h)
