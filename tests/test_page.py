@@ -305,6 +305,21 @@ def test_on_a_phone_the_verdict_comes_first_and_long_names_are_shortened(shipped
         screenshot(page, "screenshot-phone.png")
 
 
+def test_a_portrait_is_told_it_looks_like_a_person_and_a_teddy_stays_a_teddy(shipped):
+    url, _, _ = shipped
+    with chromium() as browser:
+        page = open_app(browser, url)
+        upload_files(page, ("me.jpg", (ROOT / "tests" / "photos" / "person.jpg").read_bytes(), "image/jpeg"),
+                     ("teddy.jpg", (ROOT / "examples" / "teddy-bear.jpg").read_bytes(), "image/jpeg"))
+        wait_card(page, "me.jpg")
+        wait_card(page, "teddy.jpg")
+        me = card(page, "me.jpg")
+        assert me.locator(".bear-verdict").inner_text() == "Not a bear"
+        assert me.locator(".bear-sentence").inner_text() == "That looks like a person, not a bear."
+        assert card(page, "teddy.jpg").locator(".bear-verdict").inner_text().startswith("Teddy bear · ")
+        assert card(page, "teddy.jpg").locator(".bear-sentence").count() == 0
+
+
 def test_title_and_question_come_from_the_served_models_card(tmp_path):
     # Another model's card (its file need not load for the page to say what it tells apart).
     from browser import require_browser
