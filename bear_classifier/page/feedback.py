@@ -13,7 +13,7 @@ import time
 from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -42,7 +42,23 @@ flags = sa.Table(
     sa.Column("label", sa.String(16), nullable=False),
     sa.Column("model_sha256", sa.String(64), nullable=False),
     sa.Column("photo", sa.LargeBinary, nullable=False),
+    # Added later: stores made before get them from migrate() (empty for their old rows).
+    sa.Column("model_version", sa.String(64), nullable=False, server_default=""),
+    sa.Column("review", sa.String(16), nullable=False, server_default=""),  # "", "accepted" or "rejected"
 )
+# The answers log: what each answer was, never what it was about (no photo, no name, no address), kept
+# BEAR_ANSWERS_DAYS days: enough to count answers by class and version and to see the stated probabilities drift.
+answers = sa.Table(
+    "answers", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("created", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("model_version", sa.String(64), nullable=False),
+    sa.Column("predicted", sa.String(16), nullable=False),
+    sa.Column("probability", sa.Float, nullable=False),
+)
+ADDED_COLUMNS = ("model_version", "review")
+DEFAULT_ANSWERS_DAYS = 30
+PRUNE_EVERY = 3600.0  # seconds between two deletions of old answers by one kernel
 
 
 class FeedbackError(RuntimeError):
@@ -58,6 +74,8 @@ class Flag:
     label: str
     model_sha256: str
     photo: bytes
+    model_version: str = ""
+    review: str = ""
 
 
 def clean_jpeg(img: Image.Image, side: int = KEPT_SIDE) -> bytes:
@@ -80,8 +98,9 @@ class FeedbackStore:
     """
 
     def __init__(self, url: str, max_mb: float = DEFAULT_MAX_MB, visitor_share: float = VISITOR_SHARE,
-                 per_minute: int | None = PER_MINUTE):
-        self.url, self.max_bytes = url, int(max_mb * 2**20)
+                 per_minute: int | None = PER_MINUTE, answers_days: float = DEFAULT_ANSWERS_DAYS):
+        self.url, self.max_bytes, self.answers_days = url, int(max_mb * 2**20), answers_days
+        self._pruned = -PRUNE_EVERY
         self.share_bytes, self.per_minute = int(self.max_bytes * visitor_share), per_minute
         self.mine: dict[int, int] = {}  # this visitor's rows: id → photo bytes
         self._changes: deque[float] = deque()
@@ -99,9 +118,11 @@ class FeedbackStore:
         """
         if not environment.feedback_on():
             return None
-        return cls(environment.feedback_url(DEFAULT_DB), environment.feedback_max_mb(DEFAULT_MAX_MB))
+        return cls(environment.feedback_url(DEFAULT_DB), environment.feedback_max_mb(DEFAULT_MAX_MB),
+                   answers_days=environment.answers_days(DEFAULT_ANSWERS_DAYS))
 
-    def add(self, img: Image.Image, predicted: str, probability: float, label: str, model_sha256: str) -> int:
+    def add(self, img: Image.Image, predicted: str, probability: float, label: str, model_sha256: str,
+            model_version: str = "") -> int:
         """Store one flag; its id. Raises FeedbackError (a sentence) when the store, or this visitor's share of it,
         is full, when this visitor changes too much too fast, or when the database can't be reached."""
         photo = clean_jpeg(img)
@@ -115,7 +136,8 @@ class FeedbackStore:
                                     "so this one was not kept.")
             row = db.execute(flags.insert().values(
                 created=datetime.now(timezone.utc), name="", predicted=predicted, probability=probability,
-                label=label, model_sha256=model_sha256, photo=photo)).inserted_primary_key[0]
+                label=label, model_sha256=model_sha256, photo=photo,
+                model_version=model_version)).inserted_primary_key[0]
         self.mine[row] = len(photo)
         return row
 
@@ -136,6 +158,35 @@ class FeedbackStore:
         with self.engine.connect() as db:
             columns = [c for c in flags.c if c.name != "name"]
             return [Flag(**row._mapping) for row in db.execute(sa.select(*columns).order_by(flags.c.id))]
+
+    def set_review(self, row: int, review: str, label: str | None = None) -> None:
+        """The deployer's decision on flag `row`: "accepted" (with `label`, where they relabel it) or "rejected"."""
+        values = dict(review=review) if label is None else dict(review=review, label=label)
+        with self.engine.begin() as db:
+            if not db.execute(flags.update().where(flags.c.id == row).values(**values)).rowcount:
+                raise ValueError(f"There is no flag {row} in the store.")
+
+    def forget(self, row: int) -> bool:
+        """Delete flag `row` and its photo from the store, whoever made it; False if there was none."""
+        with self.engine.begin() as db:
+            return bool(db.execute(flags.delete().where(flags.c.id == row)).rowcount)
+
+    def answered(self, predicted: str, probability: float, model_version: str) -> None:
+        """One row of the answers log (never the photo); rows older than `answers_days` go now and then."""
+        now = datetime.now(timezone.utc)
+        with self.engine.begin() as db:
+            db.execute(answers.insert().values(created=now, model_version=model_version, predicted=predicted,
+                                               probability=probability))
+            if time.monotonic() - self._pruned > PRUNE_EVERY:
+                self._pruned = time.monotonic()
+                db.execute(answers.delete().where(answers.c.created < now - timedelta(days=self.answers_days)))
+
+    def answer_counts(self) -> dict[tuple[str, str], int]:
+        """(model version, answer) → how many answers the log holds."""
+        with self.engine.connect() as db:
+            rows = db.execute(sa.select(answers.c.model_version, answers.c.predicted, sa.func.count())
+                              .group_by(answers.c.model_version, answers.c.predicted))
+            return {(version, label): n for version, label, n in rows}
 
     def _count_change(self) -> None:
         if self.per_minute is None:
@@ -163,6 +214,7 @@ class Correction:
     to show on the card. It keeps the card's small copy of the photo, never the photo itself."""
 
     def __init__(self, store: FeedbackStore, small: Image.Image, pred, classes, model_sha256: str):
+        # the version comes with the answer (Prediction.version), so a correction names the one that answered
         self.store, self.small, self.pred, self.classes, self.sha256 = store, small, pred, classes, model_sha256
         self.row: int | None = None
 
@@ -175,7 +227,8 @@ class Correction:
             return f"That's what the model said ({self.classes.name(label)}): choose another answer to correct it."
         try:
             if self.row is None:
-                self.row = self.store.add(self.small, self.pred.label, self.pred.probability, label, self.sha256)
+                self.row = self.store.add(self.small, self.pred.label, self.pred.probability, label, self.sha256,
+                                          getattr(self.pred, "version", ""))
             else:
                 self.store.update(self.row, label)
         except FeedbackError as e:
@@ -204,9 +257,27 @@ def create_table(engine: sa.Engine) -> None:
     try:
         metadata.create_all(engine)
     except sa.exc.DBAPIError:
-        if not sa.inspect(engine).has_table(flags.name):
+        if not all(sa.inspect(engine).has_table(t) for t in metadata.tables):
             raise
-        log.debug("another process created the feedback table first")  # every kernel of a fresh server races to create it
+        log.debug("another process created the feedback tables first")  # every kernel of a fresh server races to create them
+    migrate(engine)
+
+
+def migrate(engine: sa.Engine) -> None:
+    """Give a store made before the columns of ADDED_COLUMNS those columns (empty for the rows it holds)."""
+    have = {c["name"] for c in sa.inspect(engine).get_columns(flags.name)}
+    for name in ADDED_COLUMNS:
+        if name in have:
+            continue
+        column = flags.c[name]
+        try:
+            with engine.begin() as db:
+                db.execute(sa.text(f"ALTER TABLE {flags.name} ADD COLUMN {name} "
+                                   f"{column.type.compile(engine.dialect)} NOT NULL DEFAULT ''"))
+            log.info("the feedback store got its %s column", name)
+        except sa.exc.DBAPIError:  # another kernel added it first
+            if name not in {c["name"] for c in sa.inspect(engine).get_columns(flags.name)}:
+                raise
 
 
 def _connect_args(url: str) -> dict:
