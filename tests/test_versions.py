@@ -1,11 +1,13 @@
 """Model versions and the corrections loop, end to end on generated photos (test_fork's patterns): a flag stored as
 the page stores it → review accepts it → train → models promote (gated) → a running page answers with the new
 version, an open page keeps its own and says so → rollback → the old version again."""
+import hashlib
 import json
 import os
 import subprocess
 import sys
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
@@ -164,3 +166,142 @@ def test_deleting_a_flag_deletes_it_everywhere(project):
     assert f",{row}," not in (project / "data" / "flags.csv").read_text()
     r = cli(project, "review", "--feedback", "--delete", row, "--data", "data")
     assert r.returncode == 2 and "nothing was deleted" in r.stderr, r.stderr
+
+
+def twin(models: Path, doc: str) -> str:
+    """The checkout's model re-saved with another doc string: other bytes, so another version, the same answers."""
+    import onnx
+
+    from bear_classifier.inference.versions import Models
+
+    folder = models.parent / f"twin-{doc}"
+    folder.mkdir()
+    graph = onnx.load(str(ROOT / "export.onnx"))
+    graph.doc_string = doc
+    onnx.save(graph, str(folder / "export.onnx"))
+    card = json.loads((ROOT / "export.json").read_text())
+    card["serving"]["sha256"] = hashlib.sha256((folder / "export.onnx").read_bytes()).hexdigest()
+    card["exported"] = "2026-12-07T12:00:00+00:00"
+    (folder / "export.json").write_text(json.dumps(card))
+    return Models(models).add(folder / "export.onnx").name
+
+
+def test_a_server_answers_with_the_promoted_version_within_one_call_and_without_an_error(tmp_path):
+    """The API's way: served_model() per request (a stat of the pointer), while requests keep coming from a thread."""
+    import threading
+
+    from PIL import Image
+
+    from bear_classifier.inference.versions import Models, Served
+
+    models = Models(tmp_path / "models")
+    a, b = twin(models.root, "a"), twin(models.root, "b")
+    assert a.startswith("2026-12-07-") and a != b
+    models.serve(a, "promote")
+    served, img = Served(models), Image.new("RGB", (224, 224), (120, 90, 60))
+    answers, errors, stop = [], [], threading.Event()
+
+    def visitor():
+        while not stop.is_set():
+            try:
+                answers.append((time.perf_counter(), served.get().predict(img).version))
+            except Exception as e:  # noqa: BLE001 -- any error a visitor would see is a failure
+                errors.append(e)
+
+    thread = threading.Thread(target=visitor)
+    thread.start()
+    try:
+        assert wait(lambda: answers and answers[-1][1] == a)
+        promoted = time.perf_counter()
+        models.serve(b, "promote")
+        assert wait(lambda: answers[-1][1] == b)
+    finally:
+        stop.set()
+        thread.join()
+    first_b = next(t for t, v in answers if v == b)
+    print(f"\npromote → first answer of the new version, in the server: {first_b - promoted:.2f} s")
+    assert not errors and all(v == b for t, v in answers if t > first_b)
+    start = time.perf_counter()
+    for _ in range(1000):
+        served.get()
+    print(f"served_model() when nothing changed: {(time.perf_counter() - start) * 1000:.3f} µs a call")
+
+
+def wait(condition, timeout: float = 60) -> bool:
+    from browser import wait_for
+
+    return wait_for(condition, timeout, step=0.01)
+
+
+def test_an_old_store_gets_the_version_and_review_columns_and_its_flags_keep_working(tmp_path):
+    """A store from before versions (no model_version, no review column): opened, migrated, read and written."""
+    import sqlalchemy as sa
+    from PIL import Image
+
+    from bear_classifier.page.feedback import FeedbackStore
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    with sa.create_engine(url).begin() as db:
+        db.execute(sa.text("CREATE TABLE flags (id INTEGER PRIMARY KEY, created DATETIME NOT NULL, name VARCHAR(255) "
+                           "NOT NULL, predicted VARCHAR(16) NOT NULL, probability FLOAT NOT NULL, label VARCHAR(16) "
+                           "NOT NULL, model_sha256 VARCHAR(64) NOT NULL, photo BLOB NOT NULL)"))
+        db.execute(sa.text("INSERT INTO flags VALUES (1, '2026-01-01 00:00:00', '', 'black', 0.9, 'grizzly', 'abc', x'00')"))
+    store = FeedbackStore(url, per_minute=None)
+    [old] = store.all()
+    assert (old.label, old.model_version, old.review) == ("grizzly", "", "")
+    row = store.add(Image.new("RGB", (64, 64)), "teddy", 0.7, "black", "def", "2026-12-07-3b6651a3")
+    assert [(f.model_sha256, f.model_version) for f in store.all()] == [("abc", ""), ("def", "2026-12-07-3b6651a3")]
+    store.set_review(row, "accepted", "grizzly")
+    assert store.all()[1].review == "accepted" and store.all()[1].label == "grizzly"
+    FeedbackStore(url)  # opened again (another kernel): nothing to migrate, nothing fails
+
+
+def test_the_answers_log_keeps_no_photo_and_forgets_rows_older_than_its_days(tmp_path):
+    import sqlalchemy as sa
+
+    from bear_classifier.page.feedback import FeedbackStore, answers
+
+    store = FeedbackStore(f"sqlite:///{tmp_path / 'f.db'}", answers_days=7)
+    assert [c.name for c in answers.c] == ["id", "created", "model_version", "predicted", "probability"]
+    with store.engine.begin() as db:
+        for days in (30, 8, 6):
+            db.execute(answers.insert().values(created=datetime.now(timezone.utc) - timedelta(days=days),
+                                               model_version="v1", predicted="black", probability=0.9))
+    store.answered("grizzly", 0.97, "v2")
+    assert store.answer_counts() == {("v1", "black"): 1, ("v2", "grizzly"): 1}  # the 30- and 8-day-old rows went
+    with store.engine.connect() as db:
+        assert db.execute(sa.select(sa.func.count()).select_from(answers)).scalar() == 2
+
+
+class Colour:
+    """A stand-in model for the gate's rule: it answers by the photo's mean colour, as told."""
+
+    vocab = ["red", "green", "none"]
+
+    def __init__(self, version: str, says: dict[str, str]):
+        self.version, self.says = version, says
+
+    def probabilities(self, img):
+        r, g, _ = np.asarray(img).reshape(-1, 3).mean(0)
+        answer = self.says["red" if r > g else "green"]
+        return np.array([0.9 if k == answer else 0.05 for k in self.vocab])
+
+
+def test_the_gate_refuses_a_worse_candidate_and_names_the_photos_it_changed(tmp_path):
+    from PIL import Image
+
+    from bear_classifier.inference.compare import compare, folder_photos, report
+
+    for label, colour, n in [("red", (200, 20, 20), 4), ("green", (20, 200, 20), 4)]:
+        (tmp_path / label).mkdir()
+        for i in range(n):
+            Image.new("RGB", (32, 32), colour).save(tmp_path / label / f"{i}.png")
+    photos = folder_photos(tmp_path)
+    right = Colour("v1", {"red": "red", "green": "green"})
+    wrong = Colour("v2", {"red": "red", "green": "none"})
+    refused = compare(right, wrong, photos)
+    assert refused.worse == ["it gets 4 of 8 photos right, the served model 8", "green: 0 of 4 right, the served model 4"]
+    table = report(refused, "none")
+    assert "8/8 (100.0%)" in table and "4/8 (50.0%)" in table and "4 photos answered differently" in table
+    assert "green/0.png (is green): green -> none  [broken]" in table
+    assert compare(wrong, right, photos).worse == [] and compare(right, right, photos).changed == []
