@@ -1,7 +1,6 @@
 """Model versions and the corrections loop, end to end on generated photos (test_fork's patterns): a flag stored as
 the page stores it → review accepts it → train → models promote (gated) → a running page answers with the new
 version, an open page keeps its own and says so → rollback → the old version again."""
-import hashlib
 import json
 import os
 import subprocess
@@ -17,7 +16,7 @@ from conftest import ROOT
 from test_fork import PATTERNS, WORDS, pattern, photos
 
 PORTS = iter(range(18300, 18340))
-TINY = ["--epochs", "1", "--size", "64", "--bs", "8", "--lr", "1e-2"]
+TINY = ["--freeze-epochs", "0", "--epochs", "1", "--size", "64", "--bs", "8", "--lr", "1e-2"]
 
 
 def env(project: Path, **more) -> dict:
@@ -121,6 +120,7 @@ def test_the_loop_from_a_flag_to_a_new_version_served_and_back(project, tmp_path
 
         r = cli(project, "models", "promote", "v2/export.onnx")  # the gate: both scored, side by side
         out = r.stdout
+        print(f"\n$ models promote v2/export.onnx\n{out}")
         assert "photos right" in out and f"served {v1}" in out and f"candidate {v2}" in out and "ECE" in out, out
         assert "A candidate is refused (unless --force)" in out
         if r.returncode != 0:  # the tiny recipe's second model may be worse on 9 photos: then it says so, and why
@@ -168,24 +168,6 @@ def test_deleting_a_flag_deletes_it_everywhere(project):
     assert r.returncode == 2 and "nothing was deleted" in r.stderr, r.stderr
 
 
-def twin(models: Path, doc: str) -> str:
-    """The checkout's model re-saved with another doc string: other bytes, so another version, the same answers."""
-    import onnx
-
-    from bear_classifier.inference.versions import Models
-
-    folder = models.parent / f"twin-{doc}"
-    folder.mkdir()
-    graph = onnx.load(str(ROOT / "export.onnx"))
-    graph.doc_string = doc
-    onnx.save(graph, str(folder / "export.onnx"))
-    card = json.loads((ROOT / "export.json").read_text())
-    card["serving"]["sha256"] = hashlib.sha256((folder / "export.onnx").read_bytes()).hexdigest()
-    card["exported"] = "2026-12-07T12:00:00+00:00"
-    (folder / "export.json").write_text(json.dumps(card))
-    return Models(models).add(folder / "export.onnx").name
-
-
 def test_a_server_answers_with_the_promoted_version_within_one_call_and_without_an_error(tmp_path):
     """The API's way: served_model() per request (a stat of the pointer), while requests keep coming from a thread."""
     import threading
@@ -193,6 +175,7 @@ def test_a_server_answers_with_the_promoted_version_within_one_call_and_without_
     from PIL import Image
 
     from bear_classifier.inference.versions import Models, Served
+    from bench.promote import twin
 
     models = Models(tmp_path / "models")
     a, b = twin(models.root, "a"), twin(models.root, "b")
@@ -305,3 +288,31 @@ def test_the_gate_refuses_a_worse_candidate_and_names_the_photos_it_changed(tmp_
     assert "8/8 (100.0%)" in table and "4/8 (50.0%)" in table and "4 photos answered differently" in table
     assert "green/0.png (is green): green -> none  [broken]" in table
     assert compare(wrong, right, photos).worse == [] and compare(right, right, photos).changed == []
+
+
+def test_the_flag_cleaner_accepts_relabels_rejects_and_deletes(tmp_path):
+    """The review widget, its buttons clicked: each decision lands in the store and in the training photos."""
+    from bear_classifier.page.feedback import FeedbackStore
+    from bear_classifier.training.flags import FlagCleaner
+
+    store = FeedbackStore(f"sqlite:///{tmp_path / 'f.db'}", per_minute=None)
+    rng = np.random.default_rng(0)
+    rows = [store.add(pattern(kind, rng), "stripes", 0.6, kind, "sha", "2026-12-07-aaaaaaaa")
+            for kind in ("dots", "checks", "dots", "checks")]
+    data = photos(tmp_path / "data", {k: 1 for k in PATTERNS})
+    cleaner = FlagCleaner(store, data, PATTERNS)
+    assert f"Flag {rows[0]} of 4 waiting" in cleaner.about.value and "2026-12-07-aaaaaaaa" in cleaner.said.value
+    cleaner.buttons["Accept"].click()
+    cleaner.relabel.value = "stripes"
+    cleaner.buttons["Accept as"].click()
+    cleaner.buttons["Reject"].click()
+    cleaner.buttons["Delete"].click()
+    assert "No flagged photo is waiting" in cleaner.about.value and cleaner.buttons["Accept"].disabled
+    assert [(f.id, f.review, f.label) for f in store.all()] == [
+        (rows[0], "accepted", "dots"), (rows[1], "accepted", "stripes"), (rows[2], "rejected", "dots")]
+    assert (data / "dots" / f"flag-{rows[0]}.jpg").exists() and (data / "stripes" / f"flag-{rows[1]}.jpg").exists()
+    assert not list(data.glob(f"*/flag-{rows[2]}.jpg")) and not list(data.glob(f"*/flag-{rows[3]}.jpg"))
+    provenance = (data / "flags.csv").read_text().splitlines()
+    assert provenance[0] == "file,label,flag,flagged,model_version,model_said,probability,accepted"
+    assert [line.split(",")[:3] for line in provenance[1:]] == [
+        ["dots/flag-%d.jpg" % rows[0], "dots", str(rows[0])], ["stripes/flag-%d.jpg" % rows[1], "stripes", str(rows[1])]]

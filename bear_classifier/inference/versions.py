@@ -55,7 +55,7 @@ class Models:
 
     def get(self, name: str) -> Version:
         path = self.root / name / "export.onnx"
-        if not name or "/" in name or not path.exists():
+        if not name or "/" in name or name.startswith(".") or not path.exists():
             known = ", ".join(v.name for v in self.versions()) or "none yet"
             raise ValueError(f"There is no version {name!r} in {self.root} (versions: {known}); "
                              f"add one with `python -m bear_classifier models promote PATH/export.onnx`.")
