@@ -121,11 +121,12 @@ def compare(served, candidate, photos: list[Photo]) -> Verdict:
 def report(v: Verdict, none_label: str) -> str:
     """The side-by-side table `models promote` prints."""
     a, b = v.served, v.candidate
-    width = max([len(k) for k in a.per_class] + [len("photos right"), len(a.version), 8]) + 2
-    lines = [f"{'':<{width}}{'served ' + a.version:>24}{'candidate ' + b.version:>28}"]
+    width = max([len(k) for k in a.per_class] + [len("photos right"), len(none_label) + 16]) + 2
+    left, right = len("served " + a.version) + 2, len("candidate " + b.version) + 2
+    lines = [f"{'':<{width}}{'served ' + a.version:>{left}}{'candidate ' + b.version:>{right}}"]
 
     def row(name: str, x: str, y: str) -> None:
-        lines.append(f"{name:<{width}}{x:>24}{y:>28}")
+        lines.append(f"{name:<{width}}{x:>{left}}{y:>{right}}")
 
     n = len(a.answers)
     row("photos right", f"{a.right}/{n} ({a.right / n:.1%})", f"{b.right}/{n} ({b.right / n:.1%})")
