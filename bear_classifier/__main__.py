@@ -66,8 +66,9 @@ def cmd_review(args) -> int:
         if args.accept or args.accept_as or args.reject or args.delete:
             return decide_flags(store, args)
         csv_path, html_path = review_feedback(store, args.out)
-        print(f"open {html_path}: the photos visitors flagged, under {args.out / 'feedback'}/<label>/. "
-              f"Copy the ones you agree with into the data folders, then retrain.")
+        print(f"open {html_path}: the photos visitors flagged, not yet reviewed, under {args.out / 'feedback'}/"
+              f"<label>/flag-<ID>.jpg. Then: review --feedback --data DATA --accept ID (or --accept-as ID=LABEL, "
+              f"--reject ID, --delete ID), train, models promote (docs/production.md).")
         return 0
     from .training.review import review
 

@@ -31,14 +31,15 @@ def review(data: Path, model: Path, out: Path, top: int = 100, labels_csv: Path 
 
 
 def review_feedback(store, out: Path) -> tuple[Path, Path]:
-    """The photos visitors flagged as wrong, written to out/feedback/<their label>/flag-<id>.jpg and listed
-    in out/review.csv and out/review.html (label = the visitor's answer, predicted = the model's).
+    """The photos visitors flagged as wrong and nobody has reviewed yet, written to
+    out/feedback/<their label>/flag-<id>.jpg and listed in out/review.csv and out/review.html (label = the visitor's
+    answer, predicted = the model's).
 
-    Checked photos join the training data by copying their folders into the data root.
+    Decide on each with `review --feedback --accept ID` (and --accept-as, --reject, --delete; training/flags.py).
     """
     out = Path(out)
     rows = []
-    for flag in store.all():
+    for flag in (f for f in store.all() if not f.review):
         path = out / "feedback" / flag.label / f"flag-{flag.id}.jpg"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(flag.photo)
