@@ -216,27 +216,50 @@ def wait(condition, timeout: float = 60) -> bool:
     return wait_for(condition, timeout, step=0.01)
 
 
-def test_an_old_store_gets_the_version_and_review_columns_and_its_flags_keep_working(tmp_path):
-    """A store from before versions (no model_version, no review column): opened, migrated, read and written."""
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_an_old_store_gets_the_version_and_review_columns_and_its_flags_keep_working(backend, tmp_path):
+    """A store from before versions (no model_version, no review column), opened by three kernels at once: migrated
+    once, its old rows kept, new rows written with their version."""
+    from contextlib import nullcontext
+    from concurrent.futures import ThreadPoolExecutor
+
     import sqlalchemy as sa
     from PIL import Image
 
     from bear_classifier.page.feedback import FeedbackStore
 
-    url = f"sqlite:///{tmp_path / 'old.db'}"
-    with sa.create_engine(url).begin() as db:
-        db.execute(sa.text("CREATE TABLE flags (id INTEGER PRIMARY KEY, created DATETIME NOT NULL, name VARCHAR(255) "
-                           "NOT NULL, predicted VARCHAR(16) NOT NULL, probability FLOAT NOT NULL, label VARCHAR(16) "
-                           "NOT NULL, model_sha256 VARCHAR(64) NOT NULL, photo BLOB NOT NULL)"))
-        db.execute(sa.text("INSERT INTO flags VALUES (1, '2026-01-01 00:00:00', '', 'black', 0.9, 'grizzly', 'abc', x'00')"))
-    store = FeedbackStore(url, per_minute=None)
-    [old] = store.all()
-    assert (old.label, old.model_version, old.review) == ("grizzly", "", "")
-    row = store.add(Image.new("RGB", (64, 64)), "teddy", 0.7, "black", "def", "2026-12-07-3b6651a3")
-    assert [(f.model_sha256, f.model_version) for f in store.all()] == [("abc", ""), ("def", "2026-12-07-3b6651a3")]
-    store.set_review(row, "accepted", "grizzly")
-    assert store.all()[1].review == "accepted" and store.all()[1].label == "grizzly"
-    FeedbackStore(url)  # opened again (another kernel): nothing to migrate, nothing fails
+    if backend == "postgresql":
+        from postgres import postgres_server
+
+        server = postgres_server()
+    else:
+        server = nullcontext(f"sqlite:///{tmp_path / 'old.db'}")
+    with server as url:
+        old = sa.MetaData()
+        table = sa.Table("flags", old, sa.Column("id", sa.Integer, primary_key=True),
+                         sa.Column("created", sa.DateTime(timezone=True), nullable=False),
+                         *[sa.Column(name, sa.String(n), nullable=False) for name, n in [("name", 255), ("predicted", 16)]],
+                         sa.Column("probability", sa.Float, nullable=False), sa.Column("label", sa.String(16), nullable=False),
+                         sa.Column("model_sha256", sa.String(64), nullable=False),
+                         sa.Column("photo", sa.LargeBinary, nullable=False))
+        engine = sa.create_engine(url)
+        old.create_all(engine)
+        with engine.begin() as db:
+            db.execute(table.insert().values(created=datetime(2026, 1, 1, tzinfo=timezone.utc), name="",
+                                             predicted="black", probability=0.9, label="grizzly", model_sha256="abc",
+                                             photo=b"\0"))
+        engine.dispose()
+        with ThreadPoolExecutor(3) as pool:  # the kernels of a server that restarts on the new code
+            stores = list(pool.map(lambda _: FeedbackStore(url, per_minute=None), range(3)))
+        store = stores[0]
+        [flag] = store.all()
+        assert (flag.label, flag.model_version, flag.review) == ("grizzly", "", "")
+        row = store.add(Image.new("RGB", (64, 64)), "teddy", 0.7, "black", "def", "2026-12-07-3b6651a3")
+        assert [(f.model_sha256, f.model_version) for f in stores[1].all()] == [("abc", ""), ("def", "2026-12-07-3b6651a3")]
+        store.set_review(row, "accepted", "grizzly")
+        assert (store.all()[1].review, store.all()[1].label) == ("accepted", "grizzly")
+        for s in stores:
+            s.engine.dispose()
 
 
 def test_the_answers_log_keeps_no_photo_and_forgets_rows_older_than_its_days(tmp_path):
