@@ -131,8 +131,10 @@ class Served:
     pointer file per call, so a server may call it for every answer. Without a models folder, the fixed
     model (BEAR_MODEL, else export.onnx) is loaded once."""
 
-    def __init__(self, models: Models | None = None, loader=Classifier.load):
-        self.models, self.loader = models, loader
+    def __init__(self, models: Models | None = None, loader=Classifier.load, path: Path | None = None):
+        """`loader(path)` loads one version (Classifier.load; a lambda for other threads); `path`: the fixed
+        model where there is no models folder (default served_model_path())."""
+        self.models, self.loader, self.path = models, loader, path
         self._stamp: tuple | None = None
         self._model = None
         self._lock = threading.Lock()
@@ -156,7 +158,7 @@ class Served:
         with self._lock:
             if self.models is None:
                 if self._model is None:
-                    self._model = self.loader(served_model_path())
+                    self._model = self.loader(self.path or served_model_path())
                 return self._model
             stamp = self._stat()
             if self._model is not None and stamp == self._stamp:
