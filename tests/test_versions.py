@@ -309,6 +309,7 @@ def test_the_gate_refuses_a_worse_candidate_and_names_the_photos_it_changed(tmp_
     assert refused.worse == ["it gets 4 of 8 photos right, the served model 8", "green: 0 of 4 right, the served model 4"]
     table = report(refused, "none")
     assert "8/8 (100.0%)" in table and "4/8 (50.0%)" in table and "4 photos answered differently" in table
+    assert [line.split()[-2:] for line in table.splitlines() if line.startswith("answered none")] == [["0/8", "4/8"]]
     assert "green/0.png (is green): green -> none  [broken]" in table
     assert compare(wrong, right, photos).worse == [] and compare(right, right, photos).changed == []
 

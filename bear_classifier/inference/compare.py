@@ -121,7 +121,7 @@ def compare(served, candidate, photos: list[Photo]) -> Verdict:
 def report(v: Verdict, none_label: str) -> str:
     """The side-by-side table `models promote` prints."""
     a, b = v.served, v.candidate
-    width = max([len(k) for k in a.per_class] + [len("photos right"), len(none_label) + 16]) + 2
+    width = max([len(k) for k in a.per_class] + [len("answered none"), len(none_label) + 16]) + 2
     left, right = len("served " + a.version) + 2, len("candidate " + b.version) + 2
     lines = [f"{'':<{width}}{'served ' + a.version:>{left}}{'candidate ' + b.version:>{right}}"]
 
@@ -133,6 +133,7 @@ def report(v: Verdict, none_label: str) -> str:
     for label in sorted(a.per_class, key=lambda k: (k == none_label, k)):
         (ra, m), (rb, _) = a.per_class[label], b.per_class[label]
         row(f"{label} (none of these)" if label == none_label else label, f"{ra}/{m}", f"{rb}/{m}")
+    row("answered none", *(f"{sum(v == none_label for v in s.answers.values())}/{n}" for s in (a, b)))
     row("ECE", f"{a.ece:.3f}", f"{b.ece:.3f}")
     lines.append(f"{len(v.changed)} photo{'s' * (len(v.changed) != 1)} answered differently"
                  + (":" if v.changed else "."))
