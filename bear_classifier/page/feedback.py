@@ -21,42 +21,14 @@ from PIL import Image
 
 from .. import environment
 from ..inference.images import KEPT_SIDE
+from .tables import answers, connect_args, create_table, flags, metadata, sqlite_pragmas  # noqa: F401  metadata: tests
 
 log = logging.getLogger(__name__)
 DEFAULT_DB = Path(__file__).resolve().parents[2] / "feedback.db"
 DEFAULT_MAX_MB = 500
 VISITOR_SHARE = 0.05  # one visitor (kernel) may fill at most this share of the store, so one can't lock out the rest
 PER_MINUTE = 10  # changes a visitor may make in a minute: a person corrects a few cards, a script thousands
-CONNECT_TIMEOUT = 5  # seconds: a database that doesn't answer costs the page its button, not its start
 
-metadata = sa.MetaData()
-flags = sa.Table(
-    "flags", metadata,
-    sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("created", sa.DateTime(timezone=True), nullable=False),
-    # Always empty: the page promises only the photo and the answer. Kept so that stores made before
-    # (NOT NULL, no default) still take new rows.
-    sa.Column("name", sa.String(255), nullable=False),
-    sa.Column("predicted", sa.String(16), nullable=False),
-    sa.Column("probability", sa.Float, nullable=False),
-    sa.Column("label", sa.String(16), nullable=False),
-    sa.Column("model_sha256", sa.String(64), nullable=False),
-    sa.Column("photo", sa.LargeBinary, nullable=False),
-    # Added later: stores made before get them from migrate() (empty for their old rows).
-    sa.Column("model_version", sa.String(64), nullable=False, server_default=""),
-    sa.Column("review", sa.String(16), nullable=False, server_default=""),  # "", "accepted" or "rejected"
-)
-# The answers log: what each answer was, never what it was about (no photo, no name, no address), kept
-# BEAR_ANSWERS_DAYS days: enough to count answers by class and version and to see the stated probabilities drift.
-answers = sa.Table(
-    "answers", metadata,
-    sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("created", sa.DateTime(timezone=True), nullable=False, index=True),
-    sa.Column("model_version", sa.String(64), nullable=False),
-    sa.Column("predicted", sa.String(16), nullable=False),
-    sa.Column("probability", sa.Float, nullable=False),
-)
-ADDED_COLUMNS = ("model_version", "review")
 DEFAULT_ANSWERS_DAYS = 30
 PRUNE_EVERY = 3600.0  # seconds between two deletions of old answers by one kernel
 
@@ -104,9 +76,9 @@ class FeedbackStore:
         self.share_bytes, self.per_minute = int(self.max_bytes * visitor_share), per_minute
         self.mine: dict[int, int] = {}  # this visitor's rows: id → photo bytes
         self._changes: deque[float] = deque()
-        self.engine = sa.create_engine(url, pool_pre_ping=True, connect_args=_connect_args(url))
+        self.engine = sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args(url))
         if self.engine.dialect.name == "sqlite":
-            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+            sa.event.listen(self.engine, "connect", sqlite_pragmas)
         create_table(self.engine)
 
     @classmethod
@@ -249,50 +221,3 @@ class Correction:
         log.info("flag %d removed by the visitor", self.row)
         self.row = None
         return "Your correction was removed: nothing is stored for this photo."
-
-
-def create_table(engine: sa.Engine) -> None:
-    """Create the table once, whoever comes first: kernels of several replicas start at once on a fresh database,
-    and all but one lose the race to CREATE TABLE ("already exists", or a duplicate type on PostgreSQL)."""
-    try:
-        metadata.create_all(engine)
-    except sa.exc.DBAPIError:
-        if not all(sa.inspect(engine).has_table(t) for t in metadata.tables):
-            raise
-        log.debug("another process created the feedback tables first")  # every kernel of a fresh server races to create them
-    migrate(engine)
-
-
-def migrate(engine: sa.Engine) -> None:
-    """Give a store made before the columns of ADDED_COLUMNS those columns (empty for the rows it holds)."""
-    have = {c["name"] for c in sa.inspect(engine).get_columns(flags.name)}
-    for name in ADDED_COLUMNS:
-        if name in have:
-            continue
-        column = flags.c[name]
-        try:
-            with engine.begin() as db:
-                db.execute(sa.text(f"ALTER TABLE {flags.name} ADD COLUMN {name} "
-                                   f"{column.type.compile(engine.dialect)} NOT NULL DEFAULT ''"))
-            log.info("the feedback store got its %s column", name)
-        except sa.exc.DBAPIError:  # another kernel added it first
-            if name not in {c["name"] for c in sa.inspect(engine).get_columns(flags.name)}:
-                raise
-
-
-def _connect_args(url: str) -> dict:
-    backend = sa.engine.make_url(url).get_backend_name()
-    if backend == "sqlite":
-        return {"timeout": 10}  # waiting for another visitor's write, on top of busy_timeout below
-    if backend == "postgresql":
-        return {"connect_timeout": CONNECT_TIMEOUT}
-    return {}
-
-
-def _sqlite_pragmas(connection, _record) -> None:
-    # WAL lets readers and one writer work at once; busy_timeout makes a writer wait for another
-    # visitor's write instead of failing with "database is locked".
-    cursor = connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=10000")
-    cursor.close()
