@@ -340,3 +340,25 @@ def test_the_flag_cleaner_accepts_relabels_rejects_and_deletes(tmp_path):
     assert provenance[0] == "file,label,flag,flagged,model_version,model_said,probability,accepted"
     assert [line.split(",")[:3] for line in provenance[1:]] == [
         ["dots/flag-%d.jpg" % rows[0], "dots", str(rows[0])], ["stripes/flag-%d.jpg" % rows[1], "stripes", str(rows[1])]]
+
+
+def test_promote_refuses_a_changed_file_and_a_version_it_does_not_have_in_a_sentence(tmp_path):
+    """Bad input to `models`: a model whose bytes its card does not vouch for, a version name that isn't there,
+    a name reaching out of the folder, a rollback with nothing before: one sentence each, nothing served."""
+    from bench.promote import twin
+    from bear_classifier.inference.versions import Models
+
+    models = Models(tmp_path / "models")
+    good = twin(models.root, "a")
+    tampered = tmp_path / "twin-a" / "export.onnx"
+    tampered.write_bytes(tampered.read_bytes()[:-1] + b"\0")
+    project = tmp_path
+    for args, says in [(["promote", tampered], "does not match its model card"),
+                       (["promote", "2020-01-01-deadbeef"], f"There is no version '2020-01-01-deadbeef' in"),
+                       (["promote", "../elsewhere"], "There is no version '../elsewhere'"),
+                       (["rollback"], "there is nothing to roll back to")]:
+        r = cli(project, "models", *args)
+        assert r.returncode == 2 and says in r.stderr and r.stderr.count("\n") == 1, r.stderr
+        assert models.served() is None
+    r = cli(project, "models", "promote", good)
+    assert r.returncode == 0 and models.served() == good, r.stdout + r.stderr

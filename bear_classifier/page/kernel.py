@@ -188,11 +188,15 @@ class Model(Background):
     def _follow(self) -> None:
         """Load a newly promoted version before the visitor's first photo needs it (a stat a second until then)."""
         self._done.wait()
+        failed = False
         while self.pinned is None:
             try:
                 self.value = self.served.get()
+                failed = False
             except Exception:
-                log.exception("the served version could not be loaded")
+                if not failed:  # once per failure, not once a second
+                    log.exception("the served version could not be loaded")
+                failed = True
             time.sleep(FOLLOW_EVERY)
 
     def predict(self, img: "Image.Image") -> "Prediction":
