@@ -362,3 +362,20 @@ def test_promote_refuses_a_changed_file_and_a_version_it_does_not_have_in_a_sent
         assert models.served() is None
     r = cli(project, "models", "promote", good)
     assert r.returncode == 0 and models.served() == good, r.stdout + r.stderr
+
+
+def test_bear_model_still_serves_one_fixed_file_where_a_models_folder_is_set_too(tmp_path, monkeypatch):
+    from bench.promote import twin
+    from bear_classifier.inference.predict import model_version, read_card, served_model_path
+    from bear_classifier.inference.versions import Models, Served, models_folder
+
+    models = Models(tmp_path / "models")
+    models.serve(twin(models.root, "a"), "promote")
+    monkeypatch.setenv("BEAR_MODELS", str(models.root))
+    monkeypatch.delenv("BEAR_MODEL", raising=False)
+    assert served_model_path() == models.root / models.served() / "export.onnx"
+    assert Served(models_folder()).get().version == models.served()
+    monkeypatch.setenv("BEAR_MODEL", str(ROOT / "export.onnx"))
+    assert models_folder() is None and served_model_path() == ROOT / "export.onnx"
+    fixed = Served(models_folder())
+    assert fixed.get().version == model_version(read_card(ROOT / "export.onnx")) and not fixed.changed()
