@@ -47,10 +47,9 @@ def cmd_verify(args) -> int:
 
 
 def cmd_review(args) -> int:
-    from .training.clean import apply_review
-
     if args.apply:
         from .inference.predict import card_classes, read_card
+        from .training.clean import apply_review
 
         model = args.model or default_model("export.pkl")
         changes = apply_review(args.apply, args.labels, card_classes(read_card(model), model).labels)
@@ -58,7 +57,7 @@ def cmd_review(args) -> int:
         return 0
     if args.feedback:
         from .page.feedback import FeedbackStore
-        from .training.review import review_feedback
+        from .training.flags import review_feedback  # no torch: a serving machine can review its flags
 
         store = FeedbackStore.from_env()
         if store is None:

@@ -1,6 +1,6 @@
-"""The corrections loop: the photos visitors flagged, accepted (as they said, or relabelled) into the training photos
-with where they came from, rejected, or forgotten everywhere; and FlagCleaner, a widget for doing it by eye in the
-spirit of fastai's ImageClassifierCleaner.
+"""The corrections loop, without torch (a serving machine can run it): the photos visitors flagged, listed for
+review, accepted (as they said, or relabelled) into the training photos with where they came from, rejected, or
+forgotten everywhere; and FlagCleaner, a widget for doing it by eye in the spirit of fastai's ImageClassifierCleaner.
 
 An accepted flag is copied to DATA/<label>/flag-<id>.jpg and listed in DATA/flags.csv (its provenance: the
 flag, when it was made, which version answered what, when it was accepted), so `train --data DATA` learns from it
@@ -12,9 +12,29 @@ import logging
 from datetime import datetime, timezone
 from pathlib import Path
 
+from .clean import write_review
+
 log = logging.getLogger(__name__)
 PROVENANCE = "flags.csv"
 FIELDS = ["file", "label", "flag", "flagged", "model_version", "model_said", "probability", "accepted"]
+
+
+def review_feedback(store, out: Path) -> tuple[Path, Path]:
+    """The photos visitors flagged as wrong and nobody has reviewed yet, written to
+    out/feedback/<their label>/flag-<id>.jpg and listed in out/review.csv and out/review.html (label = the visitor's
+    answer, predicted = the model's).
+
+    Decide on each with `review --feedback --accept ID` (and --accept-as, --reject, --delete), or with FlagCleaner.
+    """
+    out = Path(out)
+    rows = []
+    for flag in (f for f in store.all() if not f.review):
+        path = out / "feedback" / flag.label / f"flag-{flag.id}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(flag.photo)
+        rows.append(dict(file=path.relative_to(out).as_posix(), label=flag.label, predicted=flag.predicted,
+                         probability=round(flag.probability, 4), loss=""))
+    return write_review(rows, out, out)
 
 
 def _flag(store, flag_id: int):
