@@ -1,4 +1,4 @@
-"""Command line: python -m bear_classifier {gather,verify,review,train,cv,evaluate,predict} ..."""
+"""Command line: python -m bear_classifier {gather,verify,review,train,cv,evaluate,predict,models} ..."""
 from __future__ import annotations
 
 import argparse
@@ -47,10 +47,9 @@ def cmd_verify(args) -> int:
 
 
 def cmd_review(args) -> int:
-    from .training.clean import apply_review
-
     if args.apply:
         from .inference.predict import card_classes, read_card
+        from .training.clean import apply_review
 
         model = args.model or default_model("export.pkl")
         changes = apply_review(args.apply, args.labels, card_classes(read_card(model), model).labels)
@@ -58,14 +57,17 @@ def cmd_review(args) -> int:
         return 0
     if args.feedback:
         from .page.feedback import FeedbackStore
-        from .training.review import review_feedback
+        from .training.flags import review_feedback  # no torch: a serving machine can review its flags
 
         store = FeedbackStore.from_env()
         if store is None:
             raise ValueError("Storing feedback is turned off (BEAR_FEEDBACK=off): there is nothing to review.")
+        if args.accept or args.accept_as or args.reject or args.delete:
+            return decide_flags(store, args)
         csv_path, html_path = review_feedback(store, args.out)
-        print(f"open {html_path}: the photos visitors flagged, under {args.out / 'feedback'}/<label>/. "
-              f"Copy the ones you agree with into the data folders, then retrain.")
+        print(f"open {html_path}: the photos visitors flagged, not yet reviewed, under {args.out / 'feedback'}/"
+              f"<label>/flag-<ID>.jpg. Then: review --feedback --data DATA --accept ID (or --accept-as ID=LABEL, "
+              f"--reject ID, --delete ID), train, models promote (docs/production.md).")
         return 0
     from .training.review import review
 
@@ -75,6 +77,91 @@ def cmd_review(args) -> int:
                                  labels_csv=args.labels)
     print(f"open {html_path}, mark {csv_path}, then: python -m bear_classifier review --apply {csv_path}")
     return 0
+
+
+def decide_flags(store, args) -> int:
+    """`review --feedback --accept ID --accept-as ID=LABEL --reject ID --delete ID --data DIR`."""
+    from .classes import Classes
+    from .training.flags import accept, forget, reject
+
+    if args.data is None and (args.accept or args.accept_as):
+        raise ValueError("Give the training photos accepted flags join: --data DIR (DIR/<class>/*).")
+    labels = Classes.from_folders(args.data).labels if args.data else []
+    for flag_id in args.accept:
+        print(f"flag {flag_id}: accepted, now {accept(store, flag_id, args.data, labels)}")
+    for pair in args.accept_as:
+        flag_id, _, label = pair.partition("=")
+        if not flag_id.isdigit() or not label:
+            raise ValueError(f"--accept-as {pair!r}: write it as ID=LABEL, for example 12=grizzly.")
+        print(f"flag {flag_id}: accepted as {label}, now {accept(store, int(flag_id), args.data, labels, label)}")
+    for flag_id in args.reject:
+        reject(store, flag_id, args.data)
+        print(f"flag {flag_id}: rejected")
+    for flag_id in args.delete:
+        print(f"flag {flag_id}: deleted " + "; ".join(forget(store, flag_id, args.data)))
+    return 0
+
+
+def cmd_models(args) -> int:
+    from .inference.versions import Models
+
+    models = Models(args.models)
+    if args.action == "list":
+        served = models.served()
+        for v in models.versions():
+            metrics = v.card.get("valid_metrics", {})
+            acc = f"validation {metrics['accuracy']:.1%} of {metrics['n']}" if "accuracy" in metrics else ""
+            print(f"{'*' if v.name == served else ' '} {v.name}  exported {v.card.get('exported', '?')[:16]}  {acc}")
+        for row in models.history()[-5:]:
+            print(f"  {row['time']}  {row['how']:<9} {row['version']}")
+        if served is None:
+            print(f"no version is served from {args.models} yet: models promote PATH/export.onnx")
+        return 0
+    if args.action == "rollback":
+        name = models.previous()
+        models.serve(name, "rollback")
+        print(f"serving {name} again (running servers switch within seconds; open pages keep theirs until reloaded)")
+        return 0
+    if not args.version:
+        raise ValueError("Name the version to promote (models list), or give the export.onnx that `train` wrote.")
+    candidate = models.add(Path(args.version)) if Path(args.version).exists() else models.get(args.version)
+    served = models.served()
+    if served == candidate.name:
+        print(f"{candidate.name} is already served.")
+        return 0
+    if served is not None and not gate(models.get(served), candidate, args):
+        return 1
+    models.serve(candidate.name, "promote" + (" --force" if args.force else ""))
+    print(f"serving {candidate.name} (running servers switch within seconds; open pages keep theirs until reloaded)")
+    return 0
+
+
+def gate(served, candidate, args) -> bool:
+    """Score both on the evaluation photos and the accepted corrections; print them side by side; True: promote."""
+    from .inference.compare import RULE, Photo, compare, folder_photos, report, usable
+    from .inference.predict import Classifier
+
+    photos = folder_photos(args.eval) if args.eval and args.eval.is_dir() else []
+    from .page.feedback import FeedbackStore
+
+    store = FeedbackStore.from_env()
+    if store is not None:
+        photos += [Photo(f"correction {f.id}", f.label, f.photo) for f in store.all() if f.review == "accepted"]
+    a, b = Classifier.load(served.path), Classifier.load(candidate.path)
+    a.version, b.version = served.name, candidate.name
+    photos, left_out = usable(photos, list(a.vocab))
+    for line in left_out:
+        print(f"left out: {line}")
+    verdict = compare(a, b, photos)
+    print(report(verdict, a.classes.none_label))
+    print(RULE)
+    if verdict.worse and not args.force:
+        print(f"refused: {candidate.name} is worse than {served.name} ({'; '.join(verdict.worse)}). "
+              f"Promote it anyway with --force.")
+        return False
+    if verdict.worse:
+        print(f"promoted with --force although it is worse ({'; '.join(verdict.worse)})")
+    return True
 
 
 def cmd_train(args) -> int:
@@ -204,6 +291,12 @@ def add_data(s, valid_help: str = "hand-checked validation photos (file,label CS
                    help="photos of none of the classes (any photos; subject = file-name prefix before the last _)")
 
 
+def models_default() -> Path:
+    from . import environment
+
+    return environment.models_folder() or Path("models")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bear_classifier", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -228,6 +321,12 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--apply", type=Path, help="a marked-up review.csv to merge into --labels")
     s.add_argument("--feedback", action="store_true",
                    help="review the photos visitors flagged with \"That's wrong\" (BEAR_FEEDBACK_URL / BEAR_FEEDBACK_DB)")
+    s.add_argument("--accept", type=int, action="append", default=[], metavar="ID",
+                   help="with --feedback: flag ID joins --data as the visitor labelled it (docs/production.md)")
+    s.add_argument("--accept-as", action="append", default=[], metavar="ID=LABEL", help="with --feedback: relabelled")
+    s.add_argument("--reject", type=int, action="append", default=[], metavar="ID", help="with --feedback")
+    s.add_argument("--delete", type=int, action="append", default=[], metavar="ID",
+                   help="with --feedback: delete the flag everywhere (the store, and its copy in --data)")
     s.set_defaults(func=cmd_review)
 
     s = sub.add_parser("train", help="train on DATA/<class>/* and export the learner, its ONNX file and model card")
@@ -263,15 +362,26 @@ def main(argv: list[str] | None = None) -> int:
                    help="also write DIR/<stem>.png (where the model looked) and DIR/<stem>_overlay.jpg")
     s.set_defaults(func=cmd_predict)
 
+    s = sub.add_parser("models", help="the models folder: list the versions, promote one (gated), roll back")
+    s.add_argument("action", choices=["list", "promote", "rollback"])
+    s.add_argument("version", nargs="?", help="promote: a version's name, or an export.onnx (or its folder) to add")
+    s.add_argument("--models", type=Path, default=models_default(), help="the models folder (default: BEAR_MODELS, else models)")
+    s.add_argument("--eval", type=Path, help="evaluation photos, EVAL/<label>/* (default: MODELS/eval)")
+    s.add_argument("--force", action="store_true", help="promote a candidate the gate finds worse")
+    s.set_defaults(func=cmd_models)
+
     args = p.parse_args(argv)
+    if getattr(args, "func", None) is cmd_models and args.eval is None:
+        args.eval = args.models / "eval"
     try:
         return args.func(args)
     except KeyboardInterrupt:
         return 130
     except Exception as e:  # one human line, not a traceback
+        from .inference.predict import ModelError
         from .model.backbone import WeightsUnavailable
 
-        if not isinstance(e, (WeightsUnavailable, FileNotFoundError, ValueError)):
+        if not isinstance(e, (WeightsUnavailable, FileNotFoundError, ValueError, ModelError)):
             raise
         print(f"error: {e}", file=sys.stderr)
         return 2

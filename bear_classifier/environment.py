@@ -44,3 +44,19 @@ def feedback_max_mb(default: float) -> float:
 def trusted_proxies() -> str:
     """BEAR_TRUSTED_PROXIES: comma-separated networks whose X-Forwarded-For is believed (a cluster's pod network)."""
     return os.environ.get("BEAR_TRUSTED_PROXIES", "")
+
+
+def models_folder() -> Path | None:
+    """BEAR_MODELS: the models folder (models/<version>/export.onnx, and `served`, the pointer to the one served);
+    `models promote` and `rollback` switch running servers. BEAR_MODEL, a fixed file, wins where both are set."""
+    value = os.environ.get("BEAR_MODELS")
+    return Path(value) if value else None
+
+
+def answers_days(default: float) -> float:
+    """BEAR_ANSWERS_DAYS: how many days the answers log (class, probability, version: never a photo) keeps a row."""
+    value = os.environ.get("BEAR_ANSWERS_DAYS")
+    try:
+        return float(value) if value else default
+    except ValueError:
+        raise ValueError(f"BEAR_ANSWERS_DAYS={value!r} is not a number of days (for example 30)") from None

@@ -37,6 +37,7 @@ class Prediction:
     probs: dict[str, float]  # every class, in vocab order, "none of these" last
     heatmap: np.ndarray | None = None  # (h, w) class activation map of `label`: higher = more evidence
     none_label: str = "none"  # the model's label for "none of these" (Classes.none_label)
+    version: str = ""  # the model version that answered (model_version), recorded with every answer
     person: bool = False  # a "none of these" answer for a photo that is mainly a person (inference/people.py)
 
     @property
@@ -54,9 +55,14 @@ class Prediction:
 
 
 def served_model_path() -> Path:
-    """The model the page and the CLI serve: BEAR_MODEL where it is set, else export.onnx in the working
-    directory, else the checkout's."""
-    return environment.model_path() or model_file("export.onnx")
+    """The model the page and the CLI serve: BEAR_MODEL where it is set; else the version the models folder
+    (BEAR_MODELS) serves; else export.onnx in the working directory, else the checkout's."""
+    fixed, folder = environment.model_path(), environment.models_folder()
+    if fixed is not None:
+        return fixed
+    if folder is not None and (folder / "served").exists():  # inference/versions.py keeps this folder
+        return folder / (folder / "served").read_text().strip() / "export.onnx"
+    return model_file("export.onnx")
 
 
 def served_classes(path: Path | None = None) -> Classes:
@@ -85,6 +91,14 @@ def read_card(path: Path) -> dict:
     return json.loads(card.read_text())
 
 
+def model_version(card: dict) -> str:
+    """A model's version: the day it was exported and its ONNX file's sha256 prefix ("2026-12-07-3b6651a3"), or the
+    prefix alone for a card from before export dates. The same bytes get the same name on every machine."""
+    digest = card.get("serving", {}).get("sha256") or card.get("sha256") or ""
+    day = str(card.get("exported", ""))[:10]
+    return f"{day}-{digest[:8]}" if day else digest[:8]
+
+
 def check_sha256(path: Path, expected: str | None) -> None:
     """Refuse a model file whose bytes differ from the ones the model card vouches for.
 
@@ -110,10 +124,11 @@ class Classifier:
     """
 
     def __init__(self, session, classes: Classes, size: tuple[int, int], resample: int, sha256: str = "",
-                 people: PersonDetector | None = None):
+                 version: str = "", people: PersonDetector | None = None):
         self.session, self.classes, self.size, self.resample = session, classes, tuple(size), resample
         self.vocab = classes.vocab
         self.sha256 = sha256  # of the model file: stored with every "That's wrong" answer
+        self.version = version or sha256[:8]  # model_version(card): on every answer, card and stored correction
         self.people = people  # says which "none of these" photos are mainly a person; None: never asked
 
     @classmethod
@@ -134,7 +149,7 @@ class Classifier:
             raise ModelError(f"Could not load {Path(path).name} ({type(e).__name__}: {e}). "
                              f"Reinstall the serving requirements, or re-export the model.") from None
         classes = Classes.from_dict(meta["classes"]) if "classes" in meta else card_classes(card, path)
-        return cls(session, classes, meta["size"], meta["resample"], card["serving"]["sha256"],
+        return cls(session, classes, meta["size"], meta["resample"], card["serving"]["sha256"], model_version(card),
                    PersonDetector() if people else None)
 
     def pixels(self, img: Image.Image) -> np.ndarray:
@@ -153,7 +168,7 @@ class Classifier:
         probs, maps = self.run(img)
         i = int(probs.argmax())
         pred = Prediction(self.vocab[i], float(probs[i]), dict(zip(self.vocab, probs.tolist())), maps[i],
-                          self.classes.none_label)
+                          self.classes.none_label, self.version)
         # Only "none of these" asks: a bear answer stands even beside a large face (a child holding a teddy, a
         # man holding a cub): overriding it cost bears and spared no person (docs/model.md, "Photos of people").
         pred.person = not pred.in_set and self.people is not None and self.people.is_person(img)

@@ -63,8 +63,8 @@ class Gallery(widgets.VBox):
         self.status = widgets.HTML(self._say(self.classes.question))
         self.status.add_class("bear-status")
         self.cards = Cards()  # with its bar: "Your photos (3)", "Clear" and its undo
-        self.trimmed, self.privacy = widgets.HTML(), widgets.HTML()
-        super().__init__([self.status, self.cards.bar, self.cards, self.trimmed, self.privacy])
+        self.trimmed, self.privacy, self.version = widgets.HTML(), widgets.HTML(), widgets.HTML()
+        super().__init__([self.status, self.cards.bar, self.cards, self.trimmed, self.version, self.privacy])
         self.add_class("bear-app")
         self.store = Background(store, name="the feedback store")
         self.store.when_done(lambda s: setattr(self.privacy, "value",
@@ -109,6 +109,26 @@ class Gallery(widgets.VBox):
         on_flag = self._correction(small, pred)
         card = AnswerCard(photo.name, small, pred, on_flag, self.classes)
         self._show(photo, card, f"{self.classes.name(pred.label)}, {percent(pred.probability)}.")
+        self._log_answer(pred)
+        self._say_version()
+
+    def _log_answer(self, pred) -> None:
+        """One row of the answers log: the answer, its probability and version, never the photo."""
+        store = self.store.value if self.store.ready else None
+        if store is None:
+            return
+        try:
+            store.answered(pred.label, pred.probability, getattr(pred, "version", "") or self.model.version)
+        except Exception:  # the log is for the deployer: the visitor's answer stands without it
+            log.exception("the answers log could not be written")
+
+    def _say_version(self) -> None:
+        """A quiet line once another version is served: this page keeps the one it started with until reloaded."""
+        newer = self.model.newer()
+        text = (f"Answers on this page come from model version {self.model.version}. A newer version ({newer}) "
+                f"is now served: reload the page to use it." if newer else "")
+        if self.version.value != (note := f'<p class="bear-note bear-version">{html.escape(text)}</p>' if text else ""):
+            self.version.value = note
 
     def _correction(self, small, pred):
         try:

@@ -119,6 +119,7 @@ function render({ model, el }) {
     element("figure", { className: "bear-figure" }, img, legend),
     element("div", { className: "bear-card-body" },
       element("p", { className: "bear-answer", textContent: model.get("lesson") }), bars(model),
+      model.get("version") ? element("p", { className: "bear-note bear-model-version", textContent: `Model version ${model.get("version")}` }) : "",
       element("div", { className: "bear-tools" }, ...mapButtons, ...(wrong ? [wrong] : [])), panel));
   // The visitor's newest photo: on a phone its card can land below the fold (photo_input.js marks when one was sent).
   if (window.bearScrollToNext) {

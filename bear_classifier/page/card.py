@@ -106,6 +106,7 @@ class AnswerCard(Card):
     choices = traitlets.List().tag(sync=True)  # [[label, words]]: the other answers; empty: no "That's wrong"
     chosen = traitlets.Unicode().tag(sync=True)  # the stored answer's label, "" when none
     reply = traitlets.Unicode().tag(sync=True)
+    version = traitlets.Unicode().tag(sync=True)  # the model version that answered, in small print
 
     def __init__(self, name: str, img: Image.Image, pred: Prediction, on_flag: FlagHandler | None,
                  classes: Classes | None = None):
@@ -116,6 +117,7 @@ class AnswerCard(Card):
             name, verdict=verdict(pred, classes), unsure=pred.probability < SURE, lesson=str(pred),
             sentence=none_sentence(pred, classes),
             bars=[[classes.name(label), p, percent(p)] for label, p in order], photo=jpeg(small),
+            version=getattr(pred, "version", ""),
             choices=[[label, classes.name(label)] for label in classes.vocab if label != pred.label]
             if on_flag else [])
         if pred.label == classes.none_label:

@@ -13,7 +13,7 @@ import time
 from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -21,28 +21,16 @@ from PIL import Image
 
 from .. import environment
 from ..inference.images import KEPT_SIDE
+from .tables import answers, connect_args, create_table, flags, metadata, sqlite_pragmas  # noqa: F401  metadata: tests
 
 log = logging.getLogger(__name__)
 DEFAULT_DB = Path(__file__).resolve().parents[2] / "feedback.db"
 DEFAULT_MAX_MB = 500
 VISITOR_SHARE = 0.05  # one visitor (kernel) may fill at most this share of the store, so one can't lock out the rest
 PER_MINUTE = 10  # changes a visitor may make in a minute: a person corrects a few cards, a script thousands
-CONNECT_TIMEOUT = 5  # seconds: a database that doesn't answer costs the page its button, not its start
 
-metadata = sa.MetaData()
-flags = sa.Table(
-    "flags", metadata,
-    sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("created", sa.DateTime(timezone=True), nullable=False),
-    # Always empty: the page promises only the photo and the answer. Kept so that stores made before
-    # (NOT NULL, no default) still take new rows.
-    sa.Column("name", sa.String(255), nullable=False),
-    sa.Column("predicted", sa.String(16), nullable=False),
-    sa.Column("probability", sa.Float, nullable=False),
-    sa.Column("label", sa.String(16), nullable=False),
-    sa.Column("model_sha256", sa.String(64), nullable=False),
-    sa.Column("photo", sa.LargeBinary, nullable=False),
-)
+DEFAULT_ANSWERS_DAYS = 30
+PRUNE_EVERY = 3600.0  # seconds between two deletions of old answers by one kernel
 
 
 class FeedbackError(RuntimeError):
@@ -58,6 +46,8 @@ class Flag:
     label: str
     model_sha256: str
     photo: bytes
+    model_version: str = ""
+    review: str = ""
 
 
 def clean_jpeg(img: Image.Image, side: int = KEPT_SIDE) -> bytes:
@@ -80,14 +70,15 @@ class FeedbackStore:
     """
 
     def __init__(self, url: str, max_mb: float = DEFAULT_MAX_MB, visitor_share: float = VISITOR_SHARE,
-                 per_minute: int | None = PER_MINUTE):
-        self.url, self.max_bytes = url, int(max_mb * 2**20)
+                 per_minute: int | None = PER_MINUTE, answers_days: float = DEFAULT_ANSWERS_DAYS):
+        self.url, self.max_bytes, self.answers_days = url, int(max_mb * 2**20), answers_days
+        self._pruned = -PRUNE_EVERY
         self.share_bytes, self.per_minute = int(self.max_bytes * visitor_share), per_minute
         self.mine: dict[int, int] = {}  # this visitor's rows: id → photo bytes
         self._changes: deque[float] = deque()
-        self.engine = sa.create_engine(url, pool_pre_ping=True, connect_args=_connect_args(url))
+        self.engine = sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args(url))
         if self.engine.dialect.name == "sqlite":
-            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+            sa.event.listen(self.engine, "connect", sqlite_pragmas)
         create_table(self.engine)
 
     @classmethod
@@ -99,9 +90,11 @@ class FeedbackStore:
         """
         if not environment.feedback_on():
             return None
-        return cls(environment.feedback_url(DEFAULT_DB), environment.feedback_max_mb(DEFAULT_MAX_MB))
+        return cls(environment.feedback_url(DEFAULT_DB), environment.feedback_max_mb(DEFAULT_MAX_MB),
+                   answers_days=environment.answers_days(DEFAULT_ANSWERS_DAYS))
 
-    def add(self, img: Image.Image, predicted: str, probability: float, label: str, model_sha256: str) -> int:
+    def add(self, img: Image.Image, predicted: str, probability: float, label: str, model_sha256: str,
+            model_version: str = "") -> int:
         """Store one flag; its id. Raises FeedbackError (a sentence) when the store, or this visitor's share of it,
         is full, when this visitor changes too much too fast, or when the database can't be reached."""
         photo = clean_jpeg(img)
@@ -115,7 +108,8 @@ class FeedbackStore:
                                     "so this one was not kept.")
             row = db.execute(flags.insert().values(
                 created=datetime.now(timezone.utc), name="", predicted=predicted, probability=probability,
-                label=label, model_sha256=model_sha256, photo=photo)).inserted_primary_key[0]
+                label=label, model_sha256=model_sha256, photo=photo,
+                model_version=model_version)).inserted_primary_key[0]
         self.mine[row] = len(photo)
         return row
 
@@ -136,6 +130,35 @@ class FeedbackStore:
         with self.engine.connect() as db:
             columns = [c for c in flags.c if c.name != "name"]
             return [Flag(**row._mapping) for row in db.execute(sa.select(*columns).order_by(flags.c.id))]
+
+    def set_review(self, row: int, review: str, label: str | None = None) -> None:
+        """The deployer's decision on flag `row`: "accepted" (with `label`, where they relabel it) or "rejected"."""
+        values = dict(review=review) if label is None else dict(review=review, label=label)
+        with self.engine.begin() as db:
+            if not db.execute(flags.update().where(flags.c.id == row).values(**values)).rowcount:
+                raise ValueError(f"There is no flag {row} in the store.")
+
+    def forget(self, row: int) -> bool:
+        """Delete flag `row` and its photo from the store, whoever made it; False if there was none."""
+        with self.engine.begin() as db:
+            return bool(db.execute(flags.delete().where(flags.c.id == row)).rowcount)
+
+    def answered(self, predicted: str, probability: float, model_version: str) -> None:
+        """One row of the answers log (never the photo); rows older than `answers_days` go now and then."""
+        now = datetime.now(timezone.utc)
+        with self.engine.begin() as db:
+            db.execute(answers.insert().values(created=now, model_version=model_version, predicted=predicted,
+                                               probability=probability))
+            if time.monotonic() - self._pruned > PRUNE_EVERY:
+                self._pruned = time.monotonic()
+                db.execute(answers.delete().where(answers.c.created < now - timedelta(days=self.answers_days)))
+
+    def answer_counts(self) -> dict[tuple[str, str], int]:
+        """(model version, answer) → how many answers the log holds."""
+        with self.engine.connect() as db:
+            rows = db.execute(sa.select(answers.c.model_version, answers.c.predicted, sa.func.count())
+                              .group_by(answers.c.model_version, answers.c.predicted))
+            return {(version, label): n for version, label, n in rows}
 
     def _count_change(self) -> None:
         if self.per_minute is None:
@@ -163,6 +186,7 @@ class Correction:
     to show on the card. It keeps the card's small copy of the photo, never the photo itself."""
 
     def __init__(self, store: FeedbackStore, small: Image.Image, pred, classes, model_sha256: str):
+        # the version comes with the answer (Prediction.version), so a correction names the one that answered
         self.store, self.small, self.pred, self.classes, self.sha256 = store, small, pred, classes, model_sha256
         self.row: int | None = None
 
@@ -175,7 +199,8 @@ class Correction:
             return f"That's what the model said ({self.classes.name(label)}): choose another answer to correct it."
         try:
             if self.row is None:
-                self.row = self.store.add(self.small, self.pred.label, self.pred.probability, label, self.sha256)
+                self.row = self.store.add(self.small, self.pred.label, self.pred.probability, label, self.sha256,
+                                          getattr(self.pred, "version", ""))
             else:
                 self.store.update(self.row, label)
         except FeedbackError as e:
@@ -196,32 +221,3 @@ class Correction:
         log.info("flag %d removed by the visitor", self.row)
         self.row = None
         return "Your correction was removed: nothing is stored for this photo."
-
-
-def create_table(engine: sa.Engine) -> None:
-    """Create the table once, whoever comes first: kernels of several replicas start at once on a fresh database,
-    and all but one lose the race to CREATE TABLE ("already exists", or a duplicate type on PostgreSQL)."""
-    try:
-        metadata.create_all(engine)
-    except sa.exc.DBAPIError:
-        if not sa.inspect(engine).has_table(flags.name):
-            raise
-        log.debug("another process created the feedback table first")  # every kernel of a fresh server races to create it
-
-
-def _connect_args(url: str) -> dict:
-    backend = sa.engine.make_url(url).get_backend_name()
-    if backend == "sqlite":
-        return {"timeout": 10}  # waiting for another visitor's write, on top of busy_timeout below
-    if backend == "postgresql":
-        return {"connect_timeout": CONNECT_TIMEOUT}
-    return {}
-
-
-def _sqlite_pragmas(connection, _record) -> None:
-    # WAL lets readers and one writer work at once; busy_timeout makes a writer wait for another
-    # visitor's write instead of failing with "database is locked".
-    cursor = connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=10000")
-    cursor.close()

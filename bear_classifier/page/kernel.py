@@ -153,12 +153,28 @@ def load_classifier():
     return Classifier.load(model)
 
 
-class Model(Background):
-    """The model, loading in the background; `predict` waits for it (on the photo input's thread)."""
+FOLLOW_EVERY = 1.0  # seconds between two looks at the models folder's pointer by a kernel whose page has no answer yet
 
-    def __init__(self, loader=load_classifier, delay: float = LOAD_DELAY, timeout: float = LOAD_TIMEOUT):
-        super().__init__(self._timed(loader), delay, name="the model")
+
+class Model(Background):
+    """The model, loading in the background; `predict` waits for it (on the photo input's thread).
+
+    With a models folder (BEAR_MODELS), a page answers with the version served when it gives its first answer and
+    keeps it until reloaded. Before that it follows the pointer: Voila preheats kernels that ran this notebook
+    long before a visitor comes, and those must not greet a new visitor with a version promoted away.
+    """
+
+    def __init__(self, loader=load_classifier, delay: float = LOAD_DELAY, timeout: float = LOAD_TIMEOUT,
+                 served=None):
+        from ..inference.versions import Served, models_folder
+
+        models = models_folder() if served is None and loader is load_classifier else None
+        self.served = served or (Served(models) if models is not None else None)
+        super().__init__(self._timed(self.served.get if self.served else loader), delay, name="the model")
         self.timeout, self.last_ms = timeout, 0.0
+        self.pinned = None  # the classifier of this page's first answer: the page keeps it until reloaded
+        if self.served is not None:
+            threading.Thread(target=self._follow, daemon=True, name="the served version").start()
 
     @staticmethod
     def _timed(loader):
@@ -169,12 +185,34 @@ class Model(Background):
             return classifier
         return load
 
+    def _follow(self) -> None:
+        """Load a newly promoted version before the visitor's first photo needs it (a stat a second until then)."""
+        self._done.wait()
+        failed = False
+        while self.pinned is None:
+            try:
+                self.value = self.served.get()
+                failed = False
+            except Exception:
+                if not failed:  # once per failure, not once a second
+                    log.exception("the served version could not be loaded")
+                failed = True
+            time.sleep(FOLLOW_EVERY)
+
     def predict(self, img: "Image.Image") -> "Prediction":
         """The model's answer for `img`, once it has loaded; Unavailable (a sentence) if it can't answer."""
         try:
             classifier = self.get(self.timeout)
         except TimeoutError:
             raise Unavailable(TOO_SLOW) from None
+        if self.served is not None:
+            if self.pinned is None:
+                try:
+                    classifier = self.value = self.served.get()  # a stat; a load only if the watcher is behind
+                except Exception:
+                    log.exception("the served version could not be loaded")
+                self.pinned = classifier
+            classifier = self.pinned
         if classifier is None:
             raise Unavailable(BROKEN)
         start = time.perf_counter()
@@ -183,8 +221,24 @@ class Model(Background):
         return pred
 
     @property
+    def classifier(self):
+        return self.pinned or self.value
+
+    @property
     def sha256(self) -> str:
-        return getattr(self.value, "sha256", "")
+        return getattr(self.classifier, "sha256", "")
+
+    @property
+    def version(self) -> str:
+        """The model version this page answers with ("" before it has loaded)."""
+        return getattr(self.classifier, "version", "")
+
+    def newer(self) -> str | None:
+        """The version now served where it is not the one this page keeps (the page says: reload); else None."""
+        if self.served is None or self.pinned is None:
+            return None
+        name = self.served.models.served()
+        return name if name and name != self.pinned.version else None
 
 
 def load_model_in_background(loader=load_classifier, delay: float = LOAD_DELAY) -> Model:

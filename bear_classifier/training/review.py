@@ -28,20 +28,3 @@ def review(data: Path, model: Path, out: Path, top: int = 100, labels_csv: Path 
         rows.append(dict(file=items[i][0].relative_to(data).as_posix(), label=items[i][1], predicted=vocab[p],
                          probability=round(float(probs[i, p]), 4), loss=round(float(losses[i]), 4)))
     return write_review(rows, data, out)
-
-
-def review_feedback(store, out: Path) -> tuple[Path, Path]:
-    """The photos visitors flagged as wrong, written to out/feedback/<their label>/flag-<id>.jpg and listed
-    in out/review.csv and out/review.html (label = the visitor's answer, predicted = the model's).
-
-    Checked photos join the training data by copying their folders into the data root.
-    """
-    out = Path(out)
-    rows = []
-    for flag in store.all():
-        path = out / "feedback" / flag.label / f"flag-{flag.id}.jpg"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(flag.photo)
-        rows.append(dict(file=path.relative_to(out).as_posix(), label=flag.label, predicted=flag.predicted,
-                         probability=round(flag.probability, 4), loss=""))
-    return write_review(rows, out, out)

@@ -1,0 +1,86 @@
+"""The feedback store's tables: the flags visitors make and the answers log; created once, whoever comes first, and
+given the columns added since a store was made."""
+from __future__ import annotations
+
+import logging
+
+import sqlalchemy as sa
+
+log = logging.getLogger(__name__)
+CONNECT_TIMEOUT = 5  # seconds: a database that doesn't answer costs the page its button, not its start
+
+metadata = sa.MetaData()
+flags = sa.Table(
+    "flags", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("created", sa.DateTime(timezone=True), nullable=False),
+    # Always empty: the page promises only the photo and the answer. Kept so that stores made before
+    # (NOT NULL, no default) still take new rows.
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("predicted", sa.String(16), nullable=False),
+    sa.Column("probability", sa.Float, nullable=False),
+    sa.Column("label", sa.String(16), nullable=False),
+    sa.Column("model_sha256", sa.String(64), nullable=False),
+    sa.Column("photo", sa.LargeBinary, nullable=False),
+    # Added later: stores made before get them from migrate() (empty for their old rows).
+    sa.Column("model_version", sa.String(64), nullable=False, server_default=""),
+    sa.Column("review", sa.String(16), nullable=False, server_default=""),  # "", "accepted" or "rejected"
+)
+# The answers log: what each answer was, never what it was about (no photo, no name, no address), kept
+# BEAR_ANSWERS_DAYS days: enough to count answers by class and version and to see the stated probabilities drift.
+answers = sa.Table(
+    "answers", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("created", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("model_version", sa.String(64), nullable=False),
+    sa.Column("predicted", sa.String(16), nullable=False),
+    sa.Column("probability", sa.Float, nullable=False),
+)
+ADDED_COLUMNS = ("model_version", "review")
+
+
+def create_table(engine: sa.Engine) -> None:
+    """Create the table once, whoever comes first: kernels of several replicas start at once on a fresh database,
+    and all but one lose the race to CREATE TABLE ("already exists", or a duplicate type on PostgreSQL)."""
+    try:
+        metadata.create_all(engine)
+    except sa.exc.DBAPIError:
+        if not all(sa.inspect(engine).has_table(t) for t in metadata.tables):
+            raise
+        log.debug("another process created the feedback tables first")  # every kernel of a fresh server races to create them
+    migrate(engine)
+
+
+def migrate(engine: sa.Engine) -> None:
+    """Give a store made before the columns of ADDED_COLUMNS those columns (empty for the rows it holds)."""
+    have = {c["name"] for c in sa.inspect(engine).get_columns(flags.name)}
+    for name in ADDED_COLUMNS:
+        if name in have:
+            continue
+        column = flags.c[name]
+        try:
+            with engine.begin() as db:
+                db.execute(sa.text(f"ALTER TABLE {flags.name} ADD COLUMN {name} "
+                                   f"{column.type.compile(engine.dialect)} NOT NULL DEFAULT ''"))
+            log.info("the feedback store got its %s column", name)
+        except sa.exc.DBAPIError:  # another kernel added it first
+            if name not in {c["name"] for c in sa.inspect(engine).get_columns(flags.name)}:
+                raise
+
+
+def connect_args(url: str) -> dict:
+    backend = sa.engine.make_url(url).get_backend_name()
+    if backend == "sqlite":
+        return {"timeout": 10}  # waiting for another visitor's write, on top of busy_timeout below
+    if backend == "postgresql":
+        return {"connect_timeout": CONNECT_TIMEOUT}
+    return {}
+
+
+def sqlite_pragmas(connection, _record) -> None:
+    # WAL lets readers and one writer work at once; busy_timeout makes a writer wait for another
+    # visitor's write instead of failing with "database is locked".
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
