@@ -1,4 +1,4 @@
-"""Command line: python -m bear_classifier {gather,verify,review,train,cv,evaluate,predict} ..."""
+"""Command line: python -m bear_classifier {gather,verify,review,train,cv,evaluate,predict,mcp} ..."""
 from __future__ import annotations
 
 import argparse
@@ -161,6 +161,13 @@ def cmd_predict(args) -> int:
     return status
 
 
+def cmd_mcp(args) -> int:
+    from .api.mcp import serve
+
+    serve(url=args.url, model=args.model, http=args.http, host=args.host, port=args.port)
+    return 0
+
+
 RECIPE_OPTIONS = ["arch", "freeze_epochs", "epochs", "lr", "forget_weight", "size", "bs", "workers"]
 
 
@@ -258,6 +265,14 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--heatmap", type=Path, metavar="DIR",
                    help="also write DIR/<stem>.png (where the model looked) and DIR/<stem>_overlay.jpg")
     s.set_defaults(func=cmd_predict)
+
+    s = sub.add_parser("mcp", help="serve the model as tools for AI assistants (MCP), over stdio or streamable HTTP")
+    s.add_argument("--url", help="answer through the HTTP API of the page's server at URL (default: the served model here)")
+    s.add_argument("--model", type=Path, help="the served model (default: BEAR_MODEL, else export.onnx here, else the checkout's)")
+    s.add_argument("--http", action="store_true", help="serve streamable HTTP at http://HOST:PORT/mcp instead of stdio")
+    s.add_argument("--host", default="127.0.0.1", help="with --http: the address to listen on (0.0.0.0: every one)")
+    s.add_argument("--port", type=int, default=8867, help="with --http: the port (default 8867)")
+    s.set_defaults(func=cmd_mcp)
 
     args = p.parse_args(argv)
     try:

@@ -1,0 +1,110 @@
+"""The MCP server (`python -m bear_classifier mcp`) through the `mcp` SDK's own client: over stdio, as an assistant
+starts it, and over streamable HTTP, as a server runs it; real photos through the real model."""
+from __future__ import annotations
+
+import base64
+import io
+import sys
+from contextlib import asynccontextmanager
+
+import anyio
+import pytest
+from mcp import Client, StdioServerParameters
+from PIL import Image
+
+from browser import free_port, serve
+from conftest import ROOT
+
+EXAMPLES = ROOT / "examples"
+TEXT_SENTENCE = "This file is a text file, not an image. Please upload a photo (JPEG, PNG, WebP, HEIC...)."
+TIMEOUT = 120  # seconds for a whole test: the model loads once per server
+
+
+def run(test) -> None:
+    """Run an async test body with a deadline, so a server that never answers fails the test instead of hanging it."""
+    async def bounded():
+        with anyio.fail_after(TIMEOUT):
+            await test()
+    anyio.run(bounded)
+
+
+def stdio(*args: str) -> Client:
+    """The server as an assistant's config starts it: a command, run from the checkout."""
+    return Client(StdioServerParameters(command=sys.executable, args=["-m", "bear_classifier", "mcp", *args],
+                                        cwd=str(ROOT)))
+
+
+@asynccontextmanager
+async def over_http(tmp_path):
+    port = free_port()
+    cmd = [sys.executable, "-m", "bear_classifier", "mcp", "--http", "--port", str(port)]
+    with serve(cmd, port, "/mcp", ROOT, tmp_path / "mcp.log", {}) as (url, _log, _proc):
+        async with Client(f"{url}/mcp") as client:
+            yield client
+
+
+def text(result) -> str:
+    return " ".join(block.text for block in result.content if block.type == "text")
+
+
+def as_base64(name: str) -> str:
+    return base64.b64encode((EXAMPLES / name).read_bytes()).decode()
+
+
+async def check_tools(client: Client, photo: dict, text_file: dict) -> None:
+    """What every transport must do: list the three tools, classify a grizzly, show where it looked, and answer a
+    text file with the page's own sentence."""
+    tools = {tool.name: tool for tool in (await client.list_tools()).tools}
+    assert set(tools) == {"classify_image", "explain_image", "model_info"}
+    assert {"path", "image_base64"} <= set(tools["classify_image"].input_schema["properties"])
+
+    result = await client.call_tool("classify_image", photo)
+    assert not result.is_error, text(result)
+    answer = result.structured_content
+    assert answer["label"] == "grizzly" and answer["name"] == "Grizzly bear" and answer["probability"] > 0.8
+    assert set(answer["probabilities"]) == {"black", "grizzly", "teddy", "not_bear"}
+    assert abs(sum(answer["probabilities"].values()) - 1) < 1e-4 and answer["none_of_these"] is False
+    assert len(answer["model"]["sha256"]) == 64
+
+    result = await client.call_tool("explain_image", photo)
+    assert not result.is_error, text(result)
+    [picture] = [block for block in result.content if block.type == "image"]
+    assert picture.mime_type == "image/png"
+    png = Image.open(io.BytesIO(base64.b64decode(picture.data)))
+    assert png.format == "PNG" and min(png.size) > 100
+    assert "grizzly" in text(result)
+
+    result = await client.call_tool("classify_image", text_file)
+    assert result.is_error and TEXT_SENTENCE in text(result)
+    assert "Traceback" not in text(result)
+
+    info = (await client.call_tool("model_info", {})).structured_content
+    assert [c["label"] for c in info["classes"]] == ["black", "grizzly", "teddy", "not_bear"]
+
+
+def test_stdio_classifies_a_photo_by_path_and_answers_a_text_file_with_a_sentence():
+    async def body():
+        async with stdio() as client:
+            await check_tools(client, {"path": str(EXAMPLES / "grizzly.jpg")}, {"path": str(ROOT / "README.md")})
+            # The other ways a photo can be wrong, each in a sentence that says what to do.
+            missing = await client.call_tool("classify_image", {"path": str(ROOT / "no-such-photo.jpg")})
+            assert missing.is_error and "There is no file at" in text(missing)
+            bad = await client.call_tool("classify_image", {"image_base64": "not base64 at all!"})
+            assert bad.is_error and "is not valid base64" in text(bad)
+            neither = await client.call_tool("classify_image", {})
+            assert neither.is_error and "Give the photo" in text(neither)
+            # and the server still answers after them
+            black = await client.call_tool("classify_image", {"image_base64": as_base64("black-bear.jpg")})
+            assert black.structured_content["label"] == "black"
+    run(body)
+
+
+def test_streamable_http_takes_base64_photos_and_never_reads_its_own_files(tmp_path):
+    async def body():
+        async with over_http(tmp_path) as client:
+            text_file = base64.b64encode(b"name,label\ngrizzly.jpg,grizzly\n").decode()
+            await check_tools(client, {"image_base64": as_base64("grizzly.jpg")}, {"image_base64": text_file})
+            # a caller elsewhere must not learn which files this server has, or what they are
+            refused = await client.call_tool("classify_image", {"path": str(EXAMPLES / "grizzly.jpg")})
+            assert refused.is_error and "send the photo's bytes as `image_base64`" in text(refused)
+    run(body)
