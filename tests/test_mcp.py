@@ -61,10 +61,10 @@ async def check_tools(client: Client, photo: dict, text_file: dict) -> None:
     result = await client.call_tool("classify_image", photo)
     assert not result.is_error, text(result)
     answer = result.structured_content
-    assert answer["label"] == "grizzly" and answer["name"] == "Grizzly bear" and answer["probability"] > 0.8
+    assert answer["label"] == "grizzly" and answer["words"] == "Grizzly bear" and answer["probability"] > 0.8
     assert set(answer["probabilities"]) == {"black", "grizzly", "teddy", "not_bear"}
     assert abs(sum(answer["probabilities"].values()) - 1) < 1e-4 and answer["none_of_these"] is False
-    assert len(answer["model"]["sha256"]) == 64
+    assert len(answer["model"]["sha256"]) == 64 and "heatmap_png" not in answer
 
     result = await client.call_tool("explain_image", photo)
     assert not result.is_error, text(result)
@@ -79,7 +79,8 @@ async def check_tools(client: Client, photo: dict, text_file: dict) -> None:
     assert "Traceback" not in text(result)
 
     info = (await client.call_tool("model_info", {})).structured_content
-    assert [c["label"] for c in info["classes"]] == ["black", "grizzly", "teddy", "not_bear"]
+    assert [c["label"] for c in info["classes"]] == ["black", "grizzly", "teddy"]
+    assert info["none_of_these"]["label"] == "not_bear" and info["version"] == answer["model"]
 
 
 def test_stdio_classifies_a_photo_by_path_and_answers_a_text_file_with_a_sentence():

@@ -1,9 +1,10 @@
 """The classifier as tools for AI assistants (the Model Context Protocol): classify_image, explain_image and
-model_info, over stdio or streamable HTTP, answering with the served model here or through a server's HTTP API."""
+model_info, over stdio or streamable HTTP, answered by the API's service here or by a server's HTTP API (--url)."""
 from __future__ import annotations
 
 import base64
 import binascii
+import io
 import logging
 import math
 from pathlib import Path
@@ -19,15 +20,73 @@ log = logging.getLogger(__name__)
 # A photo the page takes (20 MB) must fit in one request once base64 makes it a third larger.
 MAX_BODY = math.ceil(MAX_BYTES * 4 / 3) + 64 * 1024
 INSTRUCTIONS = ("Tools that say which of the model's classes a photo shows (or none of them), how sure it is, and "
-                "where in the photo it looked. Call model_info to learn the classes.")
+                "where in the photo it looked. model_info names the classes.")
 
 
 class Answers(Protocol):
-    """Where the answers come from: the served model in this process, or a server's HTTP API (api.client)."""
+    """Where answers come from: the API's service in this process (Local), or a server's HTTP API (Remote).
+    Both raise ToolError with a sentence for a photo they can't answer."""
 
-    def classify(self, data: bytes) -> dict[str, Any]: ...
-    def explain(self, data: bytes) -> tuple[dict[str, Any], bytes]: ...
-    def model(self) -> dict[str, Any]: ...
+    async def classify(self, data: bytes, heatmap: bool = False) -> dict[str, Any]: ...
+    async def info(self) -> dict[str, Any]: ...
+
+
+class Local:
+    """The served model, loaded in this process behind the API's own service (its turns and queue)."""
+
+    def __init__(self, model: Path | None = None):
+        from .service import Model, Service
+
+        self.service = Service(model=Model(model))
+        self.service.model.loaded.result()  # wait for it (or raise ModelError): a call never meets "still loading"
+
+    async def classify(self, data: bytes, heatmap: bool = False) -> dict[str, Any]:
+        from .service import Busy, Unavailable
+
+        try:
+            [out] = await self.service.classify([("photo", data)], heatmap)
+        except (Busy, Unavailable) as e:
+            raise ToolError(str(e)) from None
+        if "error" in out:
+            raise ToolError(out["error"])
+        return out
+
+    async def info(self) -> dict[str, Any]:
+        return self.service.info()
+
+
+class Remote:
+    """A server's HTTP API, through the Python client (which waits and tries again while the server is busy)."""
+
+    def __init__(self, url: str):
+        from .client import Client
+
+        self.client = Client(url)
+
+    async def classify(self, data: bytes, heatmap: bool = False) -> dict[str, Any]:
+        import dataclasses
+
+        import anyio
+
+        from .client import ApiError
+
+        try:
+            answer = await anyio.to_thread.run_sync(lambda: self.client.classify(data, heatmap=heatmap))
+        except ApiError as e:
+            raise ToolError(str(e)) from None
+        out = dataclasses.asdict(answer)  # the JSON the server sent, as Local gives it
+        heat = out.pop("heatmap_png")
+        return {**out, "heatmap_png": base64.b64encode(heat).decode("ascii")} if heat else out
+
+    async def info(self) -> dict[str, Any]:
+        import anyio
+
+        from .client import ApiError
+
+        try:
+            return await anyio.to_thread.run_sync(self.client.model)
+        except ApiError as e:
+            raise ToolError(str(e)) from None
 
 
 def photo_bytes(path: str | None, image_base64: str | None, read_files: bool = True) -> bytes:
@@ -36,15 +95,15 @@ def photo_bytes(path: str | None, image_base64: str | None, read_files: bool = T
         raise ToolError("Give the photo in one of two ways: `path` (a file on the computer this server runs on) or "
                         "`image_base64` (its bytes, base64-encoded).")
     if path is not None:
-        if not read_files:  # a remote caller must not learn what files this server has, or what they are
+        if not read_files:  # a caller elsewhere must not learn which files this server has, or what they are
             raise ToolError("This server does not read files from its own disk: send the photo's bytes as "
                             "`image_base64` instead of `path`.")
-        return read_photo(Path(path).expanduser())
+        return read_file(Path(path).expanduser())
     text = "".join(image_base64.split())
     if text.startswith("data:"):  # data:image/jpeg;base64,/9j/...
         text = text.partition(",")[2]
     try:
-        check_size(len(text) * 3 // 4)
+        check_size(len(text) * 3 // 4)  # before decoding it
         return base64.b64decode(text, validate=True)
     except ImageError as e:
         raise ToolError(str(e)) from None
@@ -53,7 +112,7 @@ def photo_bytes(path: str | None, image_base64: str | None, read_files: bool = T
                         "+ and /), or a data: URL.") from None
 
 
-def read_photo(path: Path) -> bytes:
+def read_file(path: Path) -> bytes:
     try:
         if path.is_dir():
             raise ToolError(f"{path} is a folder, not a photo: give the path of one photo in it.")
@@ -70,94 +129,91 @@ def read_photo(path: Path) -> bytes:
         raise ToolError(f"{path} can't be read ({e.strerror}).") from None
 
 
-def make_server(answers: Answers, read_files: bool = True) -> MCPServer:
-    """The MCP server with its three tools. `read_files=False` (over HTTP) accepts base64 only."""
-    server = MCPServer("bear-classifier", instructions=INSTRUCTIONS)
+def lit_where_it_looked(data: bytes, heatmap_png: str) -> bytes:
+    """The page's "Where it looked" as a PNG: the photo (at most 448 px) bright where the evidence was, dark elsewhere."""
+    from PIL import Image as PILImage
 
-    def answer_or_sentence(call, *args):
-        try:
-            return call(*args)
-        except ImageError as e:  # a bad photo: the page's own sentence, never a traceback
-            raise ToolError(str(e)) from None
+    from ..inference.answer import read_photo
+    from ..inference.heatmap import overlay
+
+    img = read_photo(data)
+    img.thumbnail((448, 448))
+    heat = PILImage.open(io.BytesIO(base64.b64decode(heatmap_png)))
+    buf = io.BytesIO()
+    overlay(img, heat).save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+def make_server(answers: Answers, read_files: bool = True) -> MCPServer:
+    """The MCP server with its three tools. `read_files=False` (over HTTP): photos come as base64 only."""
+    server = MCPServer("bear-classifier", instructions=INSTRUCTIONS, log_level="WARNING")
 
     @server.tool()
-    def classify_image(path: str | None = None, image_base64: str | None = None) -> dict[str, Any]:
+    async def classify_image(path: str | None = None, image_base64: str | None = None) -> dict[str, Any]:
         """Say which class the photo shows, or that it is none of them, and how sure the model is.
 
         Give the photo as `path` (a file on the computer this server runs on) or `image_base64`. Returns the label,
         its words, its probability, every class's probability, whether it is "none of these", and the model's
-        version."""
-        return answer_or_sentence(answers.classify, photo_bytes(path, image_base64, read_files))
+        version (sha256 and date)."""
+        return await answers.classify(photo_bytes(path, image_base64, read_files))
+
+    @server.tool(structured_output=False)
+    async def explain_image(path: str | None = None, image_base64: str | None = None) -> list:
+        """Show where in the photo the model looked: a PNG of the photo, bright where the evidence for its answer
+        was and dark where there was none, with the answer itself. Give the photo as for classify_image."""
+        data = photo_bytes(path, image_base64, read_files)
+        answer = await answers.classify(data, heatmap=True)
+        heatmap = answer.pop("heatmap_png", None)
+        if answer["none_of_these"] or not heatmap:  # as on the page: no class, so no evidence for one to show
+            return [f"{answer['words']}: there is no class whose evidence to show.", answer]
+        words = answer["words"]
+        return [Image(data=lit_where_it_looked(data, heatmap), format="png"),
+                f"Bright: what made it say \u201c{words}\u201d; dark: what it ignored.", answer]
 
     @server.tool()
-    def explain_image(path: str | None = None, image_base64: str | None = None) -> list:
-        """Show where in the photo the model looked for its answer: a PNG of the photo, bright where the evidence
-        for the answer was, dark elsewhere; with the answer itself. Give the photo as for classify_image."""
-        answer, png = answer_or_sentence(answers.explain, photo_bytes(path, image_base64, read_files))
-        if not png:  # "none of these" has no class to show evidence for
-            return [f"{answer['name']}: there is no class whose evidence to show.", answer]
-        return [Image(data=png, format="png"), answer]
-
-    @server.tool()
-    def model_info() -> dict[str, Any]:
-        """The model's classes with their words, its version (sha256 and date) and its measured figures."""
-        return answers.model()
+    async def model_info() -> dict[str, Any]:
+        """The model's classes in words, what it says for a photo of none of them, its measured figures and its
+        version (sha256 and date)."""
+        return await answers.info()
 
     return server
-
-
-class LocalAnswers:
-    """The served model, loaded in this process."""
-
-    def __init__(self, model: Path | None = None, threads: int = 1):
-        from ..inference.predict import Classifier, read_card, served_model_path
-
-        self.path = Path(model or served_model_path())
-        self.clf = Classifier.load(self.path, threads=threads)
-        self.card = read_card(self.path)
-
-    def _answer(self, data: bytes):
-        from ..inference.images import open_image
-
-        img = open_image(data, min_side=max(self.clf.size))
-        pred = self.clf.predict(img)
-        c = self.clf.classes
-        return img, pred, {"label": pred.label, "name": c.name(pred.label), "probability": pred.probability,
-                           "probabilities": pred.probs, "none_of_these": not pred.in_set,
-                           "model": {"sha256": self.clf.sha256}}
-
-    def classify(self, data: bytes) -> dict[str, Any]:
-        return self._answer(data)[2]
-
-    def explain(self, data: bytes) -> tuple[dict[str, Any], bytes]:
-        import io
-
-        from ..inference.heatmap import heatmap_image, overlay
-
-        img, pred, answer = self._answer(data)
-        if not pred.in_set:
-            return answer, b""
-        img.thumbnail((448, 448))
-        buf = io.BytesIO()
-        overlay(img, heatmap_image(pred.heatmap, img.size)).save(buf, format="PNG")
-        return answer, buf.getvalue()
-
-    def model(self) -> dict[str, Any]:
-        c = self.clf.classes
-        return {"classes": [{"label": label, "name": c.name(label)} for label in c.vocab],
-                "none_label": c.none_label, "model": {"sha256": self.clf.sha256}}
 
 
 def serve(url: str | None = None, model: Path | None = None, http: bool = False, host: str = "127.0.0.1",
           port: int = 8867) -> None:
     """Run the MCP server until stopped: over stdio (an assistant starts it), or streamable HTTP at /mcp."""
-    import os
-
-    answers = RemoteAnswers(url) if url else LocalAnswers(model, threads=os.cpu_count() or 1)
-    server = make_server(answers, read_files=not http)
+    server = make_server(Remote(url) if url else Local(model), read_files=not http)
     if not http:
         server.run("stdio")
         return
-    # Stateless, with JSON answers: any replica can take any call, so no session affinity is needed behind a proxy.
-    server.run("streamable-http", host=host, port=port, stateless_http=True, json_response=True,
-               max_request_body_size=MAX_BODY)
+    import uvicorn
+
+    # Stateless, with JSON answers: any replica can take any call, so no affinity is needed behind a proxy.
+    app = server.streamable_http_app(stateless_http=True, json_response=True, max_request_body_size=MAX_BODY,
+                                     host=host)
+    uvicorn.run(with_token(app), host=host, port=port, log_level="warning")
+
+
+def with_token(app):
+    """The API's bearer token (BEAR_API_TOKEN), asked of every MCP request too where the deployer has set one."""
+    import hmac
+
+    from .. import environment
+
+    token = environment.api_token()
+    if not token:
+        return app
+    expected = f"Bearer {token}".encode()
+
+    async def guarded(scope, receive, send):
+        if scope["type"] == "http":
+            given = dict(scope["headers"]).get(b"authorization", b"")
+            if not hmac.compare_digest(given, expected):
+                body = b'{"error": "This server needs its token: send the header Authorization: Bearer <token>."}'
+                await send({"type": "http.response.start", "status": 401, "headers": [
+                    (b"content-type", b"application/json"), (b"www-authenticate", b"Bearer")]})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await app(scope, receive, send)
+
+    return guarded
