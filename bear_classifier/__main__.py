@@ -163,8 +163,13 @@ def cmd_predict(args) -> int:
 
 def cmd_mcp(args) -> int:
     from .api.mcp import serve
+    from .inference.predict import ModelError
 
-    serve(url=args.url, model=args.model, http=args.http, host=args.host, port=args.port)
+    try:
+        serve(url=args.url, model=args.model, http=args.http, host=args.host, port=args.port)
+    except ModelError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 
