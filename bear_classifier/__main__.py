@@ -134,8 +134,11 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_predict(args) -> int:
+    if args.url:
+        return predict_remote(args)
+    from .inference.answer import answer_bytes
     from .inference.heatmap import heatmap_image, overlay
-    from .inference.images import ImageError, open_image
+    from .inference.images import ImageError
     from .inference.predict import Classifier, ModelError
 
     try:
@@ -146,18 +149,42 @@ def cmd_predict(args) -> int:
     status = 0
     for photo in args.photos:
         try:
-            img = open_image(Path(photo).read_bytes())
+            img, pred = answer_bytes(clf, Path(photo).read_bytes())  # as the page and the API read and answer it
         except (ImageError, OSError) as e:
             print(f"{photo}: error: {e.strerror if isinstance(e, OSError) else e}", file=sys.stderr)
             status = 1
             continue
-        pred = clf.predict(img)
         print(f"{photo}: {pred}  ({clf.classes.name(pred.label)})")
         if args.heatmap:
             args.heatmap.mkdir(parents=True, exist_ok=True)
             heat = heatmap_image(pred.heatmap, img.size)
             heat.save(args.heatmap / f"{Path(photo).stem}.png")
             overlay(img, heat).save(args.heatmap / f"{Path(photo).stem}_overlay.jpg", quality=90)
+    return status
+
+
+def predict_remote(args) -> int:
+    """`predict --url`: the same lines, answered by a server's API (api/client.py)."""
+    from .api.client import ApiError, Client
+
+    if args.heatmap or args.model:
+        raise ValueError("--url asks a server, which serves its own model: leave out --model and --heatmap.")
+    client, status = Client(args.url), 0
+    for photo in args.photos:
+        try:
+            answer = client.classify(Path(photo).read_bytes())
+        except OSError as e:
+            print(f"{photo}: error: {e.strerror}", file=sys.stderr)
+            status = 1
+            continue
+        except ApiError as e:
+            if e.status != 422:  # the server is not answering photos at all: one line, then stop
+                print(f"error: {e}", file=sys.stderr)
+                return 2
+            print(f"{photo}: error: {e}", file=sys.stderr)
+            status = 1
+            continue
+        print(f"{photo}: {answer}  ({answer.words})")
     return status
 
 
@@ -269,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="the served model (default: BEAR_MODEL, else export.onnx here, else the checkout's)")
     s.add_argument("--heatmap", type=Path, metavar="DIR",
                    help="also write DIR/<stem>.png (where the model looked) and DIR/<stem>_overlay.jpg")
+    s.add_argument("--url", help="ask the server at URL (its HTTP API, e.g. http://localhost:8866) instead of a local model")
     s.set_defaults(func=cmd_predict)
 
     s = sub.add_parser("mcp", help="serve the model as tools for AI assistants (MCP), over stdio or streamable HTTP")

@@ -77,7 +77,7 @@ def test_kubernetes_manifests_validate_strictly(tmp_path):
     manifest = ROOT / "deploy" / "kubernetes" / "bear-classifier.yaml"
     r = subprocess.run([exe, "--strict", str(manifest)], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert r.stdout.count("passed") == 3  # Deployment, Service, Ingress
+    assert r.stdout.count("passed") == 4  # Deployment, Service, the page's Ingress, the API's
     broken = tmp_path / "broken.yaml"
     broken.write_text(manifest.read_text().replace("readinessProbe:", "readynessProbe:"))
     assert subprocess.run([exe, "--strict", str(broken)], capture_output=True, text=True).returncode != 0
@@ -86,11 +86,16 @@ def test_kubernetes_manifests_validate_strictly(tmp_path):
 def test_kubernetes_probes_and_ingress_keep_visitors_on_their_kernel():
     import yaml
 
-    docs = {d["kind"]: d for d in yaml.safe_load_all((ROOT / "deploy" / "kubernetes" / "bear-classifier.yaml").read_text())}
+    docs = {d["metadata"]["name"] if d["kind"] == "Ingress" else d["kind"]: d
+            for d in yaml.safe_load_all((ROOT / "deploy" / "kubernetes" / "bear-classifier.yaml").read_text())}
+    docs["Ingress"] = docs.pop("bear-classifier")
     container = docs["Deployment"]["spec"]["template"]["spec"]["containers"][0]
     docker_health = re.search(r"http://127\.0\.0\.1:8866(/[^'\"]+)", (ROOT / "Dockerfile").read_text()).group(1)
-    assert container["readinessProbe"]["httpGet"]["path"] == docker_health
+    assert container["readinessProbe"]["httpGet"]["path"] == "/api/ready"  # the API's model loaded (test_api.py)
     assert container["livenessProbe"]["httpGet"]["path"] == docker_health
+    api = docs["bear-classifier-api"]  # the API's photos get the API's body limit, the rest 1 MB
+    assert api["spec"]["rules"][0]["http"]["paths"][0]["path"] == "/api/classify"
+    assert api["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"] == "20m"
     notes = docs["Ingress"]["metadata"]["annotations"]
     assert notes["nginx.ingress.kubernetes.io/affinity"] == "cookie"
     assert int(notes["nginx.ingress.kubernetes.io/proxy-read-timeout"]) >= 3600

@@ -7,7 +7,7 @@ from pathlib import Path
 from conftest import ROOT
 
 LINT = str(Path(sys.executable).parent / "lint-imports")
-WINGS = ["inference", "page", "model", "training", "server"]
+WINGS = ["inference", "page", "model", "training", "server", "api"]
 
 
 def lint(root: Path) -> subprocess.CompletedProcess:

@@ -6,6 +6,7 @@ import hashlib
 import json
 import platform
 import warnings
+from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
@@ -104,7 +105,8 @@ def export(learn, path: Path, card: dict) -> dict:
     save_onnx(learn, served)
     card = dict(card, file=path.name, sha256=sha256(path), size_mb=round(path.stat().st_size / 2**20, 2),
                 serving=dict(file=served.name, sha256=sha256(served), size_mb=round(served.stat().st_size / 2**20, 2),
-                             runtime="onnxruntime", opset=ONNX_OPSET),
+                             runtime="onnxruntime", opset=ONNX_OPSET,
+                             exported=datetime.now(timezone.utc).date().isoformat()),  # the version's date (the API)
                 versions=library_versions(), classes=learner_classes(learn).to_dict())
     path.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
     return card

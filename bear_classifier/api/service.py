@@ -1,0 +1,179 @@
+"""The API's core, free of any web framework: one model session for the whole server process, each image's answer
+as JSON, and the turns that keep the work within the cores (the tornado routes and the MCP server both use it)."""
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import logging
+import math
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..inference.answer import answer_bytes
+from ..inference.images import ImageError
+from .limits import Limits, cores
+
+log = logging.getLogger(__name__)
+
+HEATMAP_SIDE = 448  # the heatmap's longest side: enough to lay over a photo, small on the wire
+LOADING = "The model is still loading. Please try again in a few seconds."
+BROKEN = "This server's model couldn't be loaded; its owner has been told (the server log says why)."
+FAILED = "Something went wrong while classifying this image. Please try another one."
+
+
+class Busy(RuntimeError):
+    """Every turn is taken and the queue is full, or the wait was too long: try again after `retry_after` seconds."""
+
+    def __init__(self, retry_after: int):
+        super().__init__(f"The server is busy classifying other images. Please try again in {retry_after} s.")
+        self.retry_after = retry_after
+
+
+@dataclass
+class Model:
+    """The served model, loading on a thread of its own from the moment the server starts."""
+
+    path: Path | None = None  # None: what the page serves (BEAR_MODEL, else export.onnx)
+    threads: int = field(default_factory=cores)
+    loaded: Future = field(init=False)
+
+    def __post_init__(self):
+        from ..inference.predict import served_model_path
+
+        self.path = Path(self.path or served_model_path())
+        self.loaded = Future()
+        threading.Thread(target=self._load, daemon=True, name="the API's model").start()
+
+    def _load(self) -> None:
+        from ..inference.predict import Classifier, read_card
+
+        try:
+            start = time.perf_counter()
+            classifier = Classifier.load(self.path, threads=self.threads)
+            self.card = read_card(self.path)
+            self.loaded.set_result(classifier)
+            log.info("the API's model %s loaded in %.1f s", self.path.name, time.perf_counter() - start)
+        except Exception as e:
+            log.exception("the API's model %s could not be loaded", self.path)
+            self.loaded.set_exception(e)
+
+    @property
+    def ready(self) -> bool:
+        return self.loaded.done() and self.loaded.exception() is None
+
+    def classifier(self):
+        """The loaded Classifier; Unavailable (a sentence) while it loads or where it failed."""
+        if not self.loaded.done():
+            raise Unavailable(LOADING)
+        if self.loaded.exception() is not None:
+            raise Unavailable(BROKEN)
+        return self.loaded.result()
+
+    def version(self) -> dict:
+        """The served model's version: its file's sha256 (as its card vouches) and the day it was exported."""
+        serving = self.card.get("serving", {})
+        return {"sha256": serving.get("sha256", ""), "date": serving.get("exported") or self.card.get("exported")}
+
+
+class Unavailable(RuntimeError):
+    """The model can't answer now; str(error) is the sentence for the caller."""
+
+
+def result(pred, classes, version: dict, img=None) -> dict:
+    """One image's answer as JSON: the label, the page's words for it, its probability, every class's, whether it is
+    "none of these", the model's version, and (given the image read) the heatmap as a base64 PNG."""
+    out = {"label": pred.label, "words": classes.name(pred.label), "probability": round(pred.probability, 6),
+           "probabilities": {label: round(p, 6) for label, p in pred.probs.items()},
+           "none_of_these": not pred.in_set, "model": version}
+    if img is not None and pred.heatmap is not None:
+        from ..inference.heatmap import heatmap_image
+
+        scale = HEATMAP_SIDE / max(img.size)
+        size = (max(1, round(img.width * scale)), max(1, round(img.height * scale))) if scale < 1 else img.size
+        buf = io.BytesIO()
+        heatmap_image(pred.heatmap, size).save(buf, format="PNG", optimize=True)
+        out["heatmap_png"] = base64.b64encode(buf.getvalue()).decode("ascii")
+    return out
+
+
+class Service:
+    """Classifies images for the API: one model session (its thread pool sized to the cores), at most `turns` requests
+    at work at once on a bounded pool of threads, at most `queue` waiting up to `wait_seconds` for a turn."""
+
+    def __init__(self, limits: Limits | None = None, model: Model | None = None):
+        self.limits = limits or Limits.from_env()
+        self.model = model or Model()
+        self.executor = ThreadPoolExecutor(max_workers=self.limits.turns, thread_name_prefix="bear-api")
+        self.working = self.waiting = 0
+        self._turns: asyncio.Semaphore | None = None  # made on the server's event loop, at the first request
+        self._seconds = 0.1  # a request's recent time at work (moving average): what Retry-After is made of
+
+    def classify_one(self, name: str, data: bytes, heatmap: bool = False) -> dict:
+        """One image's answer, or {"name", "error": sentence} for a file that is no photo. Blocking: the model runs here."""
+        classifier = self.model.classifier()
+        try:
+            img, pred = answer_bytes(classifier, data)
+        except ImageError as e:
+            return {"name": name, "error": str(e)}
+        except Exception:
+            log.exception("classifying an image for the API failed")
+            return {"name": name, "error": FAILED}
+        return {"name": name, **result(pred, classifier.classes, self.model.version(), img if heatmap else None)}
+
+    def room(self) -> bool:
+        """Whether a request arriving now may wait for a turn (checked before its body is read)."""
+        return self.working + self.waiting < self.limits.turns + self.limits.queue
+
+    def retry_after(self) -> int:
+        """Seconds until the queue has likely moved on: the work ahead of a request, shared over the turns."""
+        ahead = (self.working + self.waiting + 1) * self._seconds / self.limits.turns
+        return max(1, min(60, math.ceil(ahead)))
+
+    @asynccontextmanager
+    async def turn(self):
+        """Wait for a turn at the model (Busy when none comes in time, or when too many wait already)."""
+        if self._turns is None:
+            self._turns = asyncio.Semaphore(self.limits.turns)
+        if not self.room():
+            raise Busy(self.retry_after())
+        self.waiting += 1
+        try:
+            await asyncio.wait_for(self._turns.acquire(), self.limits.wait_seconds)
+        except (asyncio.TimeoutError, TimeoutError):
+            raise Busy(self.retry_after()) from None
+        finally:
+            self.waiting -= 1
+        self.working += 1
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.working -= 1
+            self._turns.release()
+            self._seconds = 0.8 * self._seconds + 0.2 * (time.perf_counter() - start)
+
+    async def classify(self, images: list[tuple[str, bytes]], heatmap: bool = False) -> list[dict]:
+        """Each image's answer, in order, made on the pool's threads (the event loop stays free): Busy or Unavailable."""
+        self.model.classifier()  # loading or broken: said before waiting for a turn
+        loop = asyncio.get_running_loop()
+        async with self.turn():
+            return [await loop.run_in_executor(self.executor, self.classify_one, name, data, heatmap)
+                    for name, data in images]
+
+    def info(self) -> dict:
+        """GET /api/model: the classes in the page's words, the model card's figures, the version."""
+        classifier = self.model.classifier()
+        card, classes = self.model.card, classifier.classes
+        figures = {k: {m: v for m, v in card[k].items() if m in ("n", "accuracy", "per_class", "ece")}
+                   for k in ("valid_metrics", "evaluation") if isinstance(card.get(k), dict)}
+        return {"title": classes.title, "question": classes.question,
+                "classes": [{"label": k.label, "words": k.name} for k in classes.kinds],
+                "none_of_these": {"label": classes.none_label, "words": classes.none_name,
+                                  "sentence": classes.none_sentence},
+                "input": {"size": list(classifier.size), "resize": "squish"},
+                "arch": card.get("arch"), "figures": figures, "version": self.model.version()}
