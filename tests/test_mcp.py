@@ -109,3 +109,15 @@ def test_streamable_http_takes_base64_photos_and_never_reads_its_own_files(tmp_p
             refused = await client.call_tool("classify_image", {"path": str(EXAMPLES / "grizzly.jpg")})
             assert refused.is_error and "send the photo's bytes as `image_base64`" in text(refused)
     run(body)
+
+
+def test_stdio_with_url_answers_through_the_pages_server(tmp_path):
+    """`mcp --url`: the same tools, answered by the HTTP API of a running page server (here `voila app.ipynb`)."""
+    from browser import voila
+
+    async def body(url: str):
+        async with stdio("--url", url) as client:
+            await check_tools(client, {"path": str(EXAMPLES / "grizzly.jpg")}, {"path": str(ROOT / "README.md")})
+
+    with voila(log=tmp_path / "voila.log") as (url, _log, _proc):
+        run(lambda: body(url))
