@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 import sys
+import urllib.error
+import urllib.request
 from contextlib import asynccontextmanager
 
 import anyio
@@ -34,12 +37,26 @@ def stdio(*args: str) -> Client:
                                         cwd=str(ROOT)))
 
 
+TOKEN = "a-token-the-deployer-chose"
+
+
 @asynccontextmanager
 async def over_http(tmp_path):
+    """`mcp --http` with the API's token set, and the SDK's client that sends it."""
+    from mcp.client.streamable_http import streamable_http_client
+    from mcp.shared._httpx_utils import create_mcp_http_client
+
     port = free_port()
     cmd = [sys.executable, "-m", "bear_classifier", "mcp", "--http", "--port", str(port)]
-    with serve(cmd, port, "/mcp", ROOT, tmp_path / "mcp.log", {}) as (url, _log, _proc):
-        async with Client(f"{url}/mcp") as client:
+    env = {**os.environ, "BEAR_API_TOKEN": TOKEN}
+    with serve(cmd, port, "/mcp", ROOT, tmp_path / "mcp.log", env) as (url, _log, _proc):
+        # without the token: refused, in a sentence
+        request = urllib.request.Request(f"{url}/mcp", b"{}", {"Content-Type": "application/json"}, method="POST")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=10)
+        assert refused.value.code == 401 and b"Authorization: Bearer" in refused.value.read()
+        http = create_mcp_http_client(headers={"Authorization": f"Bearer {TOKEN}"})
+        async with http, Client(streamable_http_client(f"{url}/mcp", http_client=http)) as client:
             yield client
 
 
@@ -100,7 +117,7 @@ def test_stdio_classifies_a_photo_by_path_and_answers_a_text_file_with_a_sentenc
     run(body)
 
 
-def test_streamable_http_takes_base64_photos_and_never_reads_its_own_files(tmp_path):
+def test_streamable_http_asks_for_the_token_takes_base64_photos_and_never_reads_its_own_files(tmp_path):
     async def body():
         async with over_http(tmp_path) as client:
             text_file = base64.b64encode(b"name,label\ngrizzly.jpg,grizzly\n").decode()

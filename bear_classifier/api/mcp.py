@@ -8,12 +8,15 @@ import io
 import logging
 import math
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from mcp.server.mcpserver import Image, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
 from ..inference.images import MAX_BYTES, ImageError, check_size
+
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +197,7 @@ def serve(url: str | None = None, model: Path | None = None, http: bool = False,
     uvicorn.run(with_token(app), host=host, port=port, log_level="warning")
 
 
-def with_token(app):
+def with_token(app: ASGIApp) -> ASGIApp:
     """The API's bearer token (BEAR_API_TOKEN), asked of every MCP request too where the deployer has set one."""
     import hmac
 
@@ -205,7 +208,7 @@ def with_token(app):
         return app
     expected = f"Bearer {token}".encode()
 
-    async def guarded(scope, receive, send):
+    async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             given = dict(scope["headers"]).get(b"authorization", b"")
             if not hmac.compare_digest(given, expected):
