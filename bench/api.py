@@ -164,8 +164,8 @@ def page_under_load(url: str, paths: list[Path], level: int, tmp: Path, runs: in
     return idle, busy
 
 
-def where_time_goes(paths: list[Path]) -> dict[str, float]:
-    """Milliseconds per photo (mean over the bench's photos) of each step of one answer, in this process."""
+def where_time_goes(paths: list[Path]) -> dict[str, tuple[float, float]]:
+    """Milliseconds of each step of one answer, in this process: (the mean over the bench's photos, the 12 MP one)."""
     import io
 
     from PIL import Image
@@ -176,6 +176,7 @@ def where_time_goes(paths: list[Path]) -> dict[str, float]:
 
     clf = Classifier.load(threads=os.cpu_count() or 1)
     steps: dict[str, list[float]] = {k: [] for k in ("decode", "decode_full", "resize", "forward", "json")}
+    phone: dict[str, list[float]] = {k: [] for k in steps}
     for path in paths * 3:
         data = path.read_bytes()
         t0 = time.perf_counter()
@@ -193,8 +194,29 @@ def where_time_goes(paths: list[Path]) -> dict[str, float]:
         t6 = time.perf_counter()
         for key, seconds in zip(steps, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t6 - t5)):
             steps[key].append(seconds * 1000)
+            if path.name == "phone.jpg":
+                phone[key].append(seconds * 1000)
         del full
-    return {k: statistics.mean(v) for k, v in steps.items()}
+    return {k: (statistics.mean(v), statistics.mean(phone[k])) for k, v in steps.items()}
+
+
+def empty_round_trip(url: str, n: int = 200) -> float:
+    """Mean milliseconds of GET /api/health on one keep-alive connection: network, HTTP and tornado, no photo."""
+    import asyncio
+    from urllib.parse import urlsplit
+
+    from bench.api_load import Connection
+
+    async def go() -> float:
+        conn = Connection(urlsplit(url).hostname, urlsplit(url).port)
+        await conn.request("GET", "/api/health")
+        start = time.perf_counter()
+        for _ in range(n):
+            await conn.request("GET", "/api/health")
+        conn.close()
+        return (time.perf_counter() - start) / n * 1000
+
+    return asyncio.run(go())
 
 
 def ratio(a: float, b: float) -> str:
@@ -216,6 +238,7 @@ def main() -> None:
                     for name, url, proc in (("api", api_url, api_proc), ("gradio", gradio_url, gradio_proc)):
                         rows[client, level, name] = measure(name, url, proc, client, paths, level, args.seconds)
             idle, busy = page_under_load(api_url, paths, max(args.levels), tmp)
+            empty = empty_round_trip(api_url)
         steps = where_time_goes(paths)
     print(f"\nThis project's API vs a minimal Gradio app, the same export.onnx, {args.seconds:.0f} s per row, "
           f"{os.cpu_count()} cores; photos: {', '.join(p.name for p in paths)}")
@@ -231,11 +254,16 @@ def main() -> None:
     print(f"\nThe page's upload → answer (12 MP photo): idle {', '.join(f'{s:.2f}' for s in idle)} s; with the API at "
           f"concurrency {max(args.levels)}: {', '.join(f'{s:.2f}' for s in busy)} s (goal: under 2 s)")
     one = rows["http", min(args.levels), "api"]["mean"]
-    compute = steps["decode"] + steps["resize"] + steps["forward"] + steps["json"]
-    print(f"\nWhere one API answer's time goes (ms, mean over the photos, in this process): decode {steps['decode']:.1f} "
-          f"(Gradio's gr.Image decodes every pixel: {steps['decode_full']:.1f}), resize {steps['resize']:.1f}, "
-          f"forward {steps['forward']:.1f}, JSON {steps['json']:.2f}; together {compute:.1f} of the {one:.1f} ms "
-          f"mean answer at concurrency {min(args.levels)} (plain HTTP): {one - compute:.1f} ms for the network, HTTP and the server")
+    compute = sum(steps[k][0] for k in ("decode", "resize", "forward", "json"))
+    print(f"\nWhere one API answer's time goes, in ms (the mean over the photos; the 12 MP photo), in this process:")
+    names = {"decode": "decode (the API's: JPEG at 1/2-1/8 scale)", "decode_full": "decode every pixel (gr.Image's)",
+             "resize": "resize to the model's input", "forward": "forward pass (ONNX Runtime, heatmaps included)",
+             "json": "the answer as JSON"}
+    for key, words in names.items():
+        print(f"  {words:48} {steps[key][0]:7.1f} {steps[key][1]:7.1f}")
+    print(f"  together (the API's steps) {compute:.1f} of the {one:.1f} ms mean answer at concurrency "
+          f"{min(args.levels)} over plain HTTP; an empty request (GET /api/health, keep-alive) takes {empty:.1f} ms; "
+          f"the rest, {one - compute - empty:.1f} ms, is the body's upload and the server's turn-taking")
     print(f"Server RSS is the answering process's; Voila's, with its kernels (the page's, not the API's): "
           f"{max(f['rss_all'] for (c, l, n), f in rows.items() if n == 'api'):.0f} MiB at most")
 
