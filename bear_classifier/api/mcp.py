@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import io
 import logging
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+import anyio
 from mcp.server.mcpserver import Image, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
 from ..inference.images import MAX_BYTES, ImageError, check_size
+from .client import ApiError, Client
+from .service import Busy, Model, Service, Unavailable
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Receive, Scope, Send
@@ -38,14 +42,10 @@ class Local:
     """The served model, loaded in this process behind the API's own service (its turns and queue)."""
 
     def __init__(self, model: Path | None = None):
-        from .service import Model, Service
-
         self.service = Service(model=Model(model))
         self.service.model.loaded.result()  # wait for it (or raise ModelError): a call never meets "still loading"
 
     async def classify(self, data: bytes, heatmap: bool = False) -> dict[str, Any]:
-        from .service import Busy, Unavailable
-
         try:
             [out] = await self.service.classify([("photo", data)], heatmap)
         except (Busy, Unavailable) as e:
@@ -62,17 +62,9 @@ class Remote:
     """A server's HTTP API, through the Python client (which waits and tries again while the server is busy)."""
 
     def __init__(self, url: str):
-        from .client import Client
-
         self.client = Client(url)
 
     async def classify(self, data: bytes, heatmap: bool = False) -> dict[str, Any]:
-        import dataclasses
-
-        import anyio
-
-        from .client import ApiError
-
         try:
             answer = await anyio.to_thread.run_sync(lambda: self.client.classify(data, heatmap=heatmap))
         except ApiError as e:
@@ -82,10 +74,6 @@ class Remote:
         return {**out, "heatmap_png": base64.b64encode(heat).decode("ascii")} if heat else out
 
     async def info(self) -> dict[str, Any]:
-        import anyio
-
-        from .client import ApiError
-
         try:
             return await anyio.to_thread.run_sync(self.client.model)
         except ApiError as e:
