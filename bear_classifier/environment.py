@@ -92,6 +92,11 @@ def api_wait_seconds() -> float:
     return _number("BEAR_API_WAIT_SECONDS", 10, "seconds, for example 10")
 
 
+def api_body_seconds() -> float:
+    """BEAR_API_BODY_SECONDS: how long a request's body may take to arrive; a slower one's connection is closed."""
+    return _number("BEAR_API_BODY_SECONDS", 60, "seconds, for example 60")
+
+
 def api_cors_origins() -> list[str]:
     """BEAR_API_CORS: comma-separated origins whose web pages may call the API (`*`: any); empty: none (the default)."""
     return [o.strip() for o in os.environ.get("BEAR_API_CORS", "").split(",") if o.strip()]

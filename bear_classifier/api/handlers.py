@@ -15,7 +15,6 @@ from .service import Busy, Service, Unavailable
 
 log = logging.getLogger(__name__)
 
-BODY_SECONDS = 60  # a request's body must arrive whole within this: a slow one holds a connection, never a turn
 # Bodies read as one image: what `curl --data-binary` sends unless told (form-urlencoded), or none at all.
 RAW_TYPES = ("image/", "application/octet-stream", "application/x-www-form-urlencoded", "")
 SEND = ("Send the photo as the request's body (Content-Type: image/jpeg, image/png...) or as files of a "
@@ -41,8 +40,9 @@ def base_url(handler: web.RequestHandler) -> str:
 class Api(web.RequestHandler):
     """What every API route shares: JSON answers and errors, the optional token, the rate per address, CORS."""
 
-    def initialize(self, service: Service, rate: PerMinute, open_route: bool = False) -> None:
-        self.service, self.rate, self.open_route = service, rate, open_route
+    def initialize(self, service: Service, rate: PerMinute, token: bool = True, limited: bool = True) -> None:
+        """`token`: the route wants the deployer's token, if any; `limited`: it counts toward an address's rate."""
+        self.service, self.rate, self.token, self.limited = service, rate, token, limited
         self.set_default_headers()  # again: tornado first calls it before initialize, without the CORS origins
 
     def check_xsrf_cookie(self) -> None:
@@ -60,10 +60,12 @@ class Api(web.RequestHandler):
             self.set_header("Vary", "Origin")
 
     def prepare(self):
-        if self.request.method == "OPTIONS" or self.open_route:
+        if self.request.method == "OPTIONS":
             return
-        self.authorize()
-        self.limit_rate()
+        if self.token:
+            self.authorize()
+        if self.limited:
+            self.limit_rate()
 
     def authorize(self) -> None:
         token = self.service.limits.token
@@ -124,21 +126,33 @@ class Classify(Api):
         limit = self.service.limits.max_bytes
         length = self.request.headers.get("Content-Length", "")
         if length.isdigit() and int(length) > limit:
-            raise Refused(413, f"The request is too large ({int(length) / 2**20:.1f} MB; the limit is "
-                          f"{limit / 2**20:.0f} MB for all of its images together). Please send smaller photos, "
-                          "or fewer at once.")
+            raise self._too_large(int(length))
         if not self.service.room():
             wait = self.service.retry_after()
             raise Refused(503, f"The server is busy classifying other images. Please try again in {wait} s.",
                           **{"Retry-After": str(wait)})
-        # A body without a length (chunked) that grows past the limit closes the connection; a slow one too.
-        self.request.connection.set_max_body_size(limit)
-        self.request.connection.set_body_timeout(BODY_SECONDS)
+        # A body without a length (chunked) is refused once it grows past the limit: tornado closes its connection
+        # at twice that, unread; a slow one's too, when the body has taken BODY_SECONDS.
+        self.request.connection.set_max_body_size(2 * limit)
+        self.request.connection.set_body_timeout(self.service.limits.body_seconds)
         self._body = bytearray()
 
     def data_received(self, chunk: bytes) -> None:
-        if self._body is not None:
-            self._body += chunk
+        if self._body is None:
+            return
+        if len(self._body) + len(chunk) > self.service.limits.max_bytes:
+            self._body = None  # the rest is dropped as it comes
+            error = self._too_large(None)
+            self.send_error(413, exc_info=(Refused, error, None))
+            return
+        self._body += chunk
+
+    def _too_large(self, size: int | None) -> Refused:
+        """413 for a body of `size` bytes (None: one without a length, refused as it grew past the limit)."""
+        limit = f"{self.service.limits.max_bytes / 2**20:g} MB"
+        said = f"{size / 2**20:.1f} MB; the limit is {limit}" if size else f"over the limit of {limit}"
+        return Refused(413, f"The request is too large ({said} for all of its images together). Please send "
+                            "smaller photos, or fewer at once.")
 
     def images(self) -> list[tuple[str, bytes]]:
         """The request's images as (name, bytes), within the limit on their number."""
@@ -146,7 +160,11 @@ class Classify(Api):
         if kind.split(";")[0].strip().lower() == "multipart/form-data":
             fields: dict = {}
             files: dict = {}
-            httputil.parse_body_arguments(kind, bytes(self._body), fields, files, self.request.headers)
+            try:
+                httputil.parse_body_arguments(kind, bytes(self._body), fields, files, self.request.headers)
+            except httputil.HTTPInputError as e:
+                raise Refused(400, f"There is no image in this request: its multipart/form-data could not be read "
+                                   f"({e}). {SEND}") from None
             for name, values in fields.items():  # ?heatmap=1 may come as a form field too
                 self.request.arguments.setdefault(name, []).extend(values)
             found = [(f.filename[:200] or "image", f.body) for parts in files.values() for f in parts]
@@ -162,6 +180,8 @@ class Classify(Api):
         return found
 
     async def post(self) -> None:
+        if self._finished:  # refused while its body came (too large)
+            return
         images = self.images()
         heatmap = self.get_argument("heatmap", "").lower() in ("1", "true", "yes", "on")
         try:

@@ -31,6 +31,7 @@ class Limits:
     concurrent: int = 0  # requests classified at once; 0: one per core
     queue: int = 64  # requests waiting for a turn, beyond which a request is refused at once
     wait_seconds: float = 10.0  # the longest a request waits for its turn
+    body_seconds: float = 60.0  # a request's body must arrive whole within this: a slow one holds a connection, never a turn
     token: str = ""  # the bearer token every request must carry; "": none needed
     cors: tuple[str, ...] = ()  # origins whose pages may call the API; "*": any
 
@@ -39,6 +40,7 @@ class Limits:
         return cls(max_bytes=int(environment.api_max_mb() * 2**20), max_images=environment.api_max_images(),
                    per_minute=environment.api_per_minute(), concurrent=environment.api_concurrent(),
                    queue=environment.api_queue(), wait_seconds=environment.api_wait_seconds(),
+                   body_seconds=environment.api_body_seconds(),
                    token=environment.api_token(), cors=tuple(environment.api_cors_origins()))
 
     @property

@@ -42,13 +42,15 @@ def handlers(prefix: str, service: Service | None = None) -> list[tuple]:
     one model session and one rate per address for the whole server process."""
     service = service or Service()
     rate = PerMinute(service.limits.per_minute)
-    routes = [("classify", Classify, False), ("model", ModelInfo, False), ("health", Health, True),
-              ("ready", Ready, True), ("openapi.json", OpenApi, False), ("docs", Guide, False)]
+    # (route, handler, wants the token, counts toward the rate): the probes neither, the documents no token.
+    routes = [("classify", Classify, True, True), ("model", ModelInfo, True, True), ("health", Health, False, False),
+              ("ready", Ready, False, False), ("openapi.json", OpenApi, False, True), ("docs", Guide, False, True)]
     log.info("the API: %s (%d turns, %d waiting at most, %s a minute per address, token %s)",
              url_path_join(prefix, "api/docs"), service.limits.turns, service.limits.queue,
              service.limits.per_minute or "no limit", "on" if service.limits.token else "off")
-    return [(url_path_join(prefix, "api", name), handler, {"service": service, "rate": rate, "open_route": open_route})
-            for name, handler, open_route in routes]
+    return [(url_path_join(prefix, "api", name), handler,
+             {"service": service, "rate": rate, "token": token, "limited": limited})
+            for name, handler, token, limited in routes]
 
 
 class ApiVisitors(Visitors):

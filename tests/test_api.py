@@ -1,0 +1,398 @@
+"""The HTTP API on the page's own server, for real: `voila app.ipynb` as `make app` serves it, the real model
+(export.onnx), the photos in examples/, and hostile requests sent by the test to 127.0.0.1."""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from PIL import Image
+
+from browser import voila
+from conftest import ROOT
+from corpus import PDF, bad_uploads, encode, photo, png_bomb
+
+EXAMPLES = sorted((ROOT / "examples").glob("*.jpg"))
+# Small limits where a test must reach them; the rest are the defaults a deployer gets.
+LIMITS = {"BEAR_API_PER_MINUTE": "100", "BEAR_API_CONCURRENT": "1", "BEAR_API_QUEUE": "2",
+          "BEAR_API_WAIT_SECONDS": "2", "BEAR_API_BODY_SECONDS": "3"}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """(url, server process): Voila serving app.ipynb with voila.json's settings; its API's model loaded."""
+    env = {**LIMITS, "BEAR_FEEDBACK_DB": str(tmp_path_factory.mktemp("feedback") / "f.db"), "PYTHONPATH": str(ROOT)}
+    with voila("--VoilaConfiguration.preheat_kernel=False", env=env) as (url, log, proc):
+        deadline = time.time() + 60
+        while call(url, "GET", "/api/ready")[0] != 200:
+            assert time.time() < deadline and proc.poll() is None, log.read_text()[-3000:]
+            time.sleep(0.2)
+        yield url, proc
+        assert "Traceback" not in log.read_text(), log.read_text()[-3000:]
+
+
+def call(url: str, method: str, path: str, body: bytes | None = None, headers: dict | None = None,
+         timeout: float = 60) -> tuple[int, dict, object]:
+    """(status, headers, JSON body or text) of one request."""
+    request = urllib.request.Request(url + path, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as r:
+            status, head, raw = r.status, r.headers, r.read()
+    except urllib.error.HTTPError as e:
+        status, head, raw = e.code, e.headers, e.read()
+    kind = head.get("Content-Type", "")
+    return status, head, json.loads(raw) if kind.startswith("application/json") else raw.decode()
+
+
+def multipart(files: list[tuple[str, bytes]], boundary: str = "b0und4ry") -> tuple[bytes, dict]:
+    parts = b"".join(f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"{name}\"\r\n"
+                     f"Content-Type: image/jpeg\r\n\r\n".encode() + data + b"\r\n" for name, data in files)
+    return parts + f"--{boundary}--\r\n".encode(), {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
+def local_answers() -> dict:
+    """Each example's answer from the model loaded here, read the way the page reads it (inference.answer)."""
+    from bear_classifier.inference.answer import answer_bytes
+    from bear_classifier.inference.predict import Classifier
+
+    model = Classifier.load(ROOT / "export.onnx")
+    return {p.name: answer_bytes(model, p.read_bytes())[1] for p in EXAMPLES}
+
+
+def sentence(data: bytes) -> str:
+    """What the page says of a file that is no photo."""
+    from bear_classifier.inference.answer import read_photo
+    from bear_classifier.inference.images import ImageError
+
+    with pytest.raises(ImageError) as refused:
+        read_photo(data)
+    return str(refused.value)
+
+
+def test_several_photos_in_one_request_get_the_pages_answers_and_the_models_version(server):
+    url, _ = server
+    card = json.loads((ROOT / "export.json").read_text())
+    body, headers = multipart([(p.name, p.read_bytes()) for p in EXAMPLES] + [("notes.txt", b"bears are big\n")])
+    status, _, answer = call(url, "POST", "/api/classify", body, headers)
+    assert status == 200, answer
+    results = answer["results"]
+    assert [r["name"] for r in results] == [p.name for p in EXAMPLES] + ["notes.txt"]
+    assert results[-1] == {"name": "notes.txt", "error": sentence(b"bears are big\n")}
+    words = {"black": "Black bear", "grizzly": "Grizzly bear", "teddy": "Teddy bear", "not_bear": "Not a bear"}
+    for result, (name, local) in zip(results, local_answers().items()):
+        assert result["label"] == local.label and result["words"] == words[local.label], (name, result)
+        assert result["probability"] == pytest.approx(local.probability, abs=1e-5)
+        assert result["probabilities"] == pytest.approx(local.probs, abs=1e-5)
+        assert result["none_of_these"] == (local.label == "not_bear")
+        assert result["model"] == {"sha256": card["serving"]["sha256"], "date": card["serving"]["exported"]}
+    assert {r["label"] for r in results[:-1]} == {"black", "grizzly", "teddy", "not_bear"}
+
+
+def test_one_photo_as_the_body_with_its_heatmap(server):
+    url, _ = server
+    data = (ROOT / "examples" / "grizzly.jpg").read_bytes()
+    status, _, answer = call(url, "POST", "/api/classify?heatmap=1&name=g.jpg", data, {"Content-Type": "image/jpeg"})
+    assert status == 200, answer
+    result = answer["results"][0]
+    assert result["name"] == "g.jpg" and result["label"] == "grizzly"
+    heat = Image.open(io.BytesIO(base64.b64decode(result["heatmap_png"])))
+    size = Image.open(io.BytesIO(data)).size
+    assert heat.format == "PNG" and heat.mode == "L" and max(heat.size) <= 448
+    assert abs(heat.width / heat.height - size[0] / size[1]) < 0.02  # the photo's shape, to lay over it
+    assert heat.getextrema() == (0, 255)  # stretched: where it looked most is white
+    status, _, plain = call(url, "POST", "/api/classify", data, {"Content-Type": "application/octet-stream"})
+    assert "heatmap_png" not in plain["results"][0]
+
+
+def test_files_that_are_no_photos_get_the_pages_sentences_never_a_traceback(server):
+    url, _ = server
+    for name, data, phrase in bad_uploads():
+        if len(data) > 20 * 2**20:
+            continue  # over the request's limit: the next test
+        status, _, answer = call(url, "POST", f"/api/classify?name={name}", data, {"Content-Type": "image/jpeg"})
+        assert status == 422, (name, answer)
+        assert answer["error"] == sentence(data) and phrase.lower() in answer["error"].lower(), (name, answer)
+        assert answer["results"] == [{"name": name, "error": answer["error"]}]
+
+
+def test_wrong_requests_get_a_4xx_and_a_sentence(server):
+    url, _ = server
+    jpeg = (ROOT / "examples" / "coffee.jpg").read_bytes()
+    for kind in ("text/plain", "application/json", "application/xml", "text/html"):
+        status, _, answer = call(url, "POST", "/api/classify", b'{"image": "x"}', {"Content-Type": kind})
+        assert status == 415 and f"not {kind}" in answer["error"] and "multipart/form-data" in answer["error"]
+    body, headers = multipart([])
+    status, _, answer = call(url, "POST", "/api/classify", body, headers)
+    assert status == 400 and answer["error"].startswith("There is no image in this request.")
+    status, _, answer = call(url, "POST", "/api/classify", b"--x\r\ngarbage", {"Content-Type": "multipart/form-data"})
+    assert status == 400 and "no image" in answer["error"]
+    body, headers = multipart([(f"{i}.jpg", jpeg) for i in range(9)])
+    status, _, answer = call(url, "POST", "/api/classify", body, headers)
+    assert status == 413 and answer["error"] == ("Too many images in one request (9; the limit is 8). Please send "
+                                                 "the others in another request.")
+    status, _, answer = call(url, "GET", "/api/classify")
+    assert status == 405 and "api/docs" in answer["error"]
+    status, _, answer = call(url, "OPTIONS", "/api/classify", headers={"Origin": "https://elsewhere.example"})
+    assert status == 403 and "BEAR_API_CORS" in answer["error"]  # CORS is off unless the deployer names origins
+    status, head, _ = call(url, "POST", "/api/classify", jpeg, {"Content-Type": "image/jpeg",
+                                                                "Origin": "https://elsewhere.example"})
+    assert status == 200 and "Access-Control-Allow-Origin" not in head
+
+
+def raw(url: str, head: bytes, chunks=(), pause: float = 0.0, timeout: float = 20) -> tuple[bytes, float]:
+    """Send a request as bytes (the body chunk by chunk, `pause` s apart); (the answer, seconds until it came)."""
+    port = int(url.rsplit(":", 1)[1])
+    start = time.time()
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(head)
+        try:
+            for chunk in chunks:
+                s.sendall(chunk)
+                time.sleep(pause)
+        except OSError:
+            pass  # refused midway: the answer is already there
+        try:
+            return s.recv(65536), time.time() - start
+        except OSError:
+            return b"", time.time() - start
+
+
+def test_a_huge_body_is_refused_before_it_is_read(server):
+    url, _ = server
+    mib = b"\xff" * 2**20
+    answer, seconds = raw(url, b"POST /api/classify HTTP/1.1\r\nHost: a\r\nContent-Type: image/jpeg\r\n"
+                               b"Content-Length: 2000000000\r\n\r\n", [mib] * 3)
+    assert answer.startswith(b"HTTP/1.1 413") and b"The request is too large (1907.3 MB; the limit is 20 MB" in answer
+    chunked = (f"{len(mib):x}\r\n".encode() + mib + b"\r\n" for _ in range(60))
+    answer, _ = raw(url, b"POST /api/classify HTTP/1.1\r\nHost: a\r\nContent-Type: image/jpeg\r\n"
+                         b"Transfer-Encoding: chunked\r\n\r\n", chunked)
+    assert answer.startswith(b"HTTP/1.1 413") and b"over the limit of 20 MB" in answer, answer[:300]
+    assert call(url, "GET", "/api/health")[0] == 200
+
+
+def test_slow_bodies_hold_no_turn_and_are_cut(server):
+    """Three clients trickle their bodies; a photo sent meanwhile is answered at once; the slow ones are cut after
+    BEAR_API_BODY_SECONDS (3 s here)."""
+    url, _ = server
+    head = b"POST /api/classify HTTP/1.1\r\nHost: a\r\nContent-Type: image/jpeg\r\nContent-Length: 100000\r\n\r\n"
+    with ThreadPoolExecutor(3) as pool:
+        slow = [pool.submit(raw, url, head, [b"\xff" * 10] * 100, 0.1) for _ in range(3)]
+        time.sleep(0.5)  # the slow bodies have started
+        start = time.time()
+        status, _, answer = call(url, "POST", "/api/classify", (ROOT / "examples" / "rocket.jpg").read_bytes(),
+                                 {"Content-Type": "image/jpeg"})
+        assert status == 200 and time.time() - start < 2.5, answer
+        for future in slow:
+            answer, seconds = future.result()
+            assert answer == b"" and 2.5 < seconds < 8, (answer[:100], seconds)  # the connection closed, unanswered
+
+
+def test_decompression_bombs_get_a_sentence_and_cost_the_server_nothing(server):
+    import psutil
+
+    url, proc = server
+    before = psutil.Process(proc.pid).memory_info().rss
+    flat = io.BytesIO()
+    Image.new("L", (10000, 6000)).save(flat, "PNG")  # 60 MP in 60 KB
+    for bomb, said in [(png_bomb(), "far too large (too many pixels)"), (flat.getvalue(), "10000×6000 pixels")]:
+        status, _, answer = call(url, "POST", "/api/classify", bomb, {"Content-Type": "image/png"})
+        assert status == 422 and said in answer["error"], answer
+    grown = psutil.Process(proc.pid).memory_info().rss - before
+    assert grown < 100 * 2**20, f"the server grew {grown / 2**20:.0f} MiB"
+
+
+def test_a_thousand_requests_from_one_address_get_429_beyond_its_rate_and_others_are_still_served(server):
+    """1,000 photos as fast as one client can send them, from one address (HAProxy's X-Forwarded-For, as the server
+    believes it from a proxy on this machine): 100 a minute are answered, the rest told when to come back."""
+    url, _ = server
+    small = encode(photo((64, 48)), "JPEG")
+    flood = {"Content-Type": "image/jpeg", "X-Forwarded-For": "198.51.100.7"}
+    start = time.time()
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: call(url, "POST", "/api/classify", small, flood), range(1000)))
+    elapsed = time.time() - start
+    statuses = [status for status, _, _ in answers]
+    # Within its rate, a request is answered, or told the server is busy (one turn, two waiting: LIMITS).
+    allowed = statuses.count(200) + statuses.count(503)
+    assert statuses.count(429) == 1000 - allowed and statuses.count(200) >= 3, set(statuses)
+    assert 100 <= allowed <= 100 + elapsed * 100 / 60 + 1, (allowed, elapsed)
+    for status, head, answer in answers:
+        if status == 429:
+            assert 1 <= int(head["Retry-After"]) <= 60
+            assert answer["error"].startswith("Too many requests from your address (the limit is 100 a minute).")
+    status, _, answer = call(url, "POST", "/api/classify", small, {**flood, "X-Forwarded-For": "198.51.100.8"})
+    assert status == 200, answer  # another address is served
+    assert call(url, "GET", "/api/health")[0] == 200
+
+
+def test_beyond_capacity_requests_get_503_with_retry_after_and_the_client_waits_its_turn(server):
+    """One turn and two places in the queue (LIMITS): twelve requests of eight photos at once."""
+    url, _ = server
+    body, headers = multipart([(p.name, p.read_bytes()) for p in EXAMPLES[:4]] * 2)
+    with ThreadPoolExecutor(12) as pool:
+        answers = list(pool.map(lambda _: call(url, "POST", "/api/classify", body, headers), range(12)))
+    statuses = [status for status, _, _ in answers]
+    assert set(statuses) == {200, 503}, statuses
+    for status, head, answer in answers:
+        if status == 503:
+            assert int(head["Retry-After"]) >= 1 and answer["error"].startswith("The server is busy")
+        else:
+            assert [r["label"] for r in answer["results"]] == ["black", "not_bear", "not_bear", "grizzly"] * 2
+
+    from bear_classifier import Client
+
+    client = Client(url, retries=8)
+    with ThreadPoolExecutor(6) as pool:
+        labels = list(pool.map(lambda p: client.classify(p).label, EXAMPLES))
+    assert labels == ["black", "not_bear", "not_bear", "grizzly", "not_bear", "teddy"]
+
+
+def test_model_health_and_readiness(server):
+    url, _ = server
+    from bear_classifier.inference.predict import served_classes
+
+    classes = served_classes(ROOT / "export.onnx")
+    status, _, model = call(url, "GET", "/api/model")
+    assert status == 200
+    assert model["classes"] == [{"label": k.label, "words": k.name} for k in classes.kinds]
+    assert model["none_of_these"]["label"] == classes.none_label and model["title"] == classes.title
+    card = json.loads((ROOT / "export.json").read_text())
+    assert model["figures"]["valid_metrics"]["accuracy"] == card["valid_metrics"]["accuracy"]
+    assert model["version"]["sha256"] == card["serving"]["sha256"]
+    assert call(url, "GET", "/api/health")[:3:2] == (200, {"status": "ok"})
+    status, _, ready = call(url, "GET", "/api/ready")
+    assert status == 200 and ready["model"] == model["version"]
+
+
+def test_the_openapi_document_validates_and_names_this_server(server):
+    from openapi_spec_validator import validate
+
+    url, _ = server
+    status, _, doc = call(url, "GET", "/api/openapi.json")
+    assert status == 200
+    validate(doc)
+    assert doc["openapi"] == "3.1.0" and doc["servers"] == [{"url": url}]
+    for path, ops in doc["paths"].items():
+        if "get" in ops:
+            assert call(url, "GET", path)[0] == 200, path
+
+
+def test_the_use_via_api_page_runs_its_own_examples_and_the_page_links_to_it(server, tmp_path):
+    url, _ = server
+    status, head, page = call(url, "GET", "/api/docs")
+    assert status == 200 and head["Content-Type"].startswith("text/html")
+    assert "script-src" not in head["Content-Security-Policy"] and "default-src 'none'" in head["Content-Security-Policy"]
+    assert "<script" not in page and not re.findall(r'(?:src|href)="https?://(?!127\.0\.0\.1)', page)
+    examples = [html_unescape(code) for code in re.findall(r"<pre><code>(.*?)</code></pre>", page, re.S)]
+    assert len(examples) == 4 and all(url in e for e in examples), examples
+    shutil.copy(ROOT / "examples" / "grizzly.jpg", tmp_path / "photo.jpg")
+    curl_lines = [e for e in examples if e.startswith("curl")]
+    if shutil.which("curl"):
+        for line in curl_lines:
+            out = subprocess.run(line, shell=True, cwd=tmp_path, capture_output=True, text=True, timeout=60).stdout
+            assert json.loads(out)["results"][0]["label"] == "grizzly", line
+    for code in (e for e in examples if not e.startswith("curl")):
+        r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                           env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+        assert r.returncode == 0 and "grizzly" in r.stdout.lower(), (code, r.stderr[-2000:])
+    home = urllib.request.urlopen(url + "/", timeout=120).read().decode()
+    assert '<footer id="bear-footer"><a href="/api/docs">Use via API</a></footer>' in home
+
+
+def html_unescape(text: str) -> str:
+    import html
+
+    return html.unescape(text)
+
+
+def test_the_client_and_predict_url_print_what_the_local_predict_prints(server, tmp_path):
+    url, _ = server
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a photo")
+    photos = [*map(str, EXAMPLES[:3]), str(notes), str(tmp_path / "missing.jpg")]
+    cli = [sys.executable, "-m", "bear_classifier", "predict"]
+    local = subprocess.run([*cli, *photos], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    remote = subprocess.run([*cli, "--url", url, *photos], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert remote.returncode == local.returncode == 1
+    assert remote.stdout == local.stdout and len(local.stdout.splitlines()) == 3
+    assert remote.stderr == local.stderr and "Traceback" not in remote.stderr
+
+    from bear_classifier import Client
+    from bear_classifier.api.client import ApiError
+
+    answer = Client(url).classify(ROOT / "examples" / "teddy-bear.jpg", heatmap=True)
+    assert (answer.label, answer.words, answer.none_of_these) == ("teddy", "Teddy bear", False)
+    assert answer.heatmap_png.startswith(b"\x89PNG")
+    with pytest.raises(ApiError) as refused:
+        Client(url).classify(PDF)
+    assert refused.value.status == 422 and str(refused.value) == sentence(PDF)
+    many = Client(url).classify_many([EXAMPLES[3], b"notes"])
+    assert many[0].label == "grizzly" and isinstance(many[1], ApiError) and "text file" in str(many[1])
+    with pytest.raises(ApiError, match=r"^Could not reach http://127\.0\.0\.1:1/ .*Is the server running"):
+        Client("http://127.0.0.1:1").classify(EXAMPLES[0])
+    down = subprocess.run([*cli, "--url", "http://127.0.0.1:1", photos[0]], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60)
+    assert down.returncode == 2 and down.stderr.startswith("error: Could not reach http://127.0.0.1:1/")
+
+
+def test_the_api_answers_with_the_token_the_deployer_set_only(tmp_path):
+    """BEAR_API_TOKEN and BEAR_API_CORS, on a Jupyter server as Binder runs it (binder/postBuild's extension)."""
+    from test_first_minute import binder_server
+
+    from bear_classifier import Client
+    from bear_classifier.api.client import ApiError
+
+    env = {"BEAR_API_TOKEN": "s3cret-token", "BEAR_API_CORS": "https://bears.example.org",
+           "BEAR_FEEDBACK_DB": str(tmp_path / "f.db")}
+    with binder_server(tmp_path / "server.log", **env) as (url, log, _):
+        assert wait_until_ready(url)
+        photo_bytes = (ROOT / "examples" / "grizzly.jpg").read_bytes()
+        for auth in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret-token"}):
+            status, head, answer = call(url, "POST", "/api/classify", photo_bytes, {"Content-Type": "image/jpeg", **auth})
+            assert status == 401 and "Authorization: Bearer" in answer["error"] and "WWW-Authenticate" in head
+        assert Client(url, token="s3cret-token").classify(photo_bytes).label == "grizzly"
+        with pytest.raises(ApiError, match="needs its token"):
+            Client(url, token="").model()
+        status, head, _ = call(url, "OPTIONS", "/api/classify", headers={"Origin": "https://bears.example.org"})
+        assert status == 204 and head["Access-Control-Allow-Origin"] == "https://bears.example.org"
+        assert "Authorization" in head["Access-Control-Allow-Headers"]
+        assert call(url, "OPTIONS", "/api/classify", headers={"Origin": "https://other.example"})[0] == 403
+        assert call(url, "GET", "/api/health")[0] == 200  # probes need no token
+        page = call(url, "GET", "/api/docs")[2]
+        assert "s3cret" not in page and "Authorization: Bearer $BEAR_API_TOKEN" in page
+        assert "Traceback" not in log.read_text()
+
+
+def wait_until_ready(url: str, timeout: float = 60) -> bool:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if call(url, "GET", "/api/ready")[0] == 200:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_the_page_and_the_api_give_one_answer_for_one_photo(server):
+    """One code path from bytes to answer: the page's card and the API say the same, to the fourth decimal."""
+    from browser import chromium, open_app, require_browser, upload_file, wait_card
+
+    require_browser()
+    url, _ = server
+    data = (ROOT / "examples" / "black-bear.jpg").read_bytes()
+    api = call(url, "POST", "/api/classify", data, {"Content-Type": "image/jpeg"})[2]["results"][0]
+    with chromium() as browser:
+        page = open_app(browser, url)
+        upload_file(page, "black-bear.jpg", data, "image/jpeg")
+        text = wait_card(page, "black-bear.jpg", timeout_ms=60_000)
+    assert f"Prediction: {api['label']}; Probability: {api['probability']:.4f}" in text, text
+
