@@ -138,3 +138,18 @@ def test_stdio_with_url_answers_through_the_pages_server(tmp_path):
 
     with voila(log=tmp_path / "voila.log") as (url, _log, _proc):
         run(lambda: body(url))
+
+
+def test_what_is_not_a_photo_is_refused_in_a_sentence_before_anything_reads_it(tmp_path):
+    from mcp.server.mcpserver.exceptions import ToolError
+
+    from bear_classifier.api.mcp import photo_bytes
+
+    with pytest.raises(ToolError, match=r"The file is too large \(2[0-9.]+ MB; the limit is 20 MB\)"):
+        photo_bytes(None, "A" * 30_000_000)  # refused by its length, not decoded
+    with pytest.raises(ToolError, match="is a folder, not a photo"):
+        photo_bytes(str(tmp_path), None)
+    with pytest.raises(ToolError, match="Give the photo in one of two ways"):
+        photo_bytes("a.jpg", "AAAA")
+    grizzly = (EXAMPLES / "grizzly.jpg").read_bytes()
+    assert photo_bytes(None, "data:image/jpeg;base64," + base64.b64encode(grizzly).decode()) == grizzly
