@@ -382,6 +382,61 @@ def wait_until_ready(url: str, timeout: float = 60) -> bool:
     return False
 
 
+def test_behind_haproxy_as_make_replicas_serves_it(server, tmp_path):
+    """deploy/haproxy.cfg in front of the server: the API answers through it, and HAProxy refuses what the API would."""
+    from test_deploy import tool
+
+    from browser import free_port, wait_for
+
+    url, _ = server
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text((ROOT / "deploy" / "haproxy.cfg").read_text() + f"    server r1 127.0.0.1:{url.rsplit(':', 1)[1]} cookie r1\n")
+    port = free_port()
+    proc = subprocess.Popen([tool("haproxy"), "-f", str(cfg), "-db"], env={"BEAR_LB_BIND": f"127.0.0.1:{port}"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    balancer = f"http://127.0.0.1:{port}"
+    try:
+        assert wait_for(lambda: answers(balancer + "/api/health"), 30)
+        body, headers = multipart([(p.name, p.read_bytes()) for p in EXAMPLES[3:]])
+        status, _, answer = call(balancer, "POST", "/api/classify", body, {**headers, "X-Forwarded-For": "203.0.113.1"})
+        assert status == 200 and [r["label"] for r in answer["results"]] == ["grizzly", "not_bear", "teddy"]
+        assert call(balancer, "GET", "/api/docs")[2].count(f"{balancer}/api/classify") >= 3  # its own address
+        answer, _ = raw(balancer, b"POST /api/classify HTTP/1.1\r\nHost: a\r\nContent-Type: image/jpeg\r\n"
+                                  b"Content-Length: %d\r\n\r\n" % (21 * 2**20), [b"\xff" * 2**20] * 21)
+        assert answer.startswith(b"HTTP/1.1 413")  # HAProxy's own refusal, before the body reaches the server
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def answers(url: str) -> bool:
+    try:
+        return urllib.request.urlopen(url, timeout=5).status == 200
+    except OSError:
+        return False
+
+
+def test_a_made_up_host_header_stays_out_of_the_examples(server):
+    url, _ = server
+    answer, _ = raw(url, b'GET /api/docs HTTP/1.1\r\nHost: evil.example"><script>alert(1)</script>\r\n'
+                         b"Connection: close\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 200") or answer.startswith(b"HTTP/1.1 400"), answer[:100]
+    assert b"<script" not in answer and b"evil.example" not in answer
+
+
+def test_bear_api_off_serves_the_page_alone(monkeypatch):
+    from voila.app import Voila
+
+    from bear_classifier.api.routes import ApiVisitors
+
+    server = Voila(server_url="/bears/")  # the application whose identity provider it is: its prefix
+    monkeypatch.setenv("BEAR_API", "off")
+    assert not [route for route, *_ in ApiVisitors(parent=server).get_handlers() if "/api/" in route]
+    monkeypatch.setenv("BEAR_API", "on")
+    routes = [route for route, *_ in ApiVisitors(parent=server).get_handlers()]
+    assert "/bears/api/classify" in routes and "/bears/api/docs" in routes
+
+
 def test_the_page_and_the_api_give_one_answer_for_one_photo(server):
     """One code path from bytes to answer: the page's card and the API say the same, to the fourth decimal."""
     from browser import chromium, open_app, require_browser, upload_file, wait_card
