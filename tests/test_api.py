@@ -15,6 +15,7 @@ import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -321,11 +322,18 @@ def test_the_client_and_predict_url_print_what_the_local_predict_prints(server, 
     notes.write_text("not a photo")
     photos = [*map(str, EXAMPLES[:3]), str(notes), str(tmp_path / "missing.jpg")]
     cli = [sys.executable, "-m", "bear_classifier", "predict"]
-    local = subprocess.run([*cli, *photos], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    remote = subprocess.run([*cli, "--url", url, *photos], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    local = subprocess.run([*cli, *photos, "--heatmap", tmp_path / "local"], cwd=ROOT, capture_output=True, text=True,
+                           timeout=120)
+    remote = subprocess.run([*cli, "--url", url, *photos, "--heatmap", tmp_path / "remote"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
     assert remote.returncode == local.returncode == 1
     assert remote.stdout == local.stdout and len(local.stdout.splitlines()) == 3
     assert remote.stderr == local.stderr and "Traceback" not in remote.stderr
+    written = sorted(p.name for p in (tmp_path / "local").iterdir())
+    assert written == sorted(p.name for p in (tmp_path / "remote").iterdir()) and len(written) == 6
+    for name in written:  # the server's map is sent at 448 px at most: the same picture, within a grey level
+        here, there = (np.asarray(Image.open(tmp_path / d / name), dtype=float) for d in ("local", "remote"))
+        assert here.shape == there.shape and np.abs(here - there).mean() < 1.5, name
 
     from bear_classifier import Client
     from bear_classifier.api.client import ApiError
