@@ -10,6 +10,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -459,3 +460,48 @@ def test_the_page_and_the_api_give_one_answer_for_one_photo(server):
         text = wait_card(page, "black-bear.jpg", timeout_ms=60_000)
     assert f"Prediction: {api['label']}; Probability: {api['probability']:.4f}" in text, text
 
+
+
+def test_a_model_that_cannot_load_leaves_the_server_live_but_not_ready(tmp_path):
+    """A changed export.onnx (its sha256 no longer the card's) is never loaded: the API's routes on a tornado server
+    of their own say so in a sentence, the liveness probe still answers, the readiness probe doesn't."""
+    import asyncio
+
+    from tornado.httpserver import HTTPServer
+    from tornado.netutil import bind_sockets
+    from tornado.web import Application
+
+    from bear_classifier.api.routes import handlers
+    from bear_classifier.api.service import BROKEN, Model, Service
+
+    changed = bytearray((ROOT / "export.onnx").read_bytes())
+    changed[-100] ^= 0xFF
+    (tmp_path / "export.onnx").write_bytes(bytes(changed))
+    shutil.copy(ROOT / "export.json", tmp_path / "export.json")
+    model = Model(tmp_path / "export.onnx")
+    model.loaded.exception(timeout=60)  # loading has ended (in failure)
+    service = Service(model=model)
+    loop, started = asyncio.new_event_loop(), threading.Event()
+
+    def serve(port: list) -> None:
+        asyncio.set_event_loop(loop)
+        sockets = bind_sockets(0, "127.0.0.1")
+        HTTPServer(Application(handlers("/", service))).add_sockets(sockets)
+        port.append(sockets[0].getsockname()[1])
+        started.set()
+        loop.run_forever()
+
+    port: list = []
+    threading.Thread(target=serve, args=(port,), daemon=True).start()
+    assert started.wait(10)
+    url = f"http://127.0.0.1:{port[0]}"
+    try:
+        assert call(url, "GET", "/api/health")[0] == 200
+        status, head, answer = call(url, "GET", "/api/ready")
+        assert (status, answer) == (503, {"error": BROKEN}) and "Retry-After" not in head
+        status, _, answer = call(url, "POST", "/api/classify", EXAMPLES[0].read_bytes(), {"Content-Type": "image/jpeg"})
+        assert (status, answer) == (503, {"error": BROKEN})
+        status, _, page = call(url, "GET", "/api/docs")
+        assert status == 200 and "The labels:" not in page
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
