@@ -237,7 +237,7 @@ def test_a_thousand_requests_from_one_address_get_429_beyond_its_rate_and_others
     assert call(url, "GET", "/api/health")[0] == 200
 
 
-def test_beyond_capacity_requests_get_503_with_retry_after_and_the_client_waits_its_turn(server):
+def test_beyond_capacity_requests_get_503_with_retry_after_and_the_client_waits_its_turn(server, caplog):
     """One turn and two places in the queue (LIMITS): twelve requests of eight photos at once."""
     url, _ = server
     body, headers = multipart([(p.name, p.read_bytes()) for p in EXAMPLES[:4]] * 2)
@@ -254,9 +254,10 @@ def test_beyond_capacity_requests_get_503_with_retry_after_and_the_client_waits_
     from bear_classifier import Client
 
     client = Client(url, retries=8)
-    with ThreadPoolExecutor(6) as pool:
+    with caplog.at_level("INFO", logger="bear_classifier.api.client"), ThreadPoolExecutor(6) as pool:
         labels = list(pool.map(lambda p: client.classify(p).label, EXAMPLES))
     assert labels == ["black", "not_bear", "not_bear", "grizzly", "not_bear", "teddy"]
+    assert re.search(r"answered 503; trying again in [1-9]", caplog.text), caplog.text  # as Retry-After said
 
 
 def test_model_health_and_readiness(server):
