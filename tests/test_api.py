@@ -275,6 +275,9 @@ def test_model_health_and_readiness(server):
     assert call(url, "GET", "/api/health")[:3:2] == (200, {"status": "ok"})
     status, _, ready = call(url, "GET", "/api/ready")
     assert status == 200 and ready["model"] == model["version"]
+    from bear_classifier import Client
+
+    assert Client(url).ready() and Client(url).model() == model
 
 
 def test_the_openapi_document_validates_and_names_this_server(server):
@@ -504,5 +507,8 @@ def test_a_model_that_cannot_load_leaves_the_server_live_but_not_ready(tmp_path)
         assert (status, answer) == (503, {"error": BROKEN})
         status, _, page = call(url, "GET", "/api/docs")
         assert status == 200 and "The labels:" not in page
+        from bear_classifier import Client
+
+        assert Client(url).ready() is False
     finally:
         loop.call_soon_threadsafe(loop.stop)
