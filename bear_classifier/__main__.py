@@ -167,12 +167,13 @@ def predict_remote(args) -> int:
     """`predict --url`: the same lines, answered by a server's API (api/client.py)."""
     from .api.client import ApiError, Client
 
-    if args.heatmap or args.model:
-        raise ValueError("--url asks a server, which serves its own model: leave out --model and --heatmap.")
+    if args.model:
+        raise ValueError("--url asks a server, which serves its own model: leave out --model.")
     client, status = Client(args.url), 0
     for photo in args.photos:
         try:
-            answer = client.classify(Path(photo).read_bytes())
+            data = Path(photo).read_bytes()
+            answer = client.classify(data, heatmap=bool(args.heatmap))
         except OSError as e:
             print(f"{photo}: error: {e.strerror}", file=sys.stderr)
             status = 1
@@ -185,6 +186,8 @@ def predict_remote(args) -> int:
             status = 1
             continue
         print(f"{photo}: {answer}  ({answer.words})")
+        if args.heatmap:
+            save_heatmap(args.heatmap, Path(photo).stem, data, answer.heatmap_png)
     return status
 
 
@@ -198,6 +201,22 @@ def cmd_mcp(args) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+def save_heatmap(folder: Path, stem: str, data: bytes, png: bytes) -> None:
+    """The server's map of where its model looked, and the photo lit by it, as the local `predict --heatmap` writes."""
+    import io
+
+    from PIL import Image
+
+    from .inference.answer import read_photo
+    from .inference.heatmap import overlay
+
+    folder.mkdir(parents=True, exist_ok=True)
+    img = read_photo(data)
+    heat = Image.open(io.BytesIO(png)).resize(img.size, Image.BILINEAR)
+    heat.save(folder / f"{stem}.png")
+    overlay(img, heat).save(folder / f"{stem}_overlay.jpg", quality=90)
 
 
 RECIPE_OPTIONS = ["arch", "freeze_epochs", "epochs", "lr", "forget_weight", "size", "bs", "workers"]

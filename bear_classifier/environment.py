@@ -57,6 +57,11 @@ def _number(name: str, default: float, what: str) -> float:
     return number
 
 
+def api_on() -> bool:
+    """BEAR_API=off serves the page alone: no HTTP API, and no model session in the server process (about 105 MiB)."""
+    return os.environ.get("BEAR_API", "on").strip().lower() not in OFF
+
+
 def api_token() -> str:
     """BEAR_API_TOKEN: when set, the HTTP API answers only requests with `Authorization: Bearer <this token>`."""
     return os.environ.get("BEAR_API_TOKEN", "").strip()

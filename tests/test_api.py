@@ -10,11 +10,13 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -235,7 +237,7 @@ def test_a_thousand_requests_from_one_address_get_429_beyond_its_rate_and_others
     assert call(url, "GET", "/api/health")[0] == 200
 
 
-def test_beyond_capacity_requests_get_503_with_retry_after_and_the_client_waits_its_turn(server):
+def test_beyond_capacity_requests_get_503_with_retry_after_and_the_client_waits_its_turn(server, caplog):
     """One turn and two places in the queue (LIMITS): twelve requests of eight photos at once."""
     url, _ = server
     body, headers = multipart([(p.name, p.read_bytes()) for p in EXAMPLES[:4]] * 2)
@@ -252,9 +254,10 @@ def test_beyond_capacity_requests_get_503_with_retry_after_and_the_client_waits_
     from bear_classifier import Client
 
     client = Client(url, retries=8)
-    with ThreadPoolExecutor(6) as pool:
+    with caplog.at_level("INFO", logger="bear_classifier.api.client"), ThreadPoolExecutor(6) as pool:
         labels = list(pool.map(lambda p: client.classify(p).label, EXAMPLES))
     assert labels == ["black", "not_bear", "not_bear", "grizzly", "not_bear", "teddy"]
+    assert re.search(r"answered 503; trying again in [1-9]", caplog.text), caplog.text  # as Retry-After said
 
 
 def test_model_health_and_readiness(server):
@@ -272,6 +275,9 @@ def test_model_health_and_readiness(server):
     assert call(url, "GET", "/api/health")[:3:2] == (200, {"status": "ok"})
     status, _, ready = call(url, "GET", "/api/ready")
     assert status == 200 and ready["model"] == model["version"]
+    from bear_classifier import Client
+
+    assert Client(url).ready() and Client(url).model() == model
 
 
 def test_the_openapi_document_validates_and_names_this_server(server):
@@ -321,11 +327,18 @@ def test_the_client_and_predict_url_print_what_the_local_predict_prints(server, 
     notes.write_text("not a photo")
     photos = [*map(str, EXAMPLES[:3]), str(notes), str(tmp_path / "missing.jpg")]
     cli = [sys.executable, "-m", "bear_classifier", "predict"]
-    local = subprocess.run([*cli, *photos], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    remote = subprocess.run([*cli, "--url", url, *photos], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    local = subprocess.run([*cli, *photos, "--heatmap", tmp_path / "local"], cwd=ROOT, capture_output=True, text=True,
+                           timeout=120)
+    remote = subprocess.run([*cli, "--url", url, *photos, "--heatmap", tmp_path / "remote"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
     assert remote.returncode == local.returncode == 1
     assert remote.stdout == local.stdout and len(local.stdout.splitlines()) == 3
     assert remote.stderr == local.stderr and "Traceback" not in remote.stderr
+    written = sorted(p.name for p in (tmp_path / "local").iterdir())
+    assert written == sorted(p.name for p in (tmp_path / "remote").iterdir()) and len(written) == 6
+    for name in written:  # the server's map is sent at 448 px at most: the same picture, within a grey level
+        here, there = (np.asarray(Image.open(tmp_path / d / name), dtype=float) for d in ("local", "remote"))
+        assert here.shape == there.shape and np.abs(here - there).mean() < 1.5, name
 
     from bear_classifier import Client
     from bear_classifier.api.client import ApiError
@@ -382,6 +395,61 @@ def wait_until_ready(url: str, timeout: float = 60) -> bool:
     return False
 
 
+def test_behind_haproxy_as_make_replicas_serves_it(server, tmp_path):
+    """deploy/haproxy.cfg in front of the server: the API answers through it, and HAProxy refuses what the API would."""
+    from test_deploy import tool
+
+    from browser import free_port, wait_for
+
+    url, _ = server
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text((ROOT / "deploy" / "haproxy.cfg").read_text() + f"    server r1 127.0.0.1:{url.rsplit(':', 1)[1]} cookie r1\n")
+    port = free_port()
+    proc = subprocess.Popen([tool("haproxy"), "-f", str(cfg), "-db"], env={"BEAR_LB_BIND": f"127.0.0.1:{port}"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    balancer = f"http://127.0.0.1:{port}"
+    try:
+        assert wait_for(lambda: answers(balancer + "/api/health"), 30)
+        body, headers = multipart([(p.name, p.read_bytes()) for p in EXAMPLES[3:]])
+        status, _, answer = call(balancer, "POST", "/api/classify", body, {**headers, "X-Forwarded-For": "203.0.113.1"})
+        assert status == 200 and [r["label"] for r in answer["results"]] == ["grizzly", "not_bear", "teddy"]
+        assert call(balancer, "GET", "/api/docs")[2].count(f"{balancer}/api/classify") >= 3  # its own address
+        answer, _ = raw(balancer, b"POST /api/classify HTTP/1.1\r\nHost: a\r\nContent-Type: image/jpeg\r\n"
+                                  b"Content-Length: %d\r\n\r\n" % (21 * 2**20), [b"\xff" * 2**20] * 21)
+        assert answer.startswith(b"HTTP/1.1 413")  # HAProxy's own refusal, before the body reaches the server
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def answers(url: str) -> bool:
+    try:
+        return urllib.request.urlopen(url, timeout=5).status == 200
+    except OSError:
+        return False
+
+
+def test_a_made_up_host_header_stays_out_of_the_examples(server):
+    url, _ = server
+    answer, _ = raw(url, b'GET /api/docs HTTP/1.1\r\nHost: evil.example"><script>alert(1)</script>\r\n'
+                         b"Connection: close\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 200") or answer.startswith(b"HTTP/1.1 400"), answer[:100]
+    assert b"<script" not in answer and b"evil.example" not in answer
+
+
+def test_bear_api_off_serves_the_page_alone(monkeypatch):
+    from voila.app import Voila
+
+    from bear_classifier.api.routes import ApiVisitors
+
+    server = Voila(server_url="/bears/")  # the application whose identity provider it is: its prefix
+    monkeypatch.setenv("BEAR_API", "off")
+    assert not [route for route, *_ in ApiVisitors(parent=server).get_handlers() if "/api/" in route]
+    monkeypatch.setenv("BEAR_API", "on")
+    routes = [route for route, *_ in ApiVisitors(parent=server).get_handlers()]
+    assert "/bears/api/classify" in routes and "/bears/api/docs" in routes
+
+
 def test_the_page_and_the_api_give_one_answer_for_one_photo(server):
     """One code path from bytes to answer: the page's card and the API say the same, to the fourth decimal."""
     from browser import chromium, open_app, require_browser, upload_file, wait_card
@@ -396,3 +464,51 @@ def test_the_page_and_the_api_give_one_answer_for_one_photo(server):
         text = wait_card(page, "black-bear.jpg", timeout_ms=60_000)
     assert f"Prediction: {api['label']}; Probability: {api['probability']:.4f}" in text, text
 
+
+
+def test_a_model_that_cannot_load_leaves_the_server_live_but_not_ready(tmp_path):
+    """A changed export.onnx (its sha256 no longer the card's) is never loaded: the API's routes on a tornado server
+    of their own say so in a sentence, the liveness probe still answers, the readiness probe doesn't."""
+    import asyncio
+
+    from tornado.httpserver import HTTPServer
+    from tornado.netutil import bind_sockets
+    from tornado.web import Application
+
+    from bear_classifier.api.routes import handlers
+    from bear_classifier.api.service import BROKEN, Model, Service
+
+    changed = bytearray((ROOT / "export.onnx").read_bytes())
+    changed[-100] ^= 0xFF
+    (tmp_path / "export.onnx").write_bytes(bytes(changed))
+    shutil.copy(ROOT / "export.json", tmp_path / "export.json")
+    model = Model(tmp_path / "export.onnx")
+    model.loaded.exception(timeout=60)  # loading has ended (in failure)
+    service = Service(model=model)
+    loop, started = asyncio.new_event_loop(), threading.Event()
+
+    def serve(port: list) -> None:
+        asyncio.set_event_loop(loop)
+        sockets = bind_sockets(0, "127.0.0.1")
+        HTTPServer(Application(handlers("/", service))).add_sockets(sockets)
+        port.append(sockets[0].getsockname()[1])
+        started.set()
+        loop.run_forever()
+
+    port: list = []
+    threading.Thread(target=serve, args=(port,), daemon=True).start()
+    assert started.wait(10)
+    url = f"http://127.0.0.1:{port[0]}"
+    try:
+        assert call(url, "GET", "/api/health")[0] == 200
+        status, head, answer = call(url, "GET", "/api/ready")
+        assert (status, answer) == (503, {"error": BROKEN}) and "Retry-After" not in head
+        status, _, answer = call(url, "POST", "/api/classify", EXAMPLES[0].read_bytes(), {"Content-Type": "image/jpeg"})
+        assert (status, answer) == (503, {"error": BROKEN})
+        status, _, page = call(url, "GET", "/api/docs")
+        assert status == 200 and "The labels:" not in page
+        from bear_classifier import Client
+
+        assert Client(url).ready() is False
+    finally:
+        loop.call_soon_threadsafe(loop.stop)

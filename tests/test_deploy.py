@@ -70,6 +70,14 @@ def test_the_containers_command_line_serves_the_app_and_its_health_check_starts_
         assert len(kernels(proc)) == pool  # health checks start nothing
         page = urllib.request.urlopen(url + "/", timeout=60).read().decode()
         assert "Is it a bear?" in page and "Upload photos" in page
+        assert wait_for(lambda: ready(url + "/api/ready"), 60)  # the API, and its model (the Kubernetes readiness probe)
+
+
+def ready(url: str) -> bool:
+    try:
+        return urllib.request.urlopen(url, timeout=5).status == 200
+    except OSError:
+        return False
 
 
 def test_kubernetes_manifests_validate_strictly(tmp_path):
@@ -183,7 +191,19 @@ def test_haproxy_refuses_a_60_mb_chunked_body_and_one_over_1_mb_with_a_length(ba
     assert answer.startswith(b"HTTP/1.1 413"), answer[:80]
     answer = raw(port, b"POST /small HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello")
     assert answer.startswith(b"HTTP/1.1 200")  # a small body with its length passes
-    assert [(m, p, size) for m, p, _, size in seen if m == "POST"] == [("POST", "/small", 5)]
+    # The API's photos: up to its own limit (BEAR_API_MAX_MB, 20 MB), on /api/classify only, never chunked.
+    photos = b"\xff" * (5 * 2**20)
+    answer = raw(port, b"POST /api/classify HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+                 % len(photos), [photos])
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:80]
+    for path, size in [(b"/api/classify", 21 * 2**20), (b"/api/model", 2 * 2**20)]:
+        answer = raw(port, b"POST %s HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % (path, size), [b"x" * 2**20])
+        assert answer.startswith(b"HTTP/1.1 413"), (path, answer[:80])
+    answer = raw(port, b"POST /api/classify HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+                 [b"5\r\nhello\r\n0\r\n\r\n"])
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:80]
+    assert [(m, p, size) for m, p, _, size in seen if m == "POST"] == [("POST", "/small", 5),
+                                                                       ("POST", "/api/classify", len(photos))]
 
 
 def test_haproxy_sets_x_forwarded_for_itself_marks_its_cookie_samesite_and_keeps_voila_query_inside(balancer):

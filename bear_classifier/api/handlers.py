@@ -53,11 +53,15 @@ class Api(web.RequestHandler):
         self.set_header("Content-Type", "application/json; charset=UTF-8")
         self.set_header("Cache-Control", "no-store")
         self.set_header("X-Content-Type-Options", "nosniff")
-        service = getattr(self, "service", None)
-        origin, allowed = self.request.headers.get("Origin"), service.limits.cors if service else ()
-        if origin and ("*" in allowed or origin in allowed):
-            self.set_header("Access-Control-Allow-Origin", "*" if "*" in allowed else origin)
+        if self.allowed_origin():
+            self.set_header("Access-Control-Allow-Origin", self.allowed_origin())
             self.set_header("Vary", "Origin")
+
+    def allowed_origin(self) -> str:
+        """What Access-Control-Allow-Origin says to this request's Origin: "" (nothing) unless the deployer named it."""
+        service = getattr(self, "service", None)  # (tornado asks for the default headers before initialize)
+        origin, allowed = self.request.headers.get("Origin"), service.limits.cors if service else ()
+        return ("*" if "*" in allowed else origin) if origin and ("*" in allowed or origin in allowed) else ""
 
     def prepare(self):
         if self.request.method == "OPTIONS":
@@ -74,7 +78,8 @@ class Api(web.RequestHandler):
         given = self.request.headers.get("Authorization", "")
         if not (given[:7].lower() == "bearer " and hmac.compare_digest(given[7:].strip().encode(), token.encode())):
             raise Refused(401, "This API needs its token: send the header `Authorization: Bearer <token>` "
-                          "(ask the site's owner for the token).", **{"WWW-Authenticate": 'Bearer realm="bear_classifier"'})
+                          "(ask the site's owner for the token).",
+                          **{"WWW-Authenticate": 'Bearer realm="bear_classifier"'})
 
     def limit_rate(self) -> None:
         wait = self.rate.take(client_address(self.request))
@@ -82,9 +87,14 @@ class Api(web.RequestHandler):
             raise Refused(429, f"Too many requests from your address (the limit is {self.rate.per_minute} a "
                           f"minute). Please try again in {wait} s.", **{"Retry-After": str(wait)})
 
+    def unavailable(self, error: Unavailable) -> Refused:
+        """503 while the model loads (come back in a few seconds), or where it could not be loaded (no use to)."""
+        loading = not self.service.model.loaded.done()
+        return Refused(503, str(error), **({"Retry-After": "5"} if loading else {}))
+
     def options(self, *args) -> None:
         """A browser's preflight: allowed only for the origins the deployer named (BEAR_API_CORS)."""
-        if not self._headers.get("Access-Control-Allow-Origin"):
+        if not self.allowed_origin():
             raise Refused(403, "This API takes no calls from other sites' web pages (its owner can allow some: "
                           "BEAR_API_CORS).")
         self.set_header("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
@@ -132,7 +142,7 @@ class Classify(Api):
             raise Refused(503, f"The server is busy classifying other images. Please try again in {wait} s.",
                           **{"Retry-After": str(wait)})
         # A body without a length (chunked) is refused once it grows past the limit: tornado closes its connection
-        # at twice that, unread; a slow one's too, when the body has taken BODY_SECONDS.
+        # at twice that, unread; a slow one's too, once the body has taken BEAR_API_BODY_SECONDS.
         self.request.connection.set_max_body_size(2 * limit)
         self.request.connection.set_body_timeout(self.service.limits.body_seconds)
         self._body = bytearray()
@@ -189,7 +199,7 @@ class Classify(Api):
         except Busy as e:
             raise Refused(503, str(e), **{"Retry-After": str(e.retry_after)}) from None
         except Unavailable as e:
-            raise Refused(503, str(e), **({"Retry-After": "5"} if not self.service.model.loaded.done() else {}))
+            raise self.unavailable(e) from None
         answered = [r for r in results if "error" not in r]
         if answered:
             self.write_json({"results": results})
@@ -204,7 +214,7 @@ class ModelInfo(Api):
         try:
             self.write_json(self.service.info())
         except Unavailable as e:
-            raise Refused(503, str(e)) from None
+            raise self.unavailable(e) from None
 
 
 class Health(Api):
@@ -221,5 +231,5 @@ class Ready(Api):
         try:
             self.service.model.classifier()
         except Unavailable as e:
-            raise Refused(503, str(e)) from None
+            raise self.unavailable(e) from None
         self.write_json({"status": "ready", "model": self.service.model.version()})

@@ -6,6 +6,7 @@ import logging
 
 from jupyter_server.utils import url_path_join
 
+from .. import environment
 from ..server.visitors import Visitors
 from . import guide, openapi
 from .handlers import Api, Classify, Health, ModelInfo, Ready, base_url
@@ -59,6 +60,8 @@ class ApiVisitors(Visitors):
     its server_url before them: the API's carry it here."""
 
     def get_handlers(self) -> list[tuple]:
+        if not environment.api_on():
+            return super().get_handlers()
         prefix = getattr(self.parent, "server_url", None) or getattr(self.parent, "base_url", None) or "/"
         return [*super().get_handlers(), *handlers(prefix)]
 
@@ -69,5 +72,6 @@ def _jupyter_server_extension_points() -> list[dict]:
 
 
 def _load_jupyter_server_extension(serverapp) -> None:
-    serverapp.web_app.add_handlers(".*$", handlers(serverapp.base_url))
+    if environment.api_on():
+        serverapp.web_app.add_handlers(".*$", handlers(serverapp.base_url))
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..inference.answer import answer_bytes
 from ..inference.images import ImageError
-from .limits import Limits, cores
+from .limits import Limits
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,9 @@ class Model:
     """The served model, loading on a thread of its own from the moment the server starts."""
 
     path: Path | None = None  # None: what the page serves (BEAR_MODEL, else export.onnx)
-    threads: int = field(default_factory=cores)
+    # Threads per forward pass. One: the session runs as many forwards at once as the Service has turns (one per
+    # core); two threads per forward were half as fast on the 2-core machine under load (docs/api.md).
+    threads: int = 1
     loaded: Future = field(init=False)
 
     def __post_init__(self):
@@ -102,8 +104,9 @@ def result(pred, classes, version: dict, img=None) -> dict:
 
 
 class Service:
-    """Classifies images for the API: one model session (its thread pool sized to the cores), at most `turns` requests
-    at work at once on a bounded pool of threads, at most `queue` waiting up to `wait_seconds` for a turn."""
+    """Classifies images for the API: one model session, shared by a pool of threads sized to the cores (`turns`: the
+    requests at work at once, each forward on a thread of its own), at most `queue` more waiting up to `wait_seconds`
+    for a turn."""
 
     def __init__(self, limits: Limits | None = None, model: Model | None = None):
         self.limits = limits or Limits.from_env()
