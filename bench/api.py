@@ -164,8 +164,9 @@ def page_under_load(url: str, paths: list[Path], level: int, tmp: Path, runs: in
     return idle, busy
 
 
-def where_time_goes(paths: list[Path]) -> dict[str, tuple[float, float]]:
-    """Milliseconds of each step of one answer, in this process: (the mean over the bench's photos, the 12 MP one)."""
+def where_time_goes(paths: list[Path], repeat: int = 5) -> dict[str, tuple[float, float]]:
+    """Milliseconds of each step of one answer in this process, as the API takes them (one thread per forward):
+    (the mean over the bench's photos of each photo's median, the 12 MP photo's median)."""
     import io
 
     from PIL import Image
@@ -174,30 +175,29 @@ def where_time_goes(paths: list[Path]) -> dict[str, tuple[float, float]]:
     from bear_classifier.inference.answer import read_photo
     from bear_classifier.inference.predict import Classifier
 
-    clf = Classifier.load(threads=os.cpu_count() or 1)
-    steps: dict[str, list[float]] = {k: [] for k in ("decode", "decode_full", "resize", "forward", "json")}
-    phone: dict[str, list[float]] = {k: [] for k in steps}
-    for path in paths * 3:
-        data = path.read_bytes()
-        t0 = time.perf_counter()
-        img = read_photo(data)  # the API's decode: a JPEG at 1/2-1/8 scale
-        t1 = time.perf_counter()
-        full = Image.open(io.BytesIO(data)).convert("RGB")  # what gr.Image does: every pixel
-        t2 = time.perf_counter()
-        pixels = clf.pixels(img)
-        t3 = time.perf_counter()
-        clf.session.run(None, {"pixels": pixels})
-        t4 = time.perf_counter()
-        pred = clf.predict(img)
-        t5 = time.perf_counter()
-        json.dumps(result(pred, clf.classes, {"sha256": "0" * 64, "date": None}))
-        t6 = time.perf_counter()
-        for key, seconds in zip(steps, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t6 - t5)):
-            steps[key].append(seconds * 1000)
-            if path.name == "phone.jpg":
-                phone[key].append(seconds * 1000)
-        del full
-    return {k: (statistics.mean(v), statistics.mean(phone[k])) for k, v in steps.items()}
+    clf = Classifier.load(threads=1)
+    keys = ("decode", "decode_full", "resize", "forward", "json")
+    per_photo: dict[str, dict[str, float]] = {}
+    for path in paths:
+        data, times = path.read_bytes(), {k: [] for k in keys}
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            img = read_photo(data)  # the API's decode: a JPEG at 1/2-1/8 scale
+            t1 = time.perf_counter()
+            Image.open(io.BytesIO(data)).convert("RGB")  # what gr.Image does: every pixel
+            t2 = time.perf_counter()
+            pixels = clf.pixels(img)
+            t3 = time.perf_counter()
+            clf.session.run(None, {"pixels": pixels})
+            t4 = time.perf_counter()
+            pred = clf.predict(img)
+            t5 = time.perf_counter()
+            json.dumps(result(pred, clf.classes, {"sha256": "0" * 64, "date": None}))
+            t6 = time.perf_counter()
+            for key, seconds in zip(keys, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t6 - t5)):
+                times[key].append(seconds * 1000)
+        per_photo[path.name] = {k: statistics.median(v) for k, v in times.items()}
+    return {k: (statistics.mean(p[k] for p in per_photo.values()), per_photo["phone.jpg"][k]) for k in keys}
 
 
 def empty_round_trip(url: str, n: int = 200) -> float:
@@ -232,6 +232,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         paths = photos(tmp)
+        steps = where_time_goes(paths)  # first, on a machine not yet busy with the servers
         with api_server(tmp, paths[0]) as (api_url, api_proc), gradio_server(tmp) as (gradio_url, gradio_proc):
             for client in ("own", "http"):
                 for level in args.levels:
@@ -239,7 +240,6 @@ def main() -> None:
                         rows[client, level, name] = measure(name, url, proc, client, paths, level, args.seconds)
             idle, busy = page_under_load(api_url, paths, max(args.levels), tmp)
             empty = empty_round_trip(api_url)
-        steps = where_time_goes(paths)
     print(f"\nThis project's API vs a minimal Gradio app, the same export.onnx, {args.seconds:.0f} s per row, "
           f"{os.cpu_count()} cores; photos: {', '.join(p.name for p in paths)}")
     print(f"{'caller':6} {'c':>3} | {'answers/s API  Gradio  ratio':>29} | {'p50 ms API Gradio':>17} | "
@@ -255,7 +255,8 @@ def main() -> None:
           f"concurrency {max(args.levels)}: {', '.join(f'{s:.2f}' for s in busy)} s (goal: under 2 s)")
     one = rows["http", min(args.levels), "api"]["mean"]
     compute = sum(steps[k][0] for k in ("decode", "resize", "forward", "json"))
-    print(f"\nWhere one API answer's time goes, in ms (the mean over the photos; the 12 MP photo), in this process:")
+    print(f"\nWhere one API answer's time goes, in ms (the mean over the photos; the 12 MP photo), in this process "
+          f"(medians of 5):")
     names = {"decode": "decode (the API's: JPEG at 1/2-1/8 scale)", "decode_full": "decode every pixel (gr.Image's)",
              "resize": "resize to the model's input", "forward": "forward pass (ONNX Runtime, heatmaps included)",
              "json": "the answer as JSON"}

@@ -18,7 +18,9 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--port", type=int, required=True)
     args = p.parse_args()
-    clf = Classifier.load(threads=os.cpu_count() or 1)  # the model session the API gets: one, sized to the cores
+    # One session whose forward uses every core: Gradio's queue runs one call at a time by default (the API runs one
+    # forward per core at once, each on one thread).
+    clf = Classifier.load(threads=os.cpu_count() or 1)
 
     def classify(img):
         pred = clf.predict(img)
