@@ -562,3 +562,11 @@ def test_a_model_that_cannot_load_leaves_the_server_live_but_not_ready(tmp_path)
         assert Client(url).ready() is False
     finally:
         loop.call_soon_threadsafe(loop.stop)
+
+
+def test_where_the_page_serves_the_lessons_pkl_the_api_serves_its_onnx_twin():
+    from bear_classifier.api.service import Model
+
+    model = Model(ROOT / "export.pkl")  # BEAR_MODEL=export.pkl: load_learner on the page, which the API can't (torch)
+    assert model.path == ROOT / "export.onnx" and model.loaded.result(timeout=60).classes.labels == [
+        "black", "grizzly", "teddy"]

@@ -44,17 +44,20 @@ class Model:
     # Threads per forward pass. One: the session runs as many forwards at once as the Service has turns (one per
     # core); two threads per forward were half as fast on the 2-core machine under load (docs/api.md).
     threads: int = 1
-    loaded: Future = field(init=False)
+    loaded: Future = field(init=False)  # its Classifier, or why it could not be loaded
+    card: dict = field(init=False, default_factory=dict)  # its model card, once loaded
 
     def __post_init__(self):
         from ..inference.predict import served_model_path
 
         self.path = Path(self.path or served_model_path())
+        if self.path.suffix == ".pkl":  # the lesson's load_learner path on the page: the API serves its ONNX twin,
+            self.path = self.path.with_suffix(".onnx")  # the same network without torch (tested equal to it)
         self.loaded = Future()
         threading.Thread(target=self._load, daemon=True, name="the API's model").start()
 
     def _load(self) -> None:
-        from ..inference.predict import Classifier, read_card
+        from ..inference.predict import Classifier, ModelError, read_card
 
         try:
             start = time.perf_counter()
@@ -62,6 +65,9 @@ class Model:
             self.card = read_card(self.path)
             self.loaded.set_result(classifier)
             log.info("the API's model %s loaded in %.1f s", self.path.name, time.perf_counter() - start)
+        except ModelError as e:  # says what to do
+            log.error("the API's model %s could not be loaded: %s", self.path, e)
+            self.loaded.set_exception(e)
         except Exception as e:
             log.exception("the API's model %s could not be loaded", self.path)
             self.loaded.set_exception(e)
