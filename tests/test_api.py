@@ -405,6 +405,11 @@ def test_the_client_and_predict_url_print_what_the_local_predict_prints(server, 
     assert many[0].label == "grizzly" and isinstance(many[1], ApiError) and "text file" in str(many[1])
     with pytest.raises(ApiError, match=r"^Could not reach http://127\.0\.0\.1:1/ .*Is the server running"):
         Client("http://127.0.0.1:1").classify(EXAMPLES[0])
+    with socket.socket() as silent:  # takes the connection, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        with pytest.raises(ApiError, match=r"did not answer within 1 s"):
+            Client(f"http://127.0.0.1:{silent.getsockname()[1]}", timeout=1).classify(EXAMPLES[0])
     down = subprocess.run([*cli, "--url", "http://127.0.0.1:1", photos[0]], cwd=ROOT, capture_output=True, text=True,
                           timeout=60)
     assert down.returncode == 2 and down.stderr.startswith("error: Could not reach http://127.0.0.1:1/")
