@@ -179,7 +179,7 @@ def predict_remote(args) -> int:
             status = 1
             continue
         except ApiError as e:
-            if e.status != 422:  # the server is not answering photos at all: one line, then stop
+            if e.status not in (413, 422):  # not this photo: the server answers none (down, busy, a token): stop
                 print(f"error: {e}", file=sys.stderr)
                 return 2
             print(f"{photo}: error: {e}", file=sys.stderr)
@@ -315,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="the served model (default: BEAR_MODEL, else export.onnx here, else the checkout's)")
     s.add_argument("--heatmap", type=Path, metavar="DIR",
                    help="also write DIR/<stem>.png (where the model looked) and DIR/<stem>_overlay.jpg")
-    s.add_argument("--url", help="ask the server at URL (its HTTP API, e.g. http://localhost:8866) instead of a local model")
+    s.add_argument("--url", help="ask the server at URL (its HTTP API, e.g. http://localhost:8866), not a local model")
     s.set_defaults(func=cmd_predict)
 
     s = sub.add_parser("mcp", help="serve the model as tools for AI assistants (MCP), over stdio or streamable HTTP")

@@ -126,6 +126,9 @@ class Client:
                     time.sleep(wait)
                     continue
                 raise ApiError(body.get("error") or f"{url} answered {e.code} {e.reason}.", e.code, body) from None
+            except TimeoutError:
+                raise ApiError(f"{self.url} did not answer within {self.timeout:g} s. Try again later, or give the "
+                               "client a longer timeout.") from None
             except (urllib.error.URLError, OSError) as e:
                 why = getattr(e, "reason", e)
                 raise ApiError(f"Could not reach {self.url} ({why}). Is the server running, and is this its address? "

@@ -1,5 +1,6 @@
-"""The API's routes on the page's tornado server. Each request is checked (token, rate, type, size, room) before its
-body is read, and every answer is JSON with a sentence for a person: never a traceback."""
+"""The API's routes on the page's tornado server. Each request is checked (token, rate, type, size, a place) before its
+body is read, its body counted against the server's budget as it comes, and every answer is JSON with a sentence
+for a person: never a traceback."""
 from __future__ import annotations
 
 import hmac
@@ -127,6 +128,8 @@ class Classify(Api):
 
     async def prepare(self):
         self._body: bytearray | None = None
+        self._address: str | None = None  # the client's, once admitted: its place is given back when it ends
+        self._held = 0  # bytes of its body counted against the server's budget
         if self.request.method != "POST":
             return
         super().prepare()
@@ -137,25 +140,46 @@ class Classify(Api):
         length = self.request.headers.get("Content-Length", "")
         if length.isdigit() and int(length) > limit:
             raise self._too_large(int(length))
-        if not self.service.room():
-            wait = self.service.retry_after()
-            raise Refused(503, f"The server is busy classifying other images. Please try again in {wait} s.",
-                          **{"Retry-After": str(wait)})
+        self._address = client_address(self.request)
+        if not self.service.admit(self._address):
+            self._address = None
+            raise self._busy()
         # A body without a length (chunked) is refused once it grows past the limit: tornado closes its connection
         # at twice that, unread; a slow one's too, once the body has taken BEAR_API_BODY_SECONDS.
         self.request.connection.set_max_body_size(2 * limit)
         self.request.connection.set_body_timeout(self.service.limits.body_seconds)
         self._body = bytearray()
 
+    def _busy(self) -> Refused:
+        wait = self.service.retry_after()
+        return Refused(503, f"The server is busy classifying other images. Please try again in {wait} s.",
+                       **{"Retry-After": str(wait)})
+
     def data_received(self, chunk: bytes) -> None:
         if self._body is None:
             return
         if len(self._body) + len(chunk) > self.service.limits.max_bytes:
-            self._body = None  # the rest is dropped as it comes
             error = self._too_large(None)
-            self.send_error(413, exc_info=(Refused, error, None))
+        elif not self.service.hold(len(chunk)):  # the bodies the server holds are at their budget
+            error = self._busy()
+        else:
+            self._body += chunk
+            self._held += len(chunk)
             return
-        self._body += chunk
+        self._body = None  # the rest is dropped as it comes
+        self.send_error(error.status_code, exc_info=(Refused, error, None))
+
+    def on_finish(self) -> None:
+        self._leave()
+
+    def on_connection_close(self) -> None:
+        """The client went away (or tornado closed a slow or oversized body's connection): its place is free."""
+        self._leave()
+
+    def _leave(self) -> None:
+        if self._address is not None:
+            self.service.leave(self._address, self._held)
+            self._address, self._held, self._body = None, 0, None
 
     def _too_large(self, size: int | None) -> Refused:
         """413 for a body of `size` bytes (None: one without a length, refused as it grew past the limit)."""
@@ -178,9 +202,9 @@ class Classify(Api):
             for name, values in fields.items():  # ?heatmap=1 may come as a form field too
                 self.request.arguments.setdefault(name, []).extend(values)
             found = [(f.filename[:200] or "image", f.body) for parts in files.values() for f in parts]
+            self._body = None  # its parts are copies
         else:
-            found = [(self.get_query_argument("name", "image")[:200], bytes(self._body))]
-        self._body = None
+            found = [(self.get_query_argument("name", "image")[:200], self._body)]  # read as it is: no copy
         if not found:
             raise Refused(400, f"There is no image in this request. {SEND}")
         most = self.service.limits.max_images

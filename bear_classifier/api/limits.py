@@ -47,6 +47,11 @@ class Limits:
     def turns(self) -> int:
         return self.concurrent or cores()
 
+    @property
+    def buffer_bytes(self) -> int:
+        """The request bodies the server holds at once, all together: four of the largest (80 MB by default)."""
+        return 4 * self.max_bytes
+
 
 class PerMinute:
     """A token bucket per client address: `per_minute` requests, refilled evenly over each minute."""

@@ -7,6 +7,7 @@ import logging
 from jupyter_server.utils import url_path_join
 
 from .. import environment
+from ..page.kernel import free_big_blocks_at_once
 from ..server.visitors import Visitors
 from . import guide, openapi
 from .handlers import Api, Classify, Health, ModelInfo, Ready, base_url
@@ -41,6 +42,7 @@ class Guide(Api):
 def handlers(prefix: str, service: Service | None = None) -> list[tuple]:
     """The API's routes under `prefix` (the server's path, "/" when served at the root), all sharing one Service:
     one model session and one rate per address for the whole server process."""
+    free_big_blocks_at_once()  # request bodies and photos come and go in MBs: give them back to the system when freed
     service = service or Service()
     rate = PerMinute(service.limits.per_minute)
     # (route, handler, wants the token, counts toward the rate): the probes neither, the documents no token.

@@ -9,6 +9,7 @@ import logging
 import math
 import threading
 import time
+from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ HEATMAP_SIDE = 448  # the heatmap's longest side: enough to lay over a photo, sm
 LOADING = "The model is still loading. Please try again in a few seconds."
 BROKEN = "This server's model couldn't be loaded; its owner has been told (the server log says why)."
 FAILED = "Something went wrong while classifying this image. Please try another one."
+SHARE = 4  # one address may hold at most 1/SHARE of the places (turns and queue): a few can't take them all
 
 
 class Busy(RuntimeError):
@@ -42,17 +44,20 @@ class Model:
     # Threads per forward pass. One: the session runs as many forwards at once as the Service has turns (one per
     # core); two threads per forward were half as fast on the 2-core machine under load (docs/api.md).
     threads: int = 1
-    loaded: Future = field(init=False)
+    loaded: Future = field(init=False)  # its Classifier, or why it could not be loaded
+    card: dict = field(init=False, default_factory=dict)  # its model card, once loaded
 
     def __post_init__(self):
         from ..inference.predict import served_model_path
 
         self.path = Path(self.path or served_model_path())
+        if self.path.suffix == ".pkl":  # the lesson's load_learner path on the page: the API serves its ONNX twin,
+            self.path = self.path.with_suffix(".onnx")  # the same network without torch (tested equal to it)
         self.loaded = Future()
         threading.Thread(target=self._load, daemon=True, name="the API's model").start()
 
     def _load(self) -> None:
-        from ..inference.predict import Classifier, read_card
+        from ..inference.predict import Classifier, ModelError, read_card
 
         try:
             start = time.perf_counter()
@@ -60,6 +65,9 @@ class Model:
             self.card = read_card(self.path)
             self.loaded.set_result(classifier)
             log.info("the API's model %s loaded in %.1f s", self.path.name, time.perf_counter() - start)
+        except ModelError as e:  # says what to do
+            log.error("the API's model %s could not be loaded: %s", self.path, e)
+            self.loaded.set_exception(e)
         except Exception as e:
             log.exception("the API's model %s could not be loaded", self.path)
             self.loaded.set_exception(e)
@@ -113,6 +121,8 @@ class Service:
         self.model = model or Model()
         self.executor = ThreadPoolExecutor(max_workers=self.limits.turns, thread_name_prefix="bear-api")
         self.working = self.waiting = 0
+        self.admitted: Counter[str] = Counter()  # address -> its requests between admit() and leave()
+        self.buffered = 0  # bytes of request bodies held by admitted requests
         self._turns: asyncio.Semaphore | None = None  # made on the server's event loop, at the first request
         self._seconds = 0.1  # a request's recent time at work (moving average): what Retry-After is made of
 
@@ -128,9 +138,31 @@ class Service:
             return {"name": name, "error": FAILED}
         return {"name": name, **result(pred, classifier.classes, self.model.version(), img if heatmap else None)}
 
-    def room(self) -> bool:
-        """Whether a request arriving now may wait for a turn (checked before its body is read)."""
-        return self.working + self.waiting < self.limits.turns + self.limits.queue
+    def admit(self, address: str) -> bool:
+        """Take a place for a request from `address` whose body is about to be read: False where the places are all
+        taken (turns and queue together, the body's upload included, as a slow body holds its place), or where
+        this address holds its share of them already."""
+        places = self.limits.turns + self.limits.queue
+        share = max(1, places // SHARE) if self.limits.per_minute else places  # no limits per address: no share
+        if sum(self.admitted.values()) >= places or self.admitted[address] >= share:
+            return False
+        self.admitted[address] += 1
+        return True
+
+    def hold(self, n_bytes: int) -> bool:
+        """Count `n_bytes` more of an admitted request's body: False (and nothing counted) past the server's budget
+        for the bodies it holds at once, `buffer_bytes`."""
+        if self.buffered + n_bytes > self.limits.buffer_bytes:
+            return False
+        self.buffered += n_bytes
+        return True
+
+    def leave(self, address: str, n_bytes: int) -> None:
+        """The request admitted for `address` has ended, and the `n_bytes` of its body it held are free again."""
+        self.buffered -= n_bytes
+        self.admitted[address] -= 1
+        if self.admitted[address] <= 0:
+            del self.admitted[address]
 
     def retry_after(self) -> int:
         """Seconds until the queue has likely moved on: the work ahead of a request, shared over the turns."""
@@ -142,7 +174,7 @@ class Service:
         """Wait for a turn at the model (Busy when none comes in time, or when too many wait already)."""
         if self._turns is None:
             self._turns = asyncio.Semaphore(self.limits.turns)
-        if not self.room():
+        if self.waiting >= self.limits.queue:
             raise Busy(self.retry_after())
         self.waiting += 1
         try:

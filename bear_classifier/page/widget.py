@@ -19,7 +19,7 @@ import anywidget
 import traitlets
 from PIL import Image
 
-from ..inference.answer import KERNEL_SHRINK_PIXELS, SHRINK_SIDE, read_photo  # noqa: F401  (the kernel's limit, for tests)
+from ..inference.answer import KERNEL_SHRINK_PIXELS, SHRINK_SIDE, read_photo  # noqa: F401  (tests read the limit here)
 from ..inference.images import KEPT_SIDE, MAX_BYTES, ImageError, check_size
 from .examples import offered
 
