@@ -1,4 +1,4 @@
-# A standalone deployment of the page: Voila serving app.ipynb on ONNX Runtime, no torch.
+# A standalone deployment of the page and its HTTP API (docs/api.md): Voila serving app.ipynb on ONNX Runtime, no torch.
 #   docker build -t bear-classifier . && docker run -p 8866:8866 -v bear-feedback:/data bear-classifier
 FROM python:3.11.7-slim
 

@@ -1,4 +1,4 @@
-"""Command line: python -m bear_classifier {gather,verify,review,train,cv,evaluate,predict,models} ..."""
+"""Command line: python -m bear_classifier {gather,verify,review,train,cv,evaluate,predict,models,mcp} ..."""
 from __future__ import annotations
 
 import argparse
@@ -221,8 +221,11 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_predict(args) -> int:
+    if args.url:
+        return predict_remote(args)
+    from .inference.answer import answer_bytes
     from .inference.heatmap import heatmap_image, overlay
-    from .inference.images import ImageError, open_image
+    from .inference.images import ImageError
     from .inference.predict import Classifier, ModelError
 
     try:
@@ -233,7 +236,7 @@ def cmd_predict(args) -> int:
     status = 0
     for photo in args.photos:
         try:
-            img = open_image(Path(photo).read_bytes())
+            img, pred = answer_bytes(clf, Path(photo).read_bytes())  # as the page and the API read and answer it
         except (ImageError, OSError) as e:
             print(f"{photo}: error: {e.strerror if isinstance(e, OSError) else e}", file=sys.stderr)
             status = 1
@@ -247,6 +250,62 @@ def cmd_predict(args) -> int:
             heat.save(args.heatmap / f"{Path(photo).stem}.png")
             overlay(img, heat).save(args.heatmap / f"{Path(photo).stem}_overlay.jpg", quality=90)
     return status
+
+
+def predict_remote(args) -> int:
+    """`predict --url`: the same lines, answered by a server's API (api/client.py)."""
+    from .api.client import ApiError, Client
+
+    if args.model:
+        raise ValueError("--url asks a server, which serves its own model: leave out --model.")
+    client, status = Client(args.url), 0
+    for photo in args.photos:
+        try:
+            data = Path(photo).read_bytes()
+            answer = client.classify(data, heatmap=bool(args.heatmap))
+        except OSError as e:
+            print(f"{photo}: error: {e.strerror}", file=sys.stderr)
+            status = 1
+            continue
+        except ApiError as e:
+            if e.status not in (413, 422):  # not this photo: the server answers none (down, busy, a token): stop
+                print(f"error: {e}", file=sys.stderr)
+                return 2
+            print(f"{photo}: error: {e}", file=sys.stderr)
+            status = 1
+            continue
+        print(f"{photo}: {answer}  ({answer.words}{f': {answer.person}' if answer.person else ''})")
+        if args.heatmap:
+            save_heatmap(args.heatmap, Path(photo).stem, data, answer.heatmap_png)
+    return status
+
+
+def cmd_mcp(args) -> int:
+    from .api.mcp import serve
+    from .inference.predict import ModelError
+
+    try:
+        serve(url=args.url, model=args.model, http=args.http, host=args.host, port=args.port)
+    except ModelError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def save_heatmap(folder: Path, stem: str, data: bytes, png: bytes) -> None:
+    """The server's map of where its model looked, and the photo lit by it, as the local `predict --heatmap` writes."""
+    import io
+
+    from PIL import Image
+
+    from .inference.answer import read_photo
+    from .inference.heatmap import overlay
+
+    folder.mkdir(parents=True, exist_ok=True)
+    img = read_photo(data)
+    heat = Image.open(io.BytesIO(png)).resize(img.size, Image.BILINEAR)
+    heat.save(folder / f"{stem}.png")
+    overlay(img, heat).save(folder / f"{stem}_overlay.jpg", quality=90)
 
 
 RECIPE_OPTIONS = ["arch", "freeze_epochs", "epochs", "lr", "forget_weight", "size", "bs", "workers"]
@@ -360,6 +419,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="the served model (default: BEAR_MODEL, else export.onnx here, else the checkout's)")
     s.add_argument("--heatmap", type=Path, metavar="DIR",
                    help="also write DIR/<stem>.png (where the model looked) and DIR/<stem>_overlay.jpg")
+    s.add_argument("--url", help="ask the server at URL (its HTTP API, e.g. http://localhost:8866), not a local model")
     s.set_defaults(func=cmd_predict)
 
     s = sub.add_parser("models", help="the models folder: list the versions, promote one (gated), roll back")
@@ -369,6 +429,13 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--eval", type=Path, help="evaluation photos, EVAL/<label>/* (default: MODELS/eval)")
     s.add_argument("--force", action="store_true", help="promote a candidate the gate finds worse")
     s.set_defaults(func=cmd_models)
+    s = sub.add_parser("mcp", help="serve the model as tools for AI assistants (MCP), over stdio or streamable HTTP")
+    s.add_argument("--url", help="answer through the HTTP API of the page's server at URL (default: the served model here)")
+    s.add_argument("--model", type=Path, help="the served model (default: BEAR_MODEL, else export.onnx here, else the checkout's)")
+    s.add_argument("--http", action="store_true", help="serve streamable HTTP at http://HOST:PORT/mcp instead of stdio")
+    s.add_argument("--host", default="127.0.0.1", help="with --http: the address to listen on (0.0.0.0: every one)")
+    s.add_argument("--port", type=int, default=8867, help="with --http: the port (default 8867)")
+    s.set_defaults(func=cmd_mcp)
 
     args = p.parse_args(argv)
     if getattr(args, "func", None) is cmd_models and args.eval is None:

@@ -60,3 +60,62 @@ def answers_days(default: float) -> float:
         return float(value) if value else default
     except ValueError:
         raise ValueError(f"BEAR_ANSWERS_DAYS={value!r} is not a number of days (for example 30)") from None
+def _number(name: str, default: float, what: str) -> float:
+    value = os.environ.get(name, "").strip()
+    try:
+        number = float(value) if value else default
+    except ValueError:
+        raise ValueError(f"{name}={value!r} is not a number: give {what}.") from None
+    if number < 0:
+        raise ValueError(f"{name}={value!r} is negative: give {what}.")
+    return number
+
+
+def api_on() -> bool:
+    """BEAR_API=off serves the page alone: no HTTP API, and no model session in the server process (about 105 MiB)."""
+    return os.environ.get("BEAR_API", "on").strip().lower() not in OFF
+
+
+def api_token() -> str:
+    """BEAR_API_TOKEN: when set, the HTTP API answers only requests with `Authorization: Bearer <this token>`."""
+    return os.environ.get("BEAR_API_TOKEN", "").strip()
+
+
+def api_max_mb() -> float:
+    """BEAR_API_MAX_MB: the largest request body the API reads, in MB (all of a request's images together)."""
+    return _number("BEAR_API_MAX_MB", 20, "a size in megabytes, for example 20")
+
+
+def api_max_images() -> int:
+    """BEAR_API_MAX_IMAGES: how many images one request may carry."""
+    return max(1, int(_number("BEAR_API_MAX_IMAGES", 8, "a count of images, for example 8")))
+
+
+def api_per_minute() -> int:
+    """BEAR_API_PER_MINUTE: requests one client address may make per minute (0: no limit)."""
+    return int(_number("BEAR_API_PER_MINUTE", 120, "a count of requests, for example 120; 0 for no limit"))
+
+
+def api_concurrent() -> int:
+    """BEAR_API_CONCURRENT: requests classified at once (0: one per core); others wait their turn."""
+    return int(_number("BEAR_API_CONCURRENT", 0, "a count of requests, for example 2; 0 for one per core"))
+
+
+def api_queue() -> int:
+    """BEAR_API_QUEUE: requests that may wait for a turn; more are refused at once with 503 and Retry-After."""
+    return int(_number("BEAR_API_QUEUE", 64, "a count of requests, for example 64"))
+
+
+def api_wait_seconds() -> float:
+    """BEAR_API_WAIT_SECONDS: how long a request may wait for its turn before it gets 503 and Retry-After."""
+    return _number("BEAR_API_WAIT_SECONDS", 10, "seconds, for example 10")
+
+
+def api_body_seconds() -> float:
+    """BEAR_API_BODY_SECONDS: how long a request's body may take to arrive; a slower one's connection is closed."""
+    return _number("BEAR_API_BODY_SECONDS", 60, "seconds, for example 60")
+
+
+def api_cors_origins() -> list[str]:
+    """BEAR_API_CORS: comma-separated origins whose web pages may call the API (`*`: any); empty: none (the default)."""
+    return [o.strip() for o in os.environ.get("BEAR_API_CORS", "").split(",") if o.strip()]

@@ -70,6 +70,14 @@ def test_the_containers_command_line_serves_the_app_and_its_health_check_starts_
         assert len(kernels(proc)) == pool  # health checks start nothing
         page = urllib.request.urlopen(url + "/", timeout=60).read().decode()
         assert "Is it a bear?" in page and "Upload photos" in page
+        assert wait_for(lambda: ready(url + "/api/ready"), 60)  # the API, and its model (the Kubernetes readiness probe)
+
+
+def ready(url: str) -> bool:
+    try:
+        return urllib.request.urlopen(url, timeout=5).status == 200
+    except OSError:
+        return False
 
 
 def test_kubernetes_manifests_validate_strictly(tmp_path):
@@ -77,7 +85,7 @@ def test_kubernetes_manifests_validate_strictly(tmp_path):
     manifest = ROOT / "deploy" / "kubernetes" / "bear-classifier.yaml"
     r = subprocess.run([exe, "--strict", str(manifest)], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert r.stdout.count("passed") == 3  # Deployment, Service, Ingress
+    assert r.stdout.count("passed") == 4  # Deployment, Service, the page's Ingress, the API's
     broken = tmp_path / "broken.yaml"
     broken.write_text(manifest.read_text().replace("readinessProbe:", "readynessProbe:"))
     assert subprocess.run([exe, "--strict", str(broken)], capture_output=True, text=True).returncode != 0
@@ -86,11 +94,16 @@ def test_kubernetes_manifests_validate_strictly(tmp_path):
 def test_kubernetes_probes_and_ingress_keep_visitors_on_their_kernel():
     import yaml
 
-    docs = {d["kind"]: d for d in yaml.safe_load_all((ROOT / "deploy" / "kubernetes" / "bear-classifier.yaml").read_text())}
+    docs = {d["metadata"]["name"] if d["kind"] == "Ingress" else d["kind"]: d
+            for d in yaml.safe_load_all((ROOT / "deploy" / "kubernetes" / "bear-classifier.yaml").read_text())}
+    docs["Ingress"] = docs.pop("bear-classifier")
     container = docs["Deployment"]["spec"]["template"]["spec"]["containers"][0]
     docker_health = re.search(r"http://127\.0\.0\.1:8866(/[^'\"]+)", (ROOT / "Dockerfile").read_text()).group(1)
-    assert container["readinessProbe"]["httpGet"]["path"] == docker_health
+    assert container["readinessProbe"]["httpGet"]["path"] == "/api/ready"  # the API's model loaded (test_api.py)
     assert container["livenessProbe"]["httpGet"]["path"] == docker_health
+    api = docs["bear-classifier-api"]  # the API's photos get the API's body limit, the rest 1 MB
+    assert api["spec"]["rules"][0]["http"]["paths"][0]["path"] == "/api/classify"
+    assert api["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"] == "20m"
     notes = docs["Ingress"]["metadata"]["annotations"]
     assert notes["nginx.ingress.kubernetes.io/affinity"] == "cookie"
     assert int(notes["nginx.ingress.kubernetes.io/proxy-read-timeout"]) >= 3600
@@ -178,7 +191,19 @@ def test_haproxy_refuses_a_60_mb_chunked_body_and_one_over_1_mb_with_a_length(ba
     assert answer.startswith(b"HTTP/1.1 413"), answer[:80]
     answer = raw(port, b"POST /small HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello")
     assert answer.startswith(b"HTTP/1.1 200")  # a small body with its length passes
-    assert [(m, p, size) for m, p, _, size in seen if m == "POST"] == [("POST", "/small", 5)]
+    # The API's photos: up to its own limit (BEAR_API_MAX_MB, 20 MB), on /api/classify only, never chunked.
+    photos = b"\xff" * (5 * 2**20)
+    answer = raw(port, b"POST /api/classify HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+                 % len(photos), [photos])
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:80]
+    for path, size in [(b"/api/classify", 21 * 2**20), (b"/api/model", 2 * 2**20)]:
+        answer = raw(port, b"POST %s HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % (path, size), [b"x" * 2**20])
+        assert answer.startswith(b"HTTP/1.1 413"), (path, answer[:80])
+    answer = raw(port, b"POST /api/classify HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+                 [b"5\r\nhello\r\n0\r\n\r\n"])
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:80]
+    assert [(m, p, size) for m, p, _, size in seen if m == "POST"] == [("POST", "/small", 5),
+                                                                       ("POST", "/api/classify", len(photos))]
 
 
 def test_haproxy_sets_x_forwarded_for_itself_marks_its_cookie_samesite_and_keeps_voila_query_inside(balancer):

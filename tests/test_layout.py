@@ -7,7 +7,7 @@ from pathlib import Path
 from conftest import ROOT
 
 LINT = str(Path(sys.executable).parent / "lint-imports")
-WINGS = ["inference", "page", "model", "training", "server"]
+WINGS = ["inference", "page", "model", "training", "server", "api"]
 
 
 def lint(root: Path) -> subprocess.CompletedProcess:
@@ -58,10 +58,10 @@ def test_readmes_map_names_every_wing_that_ls_shows():
 
 
 def test_the_command_line_the_page_and_the_server_start_without_importing_torch():
-    """What import-linter can't see: names imported at run time. `python -m bear_classifier predict` and the page's
-    first cell run on the serving set, which has no torch."""
+    """What import-linter can't see: names imported at run time. `python -m bear_classifier predict`, the page's
+    first cell, the server and its API run on the serving set, which has no torch."""
     code = ("import sys, bear_classifier.__main__, bear_classifier.page.app, bear_classifier.server.guard, "
-            "bear_classifier.server.visitors; heavy = {'torch', 'fastai', 'timm'} & set(sys.modules); "
-            "assert not heavy, heavy")
+            "bear_classifier.server.visitors, bear_classifier.api.routes; from bear_classifier import Client; "
+            "heavy = {'torch', 'fastai', 'timm'} & set(sys.modules); assert not heavy, heavy")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]

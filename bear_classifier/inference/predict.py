@@ -130,6 +130,7 @@ class Classifier:
         self.sha256 = sha256  # of the model file: stored with every "That's wrong" answer
         self.version = version or sha256[:8]  # model_version(card): on every answer, card and stored correction
         self.people = people  # says which "none of these" photos are mainly a person; None: never asked
+        self.card: dict = {}  # the model card it was loaded with (Classifier.load)
 
     @classmethod
     def load(cls, path: Path | None = None, threads: int = 1, people: bool = True) -> "Classifier":
@@ -149,8 +150,10 @@ class Classifier:
             raise ModelError(f"Could not load {Path(path).name} ({type(e).__name__}: {e}). "
                              f"Reinstall the serving requirements, or re-export the model.") from None
         classes = Classes.from_dict(meta["classes"]) if "classes" in meta else card_classes(card, path)
-        return cls(session, classes, meta["size"], meta["resample"], card["serving"]["sha256"], model_version(card),
-                   PersonDetector() if people else None)
+        classifier = cls(session, classes, meta["size"], meta["resample"], card["serving"]["sha256"],
+                         model_version(card), PersonDetector() if people else None)
+        classifier.card = card  # its figures and export date, for the API's /api/model
+        return classifier
 
     def pixels(self, img: Image.Image) -> np.ndarray:
         """The model's input for one image: squish-resized uint8 pixels, (1, H, W, 3)."""

@@ -215,8 +215,10 @@ class Model(Background):
             classifier = self.pinned
         if classifier is None:
             raise Unavailable(BROKEN)
+        from ..inference.answer import answer
+
         start = time.perf_counter()
-        pred = classifier.predict(img)
+        pred = answer(classifier, img)
         self.last_ms = (time.perf_counter() - start) * 1000
         return pred
 

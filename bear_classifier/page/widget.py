@@ -19,23 +19,18 @@ import anywidget
 import traitlets
 from PIL import Image
 
-from ..inference.images import KEPT_SIDE, MAX_BYTES, ImageError, check_size, open_image
+from ..inference.answer import KERNEL_SHRINK_PIXELS, SHRINK_SIDE, read_photo  # noqa: F401  (tests read the limit here)
+from ..inference.images import KEPT_SIDE, MAX_BYTES, ImageError, check_size
 from .examples import offered
 
 log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
 MAX_FILES = 20  # one batch: more than this is cut, with a sentence
 SHRINK_FROM = 2**20  # photos this big are scaled down in the browser before sending
-# Their short side after: more than the card's thumbnail (320) and the model's input (224), and 1/8
-# of a 12 MP phone photo's (3000 or 3024), so the browser decodes those at 1/8 scale, the fastest it can
-# (docs/performance.md has the figures).
-SHRINK_SIDE = 375
+# Their short side after: the one the kernel reads photos at (inference.answer.SHRINK_SIDE).
 # A photo of more pixels than this is shrunk in the browser whatever its size in bytes: the kernel decodes every pixel
 # it is sent, and a flat 8000×6000 PNG is small on the wire but 144 MB once decoded.
 BROWSER_SHRINK_PIXELS = 4_000_000
-# The kernel scales down what still comes with more (a browser that could not decode it): a 12 MP phone photo's
-# JPEG is decoded at 1/8 scale already; this is for the others.
-KERNEL_SHRINK_PIXELS = 12_000_000
 # Photos received but not yet answered: a client that sends faster than the model answers gets a
 # sentence for the rest instead of filling the kernel's memory with them.
 MAX_WAITING_BYTES = 2 * MAX_BYTES
@@ -58,23 +53,12 @@ class Photo:
 
     @cached_property
     def image(self) -> Image.Image:
-        """The photo as the model reads it, upright RGB; ImageError (a sentence) when it is not one.
-
-        One of more than KERNEL_SHRINK_PIXELS is scaled down to a SHRINK_SIDE short side, as the browser scales
-        big files: a small file of many pixels (a 148 KB PNG of 8000×6000) then costs the kernel its
-        decoded 192 MB once, for a moment, not again in every copy made after (the model's resize). Never
-        up, and never past KERNEL_SHRINK_PIXELS: a 210 KB PNG of 50×240,001 scaled to a 375 px short side
-        would be 675 MP (5 GB).
-        """
+        """The photo as the model reads it, upright RGB (inference.answer.read_photo, as the API and the command
+        line read theirs); ImageError (a sentence) when it is not one."""
         if self.refused:
             raise ImageError(self.refused)
         check_size(self.size)  # as the browser reports it
-        img = open_image(self.data, min_side=SHRINK_SIDE)
-        if img.width * img.height > KERNEL_SHRINK_PIXELS:
-            scale = min(SHRINK_SIDE / min(img.size), (KERNEL_SHRINK_PIXELS / (img.width * img.height)) ** 0.5)
-            img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))),
-                             Image.Resampling.BILINEAR, reducing_gap=2.0)
-        return img
+        return read_photo(self.data)
 
     @cached_property
     def small(self) -> Image.Image:
