@@ -1,6 +1,6 @@
-"""The API's routes on the page's tornado server. Each request is checked (token, rate, type, size, a place) before its
-body is read, its body counted against the server's budget as it comes, and every answer is JSON with a sentence
-for a person: never a traceback."""
+"""The API's routes on the page's tornado server. Each request is checked (size, token, rate, type, a place) before any
+of its body is kept, its body counted against the server's budget as it comes, and every answer is JSON with a
+sentence for a person: never a traceback."""
 from __future__ import annotations
 
 import hmac
@@ -130,24 +130,30 @@ class Classify(Api):
         self._body: bytearray | None = None
         self._address: str | None = None  # the client's, once admitted: its place is given back when it ends
         self._held = 0  # bytes of its body counted against the server's budget
+        self._refusal: Refused | None = None
         if self.request.method != "POST":
             return
-        super().prepare()
-        kind = self.request.headers.get("Content-Type", "").split(";")[0].strip().lower()
-        if kind != "multipart/form-data" and not any(kind.startswith(t) for t in RAW_TYPES if t) and kind:
-            raise Refused(415, f"The API reads images, not {kind}. {SEND}")
         limit = self.service.limits.max_bytes
         length = self.request.headers.get("Content-Length", "")
         if length.isdigit() and int(length) > limit:
-            raise self._too_large(int(length))
-        self._address = client_address(self.request)
-        if not self.service.admit(self._address):
-            self._address = None
-            raise self._busy()
+            raise self._too_large(int(length))  # at once, and its connection closed: such a body is never read
         # A body without a length (chunked) is refused once it grows past the limit: tornado closes its connection
         # at twice that, unread; a slow one's too, once the body has taken BEAR_API_BODY_SECONDS.
         self.request.connection.set_max_body_size(2 * limit)
         self.request.connection.set_body_timeout(self.service.limits.body_seconds)
+        try:
+            super().prepare()  # the token, the rate
+            kind = self.request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+            if kind != "multipart/form-data" and not any(kind.startswith(t) for t in RAW_TYPES if t) and kind:
+                raise Refused(415, f"The API reads images, not {kind}. {SEND}")
+            if not self.service.admit(client_address(self.request)):
+                raise self._busy()
+        except Refused as refusal:
+            # Said once the body has come, dropped as it comes (it holds no place and no memory): most clients send
+            # their whole body before they read an answer, and would see a closed connection instead of this one.
+            self._refusal = refusal
+            return
+        self._address = client_address(self.request)
         self._body = bytearray()
 
     def _busy(self) -> Refused:
@@ -158,16 +164,16 @@ class Classify(Api):
     def data_received(self, chunk: bytes) -> None:
         if self._body is None:
             return
-        if len(self._body) + len(chunk) > self.service.limits.max_bytes:
-            error = self._too_large(None)
-        elif not self.service.hold(len(chunk)):  # the bodies the server holds are at their budget
-            error = self._busy()
+        if len(self._body) + len(chunk) > self.service.limits.max_bytes:  # said at once: the body may never end
+            self._body = None  # the rest is dropped as it comes
+            self.send_error(413, exc_info=(Refused, self._too_large(None), None))
+        elif not self.service.hold(len(chunk)):  # the bodies the server holds are at their budget: said at the end
+            self._refusal, self._body = self._busy(), None
+            self.service.drop(self._held)
+            self._held = 0
         else:
             self._body += chunk
             self._held += len(chunk)
-            return
-        self._body = None  # the rest is dropped as it comes
-        self.send_error(error.status_code, exc_info=(Refused, error, None))
 
     def on_finish(self) -> None:
         self._leave()
@@ -216,6 +222,8 @@ class Classify(Api):
     async def post(self) -> None:
         if self._finished:  # refused while its body came (too large)
             return
+        if self._refusal is not None:
+            raise self._refusal
         images = self.images()
         heatmap = self.get_argument("heatmap", "").lower() in ("1", "true", "yes", "on")
         try:

@@ -166,9 +166,13 @@ class Service:
         self.buffered += n_bytes
         return True
 
+    def drop(self, n_bytes: int) -> None:
+        """`n_bytes` of a body counted by `hold` are free again."""
+        self.buffered -= n_bytes
+
     def leave(self, address: str, n_bytes: int) -> None:
         """The request admitted for `address` has ended, and the `n_bytes` of its body it held are free again."""
-        self.buffered -= n_bytes
+        self.drop(n_bytes)
         self.admitted[address] -= 1
         if self.admitted[address] <= 0:
             del self.admitted[address]
