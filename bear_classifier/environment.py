@@ -44,3 +44,24 @@ def feedback_max_mb(default: float) -> float:
 def trusted_proxies() -> str:
     """BEAR_TRUSTED_PROXIES: comma-separated networks whose X-Forwarded-For is believed (a cluster's pod network)."""
     return os.environ.get("BEAR_TRUSTED_PROXIES", "")
+
+
+def metrics_on() -> bool:
+    """BEAR_METRICS=off: no /metrics route, and the page and the API count nothing (docs/production.md)."""
+    return os.environ.get("BEAR_METRICS", "on").strip().lower() not in OFF
+
+
+def metrics_dir() -> Path | None:
+    """BEAR_METRICS_DIR: where the server makes its folder of counts (prometheus_client's multiprocess files);
+    None: the system's temporary folder. In a container, a volume of its own (an emptyDir) or tmpfs."""
+    value = os.environ.get("BEAR_METRICS_DIR")
+    return Path(value) if value else None
+
+
+def monitor_days(default: int) -> int:
+    """BEAR_MONITOR_DAYS: how many days of answers the monitor page shows."""
+    value = os.environ.get("BEAR_MONITOR_DAYS")
+    try:
+        return int(value) if value else default
+    except ValueError:
+        raise ValueError(f"BEAR_MONITOR_DAYS={value!r} is not a number of days (for example 30)") from None

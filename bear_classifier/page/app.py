@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import logging
+import time
 from contextlib import contextmanager
 
 import ipywidgets as widgets
@@ -81,6 +82,8 @@ class Gallery(widgets.VBox):
         return f'<p class="{css}" role="status" aria-live="polite">{html.escape(text, quote=False)}</p>'
 
     def _model_known(self, model: Model) -> None:
+        from .. import metrics  # noqa: F401  (prometheus_client: 65 ms, here rather than at the first answer)
+
         if model.value is None:  # said at once, not at the first upload
             self.status.value = self._say(BROKEN)
 
@@ -90,14 +93,18 @@ class Gallery(widgets.VBox):
         waiting = not self.model.ready
         self.status.value = self._say("Loading the model (first time only)…" if waiting else
                                       f"Classifying {photo.number} of {photo.count}…", busy=True)
+        from .. import metrics
+
         try:
             yield
         except (ImageError, Unavailable) as e:
             log.info("no answer for a photo: %s", e)
             self._show(photo, self._error_card(photo.name, str(e)), f"no answer. {e}")
+            metrics.rejected(getattr(e, "reason", "model_unavailable"))
         except Exception:
             log.exception("classifying a photo failed")
             self._show(photo, self._error_card(photo.name, FAILED), f"no answer. {FAILED}")
+            metrics.rejected("failed")
 
     def add(self, photo: Photo, pred) -> None:
         """The answer card for `photo`: it keeps a copy of at most 448 px, never the photo itself."""
@@ -109,6 +116,17 @@ class Gallery(widgets.VBox):
         on_flag = self._correction(small, pred)
         card = AnswerCard(photo.name, small, pred, on_flag, self.classes)
         self._show(photo, card, f"{self.classes.name(pred.label)}, {percent(pred.probability)}.")
+        self._count(photo, pred)
+
+    def _count(self, photo: Photo, pred) -> None:
+        """The answer, once shown: counted for /metrics, and kept in the answers log (counts and probabilities only)."""
+        from .. import metrics
+
+        version = self.model.version
+        metrics.answered(pred.label, pred.probability, version, time.monotonic() - photo.arrived, not pred.in_set)
+        store = self.store.value if self.store.ready else None  # never waited for: the answer is already given
+        if store is not None:
+            store.log_answer(pred.label, pred.probability, version)
 
     def _correction(self, small, pred):
         try:
@@ -120,7 +138,7 @@ class Gallery(widgets.VBox):
             return None
         from .feedback import Correction
 
-        return Correction(store, small, pred, self.classes, self.model.sha256)
+        return Correction(store, small, pred, self.classes, self.model.sha256, self.model.version)
 
     @staticmethod
     def _error_card(name: str, message: str):

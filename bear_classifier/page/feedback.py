@@ -1,9 +1,10 @@
-""""That's wrong": the photos visitors flag, with what the model said and what they say it is.
+""""That's wrong": the photos visitors flag, with what the model said and what they say it is; and the answers log.
 
 Nothing is stored unless a visitor presses the button. The store is a database URL (SQLAlchemy):
 an SQLite file by default (WAL mode: every visitor's kernel writes to it at once), PostgreSQL where
 several servers share it. The photo is re-encoded from its pixels, so no EXIF metadata (a phone
-photo's GPS position) is ever stored.
+photo's GPS position) is ever stored. The answers log, which the monitor page reads (monitor.ipynb), holds what
+each answer said, how sure, when, and which model version: never the photo, its name or who sent it.
 """
 from __future__ import annotations
 
@@ -42,6 +43,14 @@ flags = sa.Table(
     sa.Column("label", sa.String(16), nullable=False),
     sa.Column("model_sha256", sa.String(64), nullable=False),
     sa.Column("photo", sa.LargeBinary, nullable=False),
+)
+answers = sa.Table(
+    "answers", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("created", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("answer", sa.String(16), nullable=False),
+    sa.Column("probability", sa.Float, nullable=False),
+    sa.Column("version", sa.String(64), nullable=False),
 )
 
 
@@ -132,6 +141,15 @@ class FeedbackStore:
             db.execute(flags.delete().where(flags.c.id == row))
         self.mine.pop(row, None)
 
+    def log_answer(self, answer: str, probability: float, version: str) -> None:
+        """Add one answer to the answers log. A failure is logged, never raised: the answer is already given."""
+        try:
+            with self.engine.begin() as db:
+                db.execute(answers.insert().values(created=datetime.now(timezone.utc), answer=answer,
+                                                   probability=probability, version=version))
+        except sa.exc.SQLAlchemyError:
+            log.warning("the answers log could not be written", exc_info=True)
+
     def all(self) -> list[Flag]:
         with self.engine.connect() as db:
             columns = [c for c in flags.c if c.name != "name"]
@@ -162,8 +180,9 @@ class Correction:
     stores it, or replaces the one stored (the same row); `correction(None)` removes it. Returns the sentence
     to show on the card. It keeps the card's small copy of the photo, never the photo itself."""
 
-    def __init__(self, store: FeedbackStore, small: Image.Image, pred, classes, model_sha256: str):
+    def __init__(self, store: FeedbackStore, small: Image.Image, pred, classes, model_sha256: str, version: str = ""):
         self.store, self.small, self.pred, self.classes, self.sha256 = store, small, pred, classes, model_sha256
+        self.version = version or model_sha256[:12]
         self.row: int | None = None
 
     def __call__(self, label: str | None) -> str:
@@ -176,6 +195,9 @@ class Correction:
         try:
             if self.row is None:
                 self.row = self.store.add(self.small, self.pred.label, self.pred.probability, label, self.sha256)
+                from .. import metrics
+
+                metrics.corrected(self.pred.label, label, self.version)
             else:
                 self.store.update(self.row, label)
         except FeedbackError as e:
@@ -199,14 +221,15 @@ class Correction:
 
 
 def create_table(engine: sa.Engine) -> None:
-    """Create the table once, whoever comes first: kernels of several replicas start at once on a fresh database,
-    and all but one lose the race to CREATE TABLE ("already exists", or a duplicate type on PostgreSQL)."""
+    """Create the tables once, whoever comes first: kernels of several replicas start at once on a fresh database,
+    and all but one lose the race to CREATE TABLE ("already exists", or a duplicate type on PostgreSQL). The loser
+    tries once more, creating what the winner has not yet (create_all skips the tables that exist)."""
     try:
         metadata.create_all(engine)
     except sa.exc.DBAPIError:
-        if not sa.inspect(engine).has_table(flags.name):
-            raise
-        log.debug("another process created the feedback table first")  # every kernel of a fresh server races to create it
+        log.debug("another process was creating the feedback tables")  # every kernel of a fresh server races to
+        if not all(sa.inspect(engine).has_table(table) for table in metadata.tables):
+            metadata.create_all(engine)  # the winner had made one table, not yet the other
 
 
 def _connect_args(url: str) -> dict:

@@ -186,6 +186,11 @@ class Model(Background):
     def sha256(self) -> str:
         return getattr(self.value, "sha256", "")
 
+    @property
+    def version(self) -> str:
+        """The served model's version, as the counts name it: its own where it has one, else its sha256's first 12."""
+        return getattr(self.value, "version", "") or self.sha256[:12]
+
 
 def load_model_in_background(loader=load_classifier, delay: float = LOAD_DELAY) -> Model:
     """The served model (BEAR_MODEL, or export.onnx): `load_learner` for a .pkl, the ONNX classifier otherwise."""
