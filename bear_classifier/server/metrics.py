@@ -102,7 +102,8 @@ class MetricsHandler(web.RequestHandler):
     """Prometheus's text format: the kernels' and the server's counts, summed over the folder's files."""
 
     def get(self) -> None:
-        from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
+        from prometheus_client import CollectorRegistry, multiprocess
+        from prometheus_client.exposition import choose_encoder
 
         if not inside(self.request):
             log.warning("Refused /metrics to %s: forwarded by a proxy.", client_address(self.request))
@@ -114,6 +115,10 @@ class MetricsHandler(web.RequestHandler):
         multiprocess.MultiProcessCollector(registry, os.environ["PROMETHEUS_MULTIPROC_DIR"])
         if hasattr(self.settings.get("kernel_manager"), "ended_count"):
             registry.register(Kernels(self.settings["kernel_manager"]))
-        self.set_header("Content-Type", CONTENT_TYPE_LATEST)
+        encode, content_type = choose_encoder(self.request.headers.get("Accept", ""))  # OpenMetrics to Prometheus
+        self.set_header("Content-Type", content_type)
         self.set_header("Cache-Control", "no-store")
-        self.finish(generate_latest(registry))
+        self.finish(encode(registry))
+
+    def compute_etag(self) -> None:  # counts change between scrapes: hashing them is wasted
+        return None
