@@ -1,0 +1,215 @@
+"""/metrics for real: a real Prometheus (Debian's) scrapes one server, then three replicas behind HAProxy, and the
+values it holds after real uploads through the page are the answers the page gave."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import urllib.parse
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import yaml
+
+from browser import ROOT, card, chromium, open_app, serve, upload_file, voila, wait_card, wait_for
+from conftest import missing
+from test_replicas import replica_process
+
+# This file's loopback ports: one server, its Prometheus; the balancer, three replicas, their Prometheus.
+SERVER, PROMETHEUS, BALANCER, FIRST_REPLICA, REPLICAS_PROMETHEUS = 18400, 18401, 18410, 18411, 18402
+EXAMPLES = ROOT / "examples"
+
+
+def prometheus_exe() -> str:
+    path = shutil.which("prometheus")
+    if not path:
+        missing("prometheus", "Debian/Ubuntu: sudo apt-get install prometheus")
+    return path
+
+
+@contextmanager
+def prometheus(tmp_path: Path, port: int, targets: list[str]):
+    """deploy/prometheus/prometheus.yml with `targets`, scraping and evaluating every second; yields query(promql)."""
+    config = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    config["global"] = {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"}
+    config["rule_files"] = [str(ROOT / "deploy" / "prometheus" / "alerts.yml")]
+    config["scrape_configs"][0]["static_configs"] = [{"targets": targets}]
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    cmd = [prometheus_exe(), f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+           f"--web.listen-address=127.0.0.1:{port}"]
+    with serve(cmd, port, "/-/ready", tmp_path, tmp_path / "prometheus.log", dict(os.environ)) as (url, log, _):
+        assert wait_for(lambda: _up(url + "/-/ready"), 60), log.read_text()
+        def query(promql: str) -> dict:
+            """{labels other than job and instance, as a tuple of values: value}, or {instance: value} for `up`."""
+            with urllib.request.urlopen(f"{url}/api/v1/query?" + urllib.parse.urlencode({"query": promql}), timeout=10) as r:
+                result = json.load(r)["data"]["result"]
+            return {tuple(v for k, v in sorted(s["metric"].items()) if k not in ("job", "__name__")): float(s["value"][1])
+                    for s in result}
+        query.url = url
+        yield query
+
+
+def expected(files: list[tuple[str, bytes]]) -> dict[str, int]:
+    """What the served model answers for each photo, in-process: the counts the page must have made."""
+    from bear_classifier.inference.images import open_image
+    from bear_classifier.inference.predict import Classifier
+
+    model, out = Classifier.load(), {}
+    for _, data in files:
+        label = model.predict(open_image(data)).label
+        out[label] = out.get(label, 0) + 1
+    return out
+
+
+def version() -> str:
+    from bear_classifier.inference.predict import read_card, served_model_path
+
+    return read_card(served_model_path())["serving"]["sha256"][:12]
+
+
+def settles(query, promql: str, want: dict, timeout: float = 60) -> dict:
+    """Wait until Prometheus holds `want` for `promql` (it scrapes every second); its last answer."""
+    seen = {}
+
+    def holds() -> bool:
+        seen.update(result=query(promql))
+        return seen["result"] == want
+
+    wait_for(holds, timeout)
+    return seen["result"]
+
+
+@pytest.fixture(scope="module")
+def photos():
+    files = [(f"visitor-{name}", (EXAMPLES / name).read_bytes()) for name in ("grizzly.jpg", "teddy-bear.jpg", "rocket.jpg")]
+    return files, expected(files)
+
+
+def test_prometheus_scrapes_one_server_and_holds_what_its_page_answered(tmp_path, photos):
+    from browser import require_browser
+
+    require_browser()
+    files, answers = photos
+    env = {"BEAR_FEEDBACK_DB": str(tmp_path / "feedback.db"), "PYTHONPATH": str(ROOT)}
+    with voila(port=SERVER, env=env, log=tmp_path / "voila.log") as (url, log, _), \
+            prometheus(tmp_path, PROMETHEUS, [f"127.0.0.1:{SERVER}"]) as query, chromium() as browser:
+        assert settles(query, "up", {(f"127.0.0.1:{SERVER}",): 1.0}) == {(f"127.0.0.1:{SERVER}",): 1.0}
+        pool = json.loads((ROOT / "voila.json").read_text())["VoilaConfiguration"]["default_pool_size"]
+        assert settles(query, "bear_kernels_preheated", {(f"127.0.0.1:{SERVER}",): pool})[(f"127.0.0.1:{SERVER}",)] == pool
+
+        page = open_app(browser, url)
+        for name, data in files:
+            upload_file(page, name, data, "image/jpeg")
+            wait_card(page, name)
+        upload_file(page, "visitor-notes.txt", b"not a photo at all", "text/plain")
+        wait_card(page, "visitor-notes.txt")
+        # One "That's wrong": the grizzly is said to be a teddy bear.
+        grizzly = card(page, "visitor-grizzly.jpg")
+        grizzly.get_by_role("button", name="That's wrong").click()
+        grizzly.get_by_role("radio", name="Teddy bear").click()
+        grizzly.get_by_text("Thanks! Stored as “Teddy bear”.").wait_for(timeout=30_000)
+
+        v, here = version(), f"127.0.0.1:{SERVER}"
+        assert answers["grizzly"] == 1, answers  # the example grizzly is answered as one: corrected to a teddy bear
+        want = {(answer, here, v): float(n) for answer, n in answers.items()}
+        assert settles(query, "bear_answers_total", want) == want
+        assert settles(query, "sum(bear_answer_seconds_count)", {(): 3.0}) == {(): 3.0}
+        assert settles(query, "sum(bear_answer_probability_count)", {(): 3.0}) == {(): 3.0}
+        from bear_classifier.inference.predict import served_classes
+
+        none = {(here, v): float(answers[served_classes().none_label])}  # the rocket is none of these
+        assert settles(query, "bear_none_of_these_total", none) == none
+        assert settles(query, "bear_rejected_uploads_total", {(here, "not_an_image"): 1.0}) == {(here, "not_an_image"): 1.0}
+        want = {("grizzly", "teddy", here, v): 1.0}
+        assert settles(query, "bear_corrections_total", want) == want
+        # Every answer took under the 2 s the alert allows, on this server (the model was loaded before the first).
+        assert query("sum(bear_answer_seconds_bucket{le='30.0'}) - sum(bear_answer_seconds_count)") == {(): 0.0}
+        assert settles(query, "bear_kernels_busy", {(here,): 1.0}) == {(here,): 1.0}
+        # Prometheus loaded the five alert rules, and none fires here.
+        with urllib.request.urlopen(query.url + "/api/v1/rules", timeout=10) as r:
+            rules = [rule["name"] for g in json.load(r)["data"]["groups"] for rule in g["rules"]]
+        assert len(rules) == 5, rules
+        assert query('ALERTS{alertstate="firing"}') == {}
+
+        # No photo, file name or address in any label of ours.
+        with urllib.request.urlopen(f"{url}/metrics", timeout=10) as r:
+            text = r.read().decode()
+        assert "bear_answers_total" in text
+        assert not any(word in text for word in ("visitor-", ".jpg", ".txt", "127.0.0.1"))
+
+        # The page's server is public: /metrics forwarded by a proxy for a visitor is refused, with a sentence.
+        request = urllib.request.Request(f"{url}/metrics", headers={"X-Forwarded-For": "203.0.113.7"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=10)
+        assert refused.value.code == 403 and "scrape this server's own address" in refused.value.read().decode()
+    assert "Traceback" not in log.read_text()
+
+
+@contextmanager
+def replicas(tmp_path: Path, n: int):
+    """deploy/replicas.sh with `n` replicas, each with one preheated kernel (not four: this machine is small);
+    yields the balancer's URL and each replica's port."""
+    wrapper = tmp_path / "voila"  # replicas.sh runs $VOILA app.ipynb ...: the same, with a pool of one
+    wrapper.write_text(f"#!/bin/sh\nexec {Path(sys.executable).parent / 'voila'} \"$@\" "
+                       "--VoilaConfiguration.default_pool_size=1\n")
+    wrapper.chmod(0o755)
+    env = {**os.environ, "REPLICAS": str(n), "PORT": str(BALANCER), "FIRST_REPLICA_PORT": str(FIRST_REPLICA),
+           "LOGS": str(tmp_path), "BEAR_FEEDBACK_DB": str(tmp_path / "feedback.db"), "VOILA": str(wrapper),
+           "PYTHONPATH": str(ROOT)}
+    run = subprocess.Popen(["deploy/replicas.sh"], cwd=ROOT, env=env, stdout=open(tmp_path / "replicas.log", "w"),
+                           stderr=subprocess.STDOUT, start_new_session=True)
+    ports = [FIRST_REPLICA + i for i in range(n)]
+    try:
+        health = [f"http://127.0.0.1:{p}/voila/static/health.txt" for p in ports + [BALANCER]]
+        assert wait_for(lambda: run.poll() is None and all(_up(u) for u in health), 180), \
+            (tmp_path / "replicas.log").read_text()
+        yield f"http://127.0.0.1:{BALANCER}", ports
+    finally:
+        os.killpg(run.pid, signal.SIGTERM)
+        run.wait(30)
+
+
+def _up(url: str) -> bool:
+    try:
+        return urllib.request.urlopen(url, timeout=2).status == 200
+    except OSError:
+        return False
+
+
+def test_prometheus_scrapes_three_replicas_behind_haproxy_and_sees_one_go_down(tmp_path, photos):
+    from browser import require_browser
+
+    require_browser()
+    if not shutil.which("haproxy") and not os.access("/usr/sbin/haproxy", os.X_OK):
+        missing("haproxy", "sudo apt-get install haproxy")
+    files, answers = photos
+    with replicas(tmp_path, 3) as (url, ports), \
+            prometheus(tmp_path, REPLICAS_PROMETHEUS, [f"127.0.0.1:{p}" for p in ports]) as query, \
+            chromium() as browser:
+        targets = {(f"127.0.0.1:{p}",): 1.0 for p in ports}
+        assert settles(query, "up", targets) == targets  # every replica's /metrics scraped
+        # Three visitors through HAProxy, one photo each: leastconn spreads them; each counts where it was answered.
+        pages = [open_app(browser, url, timeout_ms=240_000) for _ in files]
+        for page, (name, data) in zip(pages, files):
+            upload_file(page, name, data, "image/jpeg")
+        for page, (name, _) in zip(pages, files):
+            wait_card(page, name, timeout_ms=240_000)
+        where = {}
+        for page in pages:
+            replica = next(c["value"] for c in page.context.cookies() if c["name"] == "BEAR_REPLICA")
+            where[f"127.0.0.1:{ports[int(replica[1:]) - 1]}"] = where.get(f"127.0.0.1:{ports[int(replica[1:]) - 1]}", 0) + 1
+        want = {(instance,): float(n) for instance, n in where.items()}
+        assert settles(query, "sum by (instance) (bear_answers_total)", want, timeout=90) == want
+        v = version()
+        want = {(answer, v): float(n) for answer, n in answers.items()}
+        assert settles(query, "sum by (answer, version) (bear_answers_total)", want) == want
+
+        # A replica stops: Prometheus sees it down, and BearReplicaDown goes pending (it fires after a minute).
+        down = f"127.0.0.1:{ports[0]}"
+        replica_process(ports[0]).send_signal(signal.SIGTERM)  # replicas.sh starts it again within seconds
+        assert settles(query, f'min_over_time(up{{instance="{down}"}}[30s])', {(down,): 0.0}) == {(down,): 0.0}
+        pending = {("BearReplicaDown", "pending", down, "critical"): 1.0}
+        assert settles(query, 'max_over_time(ALERTS{alertname="BearReplicaDown"}[30s])', pending, timeout=30) == pending
