@@ -44,6 +44,7 @@ def log(tmp_path_factory):
         db.execute(answers.insert(), rows)
     for p in preds.values():  # today's, as the page writes them
         store.log_answer(p.label, p.probability, current)
+    store.flush()
     assert preds["grizzly.jpg"].label == "grizzly" and not preds["rocket.jpg"].in_set
     store.add(photos["grizzly.jpg"], "grizzly", preds["grizzly.jpg"].probability, "teddy", model.sha256)
     store.add(photos["rocket.jpg"], preds["rocket.jpg"].label, preds["rocket.jpg"].probability, "grizzly", model.sha256)
