@@ -6,6 +6,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import urllib.parse
 import urllib.request
 from contextlib import contextmanager
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from browser import ROOT, card, chromium, open_app, serve, upload_file, voila, wait_card, wait_for
+from browser import ROOT, card, chromium, kernels, open_app, serve, upload_file, voila, wait_card, wait_for
 from conftest import missing
 from test_replicas import replica_process
 
@@ -94,7 +95,7 @@ def test_prometheus_scrapes_one_server_and_holds_what_its_page_answered(tmp_path
     require_browser()
     files, answers = photos
     env = {"BEAR_FEEDBACK_DB": str(tmp_path / "feedback.db"), "PYTHONPATH": str(ROOT)}
-    with voila(port=SERVER, env=env, log=tmp_path / "voila.log") as (url, log, _), \
+    with voila(port=SERVER, env=env, log=tmp_path / "voila.log") as (url, log, proc), \
             prometheus(tmp_path, PROMETHEUS, [f"127.0.0.1:{SERVER}"]) as query, chromium() as browser:
         assert settles(query, "up", {(f"127.0.0.1:{SERVER}",): 1.0}) == {(f"127.0.0.1:{SERVER}",): 1.0}
         pool = json.loads((ROOT / "voila.json").read_text())["VoilaConfiguration"]["default_pool_size"]
@@ -114,8 +115,8 @@ def test_prometheus_scrapes_one_server_and_holds_what_its_page_answered(tmp_path
 
         v, here = version(), f"127.0.0.1:{SERVER}"
         assert answers["grizzly"] == 1, answers  # the example grizzly is answered as one: corrected to a teddy bear
-        want = {(answer, here, v): float(n) for answer, n in answers.items()}
-        assert settles(query, "bear_answers_total", want) == want
+        counted = {(answer, here, v): float(n) for answer, n in answers.items()}
+        assert settles(query, "bear_answers_total", counted) == counted
         assert settles(query, "sum(bear_answer_seconds_count)", {(): 3.0}) == {(): 3.0}
         assert settles(query, "sum(bear_answer_probability_count)", {(): 3.0}) == {(): 3.0}
         from bear_classifier.inference.predict import served_classes
@@ -145,6 +146,15 @@ def test_prometheus_scrapes_one_server_and_holds_what_its_page_answered(tmp_path
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(request, timeout=10)
         assert refused.value.code == 403 and "scrape this server's own address" in refused.value.read().decode()
+
+        # The kernel that answered dies: what it counted still counts, its files folded into the archive.
+        folder = Path(tempfile.gettempdir()) / f"bear-metrics-{proc.pid}"
+        [answered] = [k for k in kernels(proc) if (folder / f"counter_{k.pid}.db").exists()]
+        answered.kill()
+        assert wait_for(lambda: query("bear_answers_total") == counted and not (folder / f"counter_{answered.pid}.db").exists(), 30)
+        assert (folder / "counter_ended.db").exists() and (folder / "histogram_ended.db").exists()
+        assert query("bear_corrections_total") == {("grizzly", "teddy", here, v): 1.0}
+        assert query("sum(bear_answer_seconds_count)") == {(): 3.0}
     assert "Traceback" not in log.read_text()
 
 
