@@ -36,14 +36,15 @@ def log(tmp_path_factory):
     store, model = FeedbackStore(url, per_minute=None), Classifier.load()
     photos = {name: open_image((ROOT / "examples" / name).read_bytes()) for name in EXAMPLES}
     preds = {name: model.predict(img) for name, img in photos.items()}
-    current, now = model.sha256[:12], datetime.now(timezone.utc)
+    current, now = getattr(model, "version", "") or model.sha256[:8], datetime.now(timezone.utc)
     days = {9: OLD, 2: current, 0: current}
-    rows = [dict(created=now - timedelta(days=ago, minutes=i), answer=p.label, probability=p.probability, version=v)
+    rows = [dict(created=now - timedelta(days=ago, minutes=i), predicted=p.label, probability=p.probability,
+                 model_version=v)
             for ago, v in days.items() if ago for i, p in enumerate(preds.values())]
     with store.engine.begin() as db:
         db.execute(answers.insert(), rows)
     for p in preds.values():  # today's, as the page writes them
-        store.log_answer(p.label, p.probability, current)
+        store.answered(p.label, p.probability, current)
     store.flush()
     assert preds["grizzly.jpg"].label == "grizzly" and not preds["rocket.jpg"].in_set
     store.add(photos["grizzly.jpg"], "grizzly", preds["grizzly.jpg"].probability, "teddy", model.sha256)

@@ -117,16 +117,20 @@ class Gallery(widgets.VBox):
         card = AnswerCard(photo.name, small, pred, on_flag, self.classes)
         self._show(photo, card, f"{self.classes.name(pred.label)}, {percent(pred.probability)}.")
         self._count(photo, pred)
+        self._log_answer(pred)
 
     def _count(self, photo: Photo, pred) -> None:
-        """The answer, once shown: counted for /metrics, and kept in the answers log (counts and probabilities only)."""
+        """The answer, once shown, counted for /metrics: its time from the photo's arrival in this kernel."""
         from .. import metrics
 
-        version = self.model.version
-        metrics.answered(pred.label, pred.probability, version, time.monotonic() - photo.arrived, not pred.in_set)
+        metrics.answered(pred.label, pred.probability, getattr(pred, "version", "") or self.model.version,
+                         time.monotonic() - photo.arrived, not pred.in_set)
+
+    def _log_answer(self, pred) -> None:
+        """One row of the answers log: the answer, its probability and version, never the photo."""
         store = self.store.value if self.store.ready else None  # never waited for: the answer is already given
         if store is not None:
-            store.log_answer(pred.label, pred.probability, version)
+            store.answered(pred.label, pred.probability, getattr(pred, "version", "") or self.model.version)
 
     def _correction(self, small, pred):
         try:
@@ -138,7 +142,7 @@ class Gallery(widgets.VBox):
             return None
         from .feedback import Correction
 
-        return Correction(store, small, pred, self.classes, self.model.sha256, self.model.version)
+        return Correction(store, small, pred, self.classes, self.model.sha256)
 
     @staticmethod
     def _error_card(name: str, message: str):

@@ -46,13 +46,14 @@ flags = sa.Table(
     sa.Column("model_sha256", sa.String(64), nullable=False),
     sa.Column("photo", sa.LargeBinary, nullable=False),
 )
+# The answers log: what each answer was, never what it was about (no photo, no name, no address).
 answers = sa.Table(
     "answers", metadata,
     sa.Column("id", sa.Integer, primary_key=True),
     sa.Column("created", sa.DateTime(timezone=True), nullable=False, index=True),
-    sa.Column("answer", sa.String(16), nullable=False),
+    sa.Column("model_version", sa.String(64), nullable=False),
+    sa.Column("predicted", sa.String(16), nullable=False),
     sa.Column("probability", sa.Float, nullable=False),
-    sa.Column("version", sa.String(64), nullable=False),
 )
 
 
@@ -146,10 +147,12 @@ class FeedbackStore:
             db.execute(flags.delete().where(flags.c.id == row))
         self.mine.pop(row, None)
 
-    def log_answer(self, answer: str, probability: float, version: str) -> None:
-        """Add one answer to the answers log, written on a thread of the store's own: a commit takes milliseconds
-        (11 ms on SQLite, with its sync to disk: docs/production.md), which the next photo must not wait for."""
-        row = dict(created=datetime.now(timezone.utc), answer=answer, probability=probability, version=version)
+    def answered(self, predicted: str, probability: float, model_version: str) -> None:
+        """One row of the answers log (never the photo), written on a thread of the store's own: a commit takes
+        milliseconds (11.6 ms on SQLite, with its sync to disk: docs/production.md), which the next photo of a batch
+        must not wait for."""
+        row = dict(created=datetime.now(timezone.utc), model_version=model_version, predicted=predicted,
+                   probability=probability)
         with self._lock:
             if self._writer is None:
                 self._writer = threading.Thread(target=self._write_answers, daemon=True, name="the answers log")
@@ -203,9 +206,8 @@ class Correction:
     stores it, or replaces the one stored (the same row); `correction(None)` removes it. Returns the sentence
     to show on the card. It keeps the card's small copy of the photo, never the photo itself."""
 
-    def __init__(self, store: FeedbackStore, small: Image.Image, pred, classes, model_sha256: str, version: str = ""):
+    def __init__(self, store: FeedbackStore, small: Image.Image, pred, classes, model_sha256: str):
         self.store, self.small, self.pred, self.classes, self.sha256 = store, small, pred, classes, model_sha256
-        self.version = version or model_sha256[:12]
         self.row: int | None = None
 
     def __call__(self, label: str | None) -> str:
@@ -220,7 +222,7 @@ class Correction:
                 self.row = self.store.add(self.small, self.pred.label, self.pred.probability, label, self.sha256)
                 from .. import metrics
 
-                metrics.corrected(self.pred.label, label, self.version)
+                metrics.corrected(self.pred.label, label, getattr(self.pred, "version", "") or self.sha256[:8])
             else:
                 self.store.update(self.row, label)
         except FeedbackError as e:

@@ -188,8 +188,8 @@ class Model(Background):
 
     @property
     def version(self) -> str:
-        """The served model's version, as the counts name it: its own where it has one, else its sha256's first 12."""
-        return getattr(self.value, "version", "") or self.sha256[:12]
+        """The model version this page answers with: its own where it names one, else its sha256's first 8."""
+        return getattr(self.value, "version", "") or self.sha256[:8]
 
 
 def load_model_in_background(loader=load_classifier, delay: float = LOAD_DELAY) -> Model:

@@ -43,8 +43,8 @@ class Monitor:
             return pd.DataFrame(columns=[c.name for c in query.selected_columns])
 
     def answers(self) -> pd.DataFrame:
-        """Every answer since `since`: created (UTC), answer, probability, version."""
-        columns = [answers.c.created, answers.c.answer, answers.c.probability, answers.c.version]
+        """Every answer since `since`: created (UTC), predicted, probability, model_version."""
+        columns = [answers.c.created, answers.c.predicted, answers.c.probability, answers.c.model_version]
         frame = self._read(sa.select(*columns).where(answers.c.created >= self.since).order_by(answers.c.created))
         frame["created"] = pd.to_datetime(frame["created"], utc=True)
         return frame
@@ -52,7 +52,7 @@ class Monitor:
     def answers_per_day(self) -> pd.DataFrame:
         """Answers per day (UTC) by class, in the page's words: one row a day, one column a class."""
         frame = self.answers()
-        table = pd.crosstab(frame["created"].dt.date.rename("day"), frame["answer"].map(self.classes.name))
+        table = pd.crosstab(frame["created"].dt.date.rename("day"), frame["predicted"].map(self.classes.name))
         return table.reindex(columns=[self.classes.name(label) for label in self.classes.vocab], fill_value=0)
 
     def sureness(self, days: int = 7) -> pd.DataFrame:
@@ -61,7 +61,7 @@ class Monitor:
         says the photos visitors send are not like the ones it was measured on."""
         frame = self.answers()
         week = frame[frame["created"] >= datetime.now(timezone.utc) - timedelta(days=days)]
-        stated = week.groupby("answer")["probability"].mean()
+        stated = week.groupby("predicted")["probability"].mean()
         validation = self.card.get("valid_metrics", {}).get("per_class", {})
         return pd.DataFrame({"stated this week": stated.reindex(self.classes.vocab),
                              "validation accuracy": pd.Series(validation).reindex(self.classes.vocab)},
@@ -85,7 +85,7 @@ class Monitor:
     def versions(self) -> pd.DataFrame:
         """Which model version served when: its first and last answer in the log, and how many it gave."""
         frame = self.answers()
-        table = frame.groupby("version")["created"].agg(first="min", last="max", answers="count")
+        table = frame.groupby("model_version")["created"].agg(first="min", last="max", answers="count")
         return table.sort_values("first")
 
 
