@@ -82,8 +82,9 @@ class Gallery(widgets.VBox):
         return f'<p class="{css}" role="status" aria-live="polite">{html.escape(text, quote=False)}</p>'
 
     def _model_known(self, model: Model) -> None:
-        from .. import metrics  # noqa: F401  (prometheus_client: 65 ms, here rather than at the first answer)
+        from .. import metrics
 
+        metrics.counts()  # prometheus_client's import (65 ms) here, rather than in the first answer
         if model.value is None:  # said at once, not at the first upload
             self.status.value = self._say(BROKEN)
 
