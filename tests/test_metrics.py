@@ -86,6 +86,23 @@ def settles(query, promql: str, want: dict, timeout: float = 60) -> dict:
     return seen["result"]
 
 
+def test_every_sentence_for_a_bad_upload_has_a_reason_to_count_it_by():
+    from bear_classifier import metrics
+    from bear_classifier.inference.images import ImageError, check_size, open_image
+    from bear_classifier.page.widget import TOO_MANY, Photo
+    from corpus import encode, photo
+
+    png = encode(photo(seed=1), "PNG")
+    bad = {"empty": lambda: open_image(b""), "not_an_image": lambda: open_image(b"%PDF-1.4 a document"),
+           "damaged": lambda: open_image(png[: len(png) // 2]), "too_large": lambda: check_size(30 * 2**20),
+           "too_many_pixels": lambda: open_image(png, max_pixels=100),
+           "too_many_at_once": lambda: Photo("x.jpg", b"", 0, refused=TOO_MANY).image}
+    for reason, make in bad.items():
+        with pytest.raises(ImageError) as error:
+            make()
+        assert error.value.reason == reason and reason in metrics.REASONS, (reason, str(error.value))
+
+
 @pytest.fixture(scope="module")
 def photos():
     files = [(f"visitor-{name}", (EXAMPLES / name).read_bytes()) for name in ("grizzly.jpg", "teddy-bear.jpg", "rocket.jpg")]
