@@ -86,9 +86,11 @@ def compact(folder: Path) -> int:
     return folded
 
 
-def handlers() -> list[tuple[str, type]]:
-    """The /metrics route, for Visitors.get_handlers (Voila adds those to its routes); none with BEAR_METRICS=off."""
-    return [(r"/metrics", MetricsHandler)] if prepare() else []
+def handlers(prefix: str = "/") -> list[tuple[str, type]]:
+    """The /metrics route under the server's `prefix`, for Visitors.get_handlers; none with BEAR_METRICS=off."""
+    from jupyter_server.utils import url_path_join
+
+    return [(url_path_join(prefix, "/metrics"), MetricsHandler)] if prepare() else []
 
 
 def inside(request) -> bool:

@@ -98,10 +98,12 @@ class Visitors(VoilaIdentityProvider):
                                   **options)
 
     def get_handlers(self) -> list:
-        """Routes Voila adds to its own (voila/app.py's init_handlers): /metrics (server/metrics.py)."""
+        """Routes Voila adds to its own (voila/app.py's init_handlers), without its server_url before them (so it is
+        put here): /metrics (server/metrics.py)."""
         from .metrics import handlers as metrics_handlers
 
-        return [*super().get_handlers(), *metrics_handlers()]
+        prefix = getattr(self.parent, "server_url", None) or getattr(self.parent, "base_url", None) or "/"
+        return [*super().get_handlers(), *metrics_handlers(prefix)]
 
 
 def requested_kernel(handler: web.RequestHandler) -> str | None:
