@@ -124,14 +124,18 @@ class Gallery(widgets.VBox):
         """The answer, once shown, counted for /metrics: its time from the photo's arrival in this kernel."""
         from .. import metrics
 
-        metrics.answered(pred.label, pred.probability, getattr(pred, "version", "") or self.model.version,
-                         time.monotonic() - photo.arrived, not pred.in_set)
+        metrics.answered(pred.label, pred.probability, self._version(pred), time.monotonic() - photo.arrived,
+                         not pred.in_set)
+
+    def _version(self, pred) -> str:
+        """The version that answered: the answer's own where the model names one, else its sha256's first 8."""
+        return getattr(pred, "version", "") or self.model.sha256[:8]
 
     def _log_answer(self, pred) -> None:
         """One row of the answers log: the answer, its probability and version, never the photo."""
         store = self.store.value if self.store.ready else None  # never waited for: the answer is already given
         if store is not None:
-            store.answered(pred.label, pred.probability, getattr(pred, "version", "") or self.model.version)
+            store.answered(pred.label, pred.probability, self._version(pred))
 
     def _correction(self, small, pred):
         try:

@@ -186,11 +186,6 @@ class Model(Background):
     def sha256(self) -> str:
         return getattr(self.value, "sha256", "")
 
-    @property
-    def version(self) -> str:
-        """The model version this page answers with: its own where it names one, else its sha256's first 8."""
-        return getattr(self.value, "version", "") or self.sha256[:8]
-
 
 def load_model_in_background(loader=load_classifier, delay: float = LOAD_DELAY) -> Model:
     """The served model (BEAR_MODEL, or export.onnx): `load_learner` for a .pkl, the ONNX classifier otherwise."""
