@@ -22,6 +22,7 @@ from test_replicas import replica_process
 
 # This file's loopback ports: one server, its Prometheus; the balancer, three replicas, their Prometheus.
 SERVER, PROMETHEUS, BALANCER, FIRST_REPLICA, REPLICAS_PROMETHEUS = 18400, 18401, 18410, 18411, 18402
+CROWDED = 18403  # a server whose visitors may hold one kernel each
 EXAMPLES = ROOT / "examples"
 
 
@@ -249,3 +250,27 @@ def test_prometheus_scrapes_three_replicas_behind_haproxy_and_sees_one_go_down(t
         assert settles(query, f'min_over_time(up{{instance="{down}"}}[30s])', {(down,): 0.0}) == {(down,): 0.0}
         pending = {("BearReplicaDown", "pending", down, "critical"): 1.0}
         assert settles(query, 'max_over_time(ALERTS{alertname="BearReplicaDown"}[30s])', pending, timeout=30) == pending
+
+
+def test_kernels_that_end_are_counted_by_why(tmp_path):
+    """A visitor's address may hold one kernel here: their second page ends the first ("crowded")."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from browser import require_browser
+
+    require_browser()
+    env = {"BEAR_FEEDBACK_DB": str(tmp_path / "feedback.db"), "PYTHONPATH": str(ROOT)}
+
+    def scraped(url: str) -> dict:
+        with urllib.request.urlopen(f"{url}/metrics", timeout=10) as r:
+            return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                    for family in text_string_to_metric_families(r.read().decode()) for s in family.samples}
+
+    with voila("--VisitorKernels.kernels_per_address=1", port=CROWDED, env=env, log=tmp_path / "voila.log") as (url, _, _), \
+            chromium() as browser:
+        open_app(browser, url)
+        assert scraped(url)[("bear_kernels_busy", ())] == 1
+        open_app(browser, url)
+        ended = ("bear_kernels_ended_total", (("why", "crowded"),))
+        assert wait_for(lambda: scraped(url).get(ended) == 1, 30), scraped(url)
+        assert scraped(url)[("bear_kernels_busy", ())] == 1
