@@ -66,23 +66,29 @@ def _alive(pid: str) -> bool:
 
 def compact(folder: Path) -> int:
     """Fold the files of processes that have ended (kernels culled, closed) into one archive file per kind, the sums
-    the library would have made of them; how many were folded. Without this, every scrape reads a file per kernel
-    that ever answered: 2.5 s for 3,000 kernels (docs/production.md), on the server's event loop."""
+    the library would have made of them, and mark those processes dead (the library's mark_process_dead, for any live
+    gauge's file); how many files were folded. Without this, every scrape reads a file per kernel that ever answered:
+    2.5 s for 3,000 kernels (docs/production.md), on the server's event loop."""
+    from prometheus_client import multiprocess
     from prometheus_client.mmap_dict import MmapedDict
 
+    ended = {path.stem.rpartition("_")[2] for path in folder.glob("*.db")}
+    ended = {pid for pid in ended if pid.isdigit() and not _alive(pid)}
     folded = 0
-    for path in sorted(folder.glob("*.db")):
-        kind, _, pid = path.stem.rpartition("_")
-        if kind not in ("counter", "histogram") or not pid.isdigit() or _alive(pid):
-            continue  # (the kernels write no gauges: the server's own are computed when scraped)
-        archive = MmapedDict(str(folder / f"{kind}_{ARCHIVE}.db"))
-        try:
-            for key, value, _timestamp, _position in MmapedDict.read_all_values_from_file(str(path)):
-                archive.write_value(key, archive.read_value(key)[0] + value, 0.0)
-        finally:
-            archive.close()
-        path.unlink()
-        folded += 1
+    for pid in sorted(ended):
+        for kind in ("counter", "histogram"):
+            path = folder / f"{kind}_{pid}.db"
+            if not path.exists():
+                continue
+            archive = MmapedDict(str(folder / f"{kind}_{ARCHIVE}.db"))
+            try:
+                for key, value, _timestamp, _position in MmapedDict.read_all_values_from_file(str(path)):
+                    archive.write_value(key, archive.read_value(key)[0] + value, 0.0)
+            finally:
+                archive.close()
+            path.unlink()
+            folded += 1
+        multiprocess.mark_process_dead(int(pid), str(folder))
     return folded
 
 
