@@ -18,7 +18,6 @@ from pathlib import Path
 # As the server sets it for a kernel, before prometheus_client is imported: the counts go to files.
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="bench-metrics-")
 
-from bench import ROOT  # noqa: E402
 from bench.latency import sample_photos  # noqa: E402
 
 
@@ -70,7 +69,8 @@ def main() -> None:
         alone[name] = (time.perf_counter() - start) * 1000 / n
     start = time.perf_counter()
     store.flush()  # the log's writer, on its own thread: what it took to write those rows
-    alone["2000 answers written by the log, per row"] = alone["store.answered()"] + (time.perf_counter() - start) * 1000 / 2000
+    written = (time.perf_counter() - start) * 1000 / 2000
+    alone["2000 answers written by the log, per row"] = alone["store.answered()"] + written
 
     base = statistics.median(times["off"])
     print(f"upload→answer in the page's path, {len(photos)} photos × {args.repeat} ({os.cpu_count()} CPUs)")

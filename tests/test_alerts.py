@@ -52,7 +52,8 @@ def test_the_unit_tests_catch_a_changed_threshold(tmp_path):
 
 
 def test_the_kubernetes_pods_are_annotated_for_prometheus_on_the_port_that_serves_metrics():
-    docs = {d["kind"]: d for d in yaml.safe_load_all((ROOT / "deploy" / "kubernetes" / "bear-classifier.yaml").read_text())}
+    manifest = ROOT / "deploy" / "kubernetes" / "bear-classifier.yaml"
+    docs = {d["kind"]: d for d in yaml.safe_load_all(manifest.read_text())}
     pod = docs["Deployment"]["spec"]["template"]
     notes = pod["metadata"]["annotations"]
     port = pod["spec"]["containers"][0]["ports"][0]["containerPort"]

@@ -47,10 +47,11 @@ def prometheus(tmp_path: Path, port: int, targets: list[str]):
         assert wait_for(lambda: _up(url + "/-/ready"), 60), log.read_text()
         def query(promql: str) -> dict:
             """{labels other than job and instance, as a tuple of values: value}, or {instance: value} for `up`."""
-            with urllib.request.urlopen(f"{url}/api/v1/query?" + urllib.parse.urlencode({"query": promql}), timeout=10) as r:
+            address = f"{url}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
+            with urllib.request.urlopen(address, timeout=10) as r:
                 result = json.load(r)["data"]["result"]
-            return {tuple(v for k, v in sorted(s["metric"].items()) if k not in ("job", "__name__")): float(s["value"][1])
-                    for s in result}
+            return {tuple(v for k, v in sorted(s["metric"].items()) if k not in ("job", "__name__")):
+                    float(s["value"][1]) for s in result}
         query.url = url
         yield query
 
@@ -106,7 +107,8 @@ def test_every_sentence_for_a_bad_upload_has_a_reason_to_count_it_by():
 
 @pytest.fixture(scope="module")
 def photos():
-    files = [(f"visitor-{name}", (EXAMPLES / name).read_bytes()) for name in ("grizzly.jpg", "teddy-bear.jpg", "rocket.jpg")]
+    files = [(f"visitor-{name}", (EXAMPLES / name).read_bytes())
+             for name in ("grizzly.jpg", "teddy-bear.jpg", "rocket.jpg")]
     return files, expected(files)
 
 
@@ -120,7 +122,8 @@ def test_prometheus_scrapes_one_server_and_holds_what_its_page_answered(tmp_path
             prometheus(tmp_path, PROMETHEUS, [f"127.0.0.1:{SERVER}"]) as query, chromium() as browser:
         assert settles(query, "up", {(f"127.0.0.1:{SERVER}",): 1.0}) == {(f"127.0.0.1:{SERVER}",): 1.0}
         pool = json.loads((ROOT / "voila.json").read_text())["VoilaConfiguration"]["default_pool_size"]
-        assert settles(query, "bear_kernels_preheated", {(f"127.0.0.1:{SERVER}",): pool})[(f"127.0.0.1:{SERVER}",)] == pool
+        preheated = {(f"127.0.0.1:{SERVER}",): float(pool)}
+        assert settles(query, "bear_kernels_preheated", preheated) == preheated
 
         page = open_app(browser, url)
         for name, data in files:
@@ -144,7 +147,8 @@ def test_prometheus_scrapes_one_server_and_holds_what_its_page_answered(tmp_path
 
         none = {(here, v): float(answers[served_classes().none_label])}  # the rocket is none of these
         assert settles(query, "bear_none_of_these_total", none) == none
-        assert settles(query, "bear_rejected_uploads_total", {(here, "not_an_image"): 1.0}) == {(here, "not_an_image"): 1.0}
+        rejected = {(here, "not_an_image"): 1.0}
+        assert settles(query, "bear_rejected_uploads_total", rejected) == rejected
         want = {("grizzly", "teddy", here, v): 1.0}
         assert settles(query, "bear_corrections_total", want) == want
         # Every answer took under the 2 s the alert allows, on this server (the model was loaded before the first).
@@ -172,7 +176,8 @@ def test_prometheus_scrapes_one_server_and_holds_what_its_page_answered(tmp_path
         folder = Path(tempfile.gettempdir()) / f"bear-metrics-{proc.pid}"
         [answered] = [k for k in kernels(proc) if (folder / f"counter_{k.pid}.db").exists()]
         answered.kill()
-        assert wait_for(lambda: query("bear_answers_total") == counted and not (folder / f"counter_{answered.pid}.db").exists(), 30)
+        gone = folder / f"counter_{answered.pid}.db"
+        assert wait_for(lambda: query("bear_answers_total") == counted and not gone.exists(), 30)
         assert (folder / "counter_ended.db").exists() and (folder / "histogram_ended.db").exists()
         assert query("bear_corrections_total") == {("grizzly", "teddy", here, v): 1.0}
         assert query("sum(bear_answer_seconds_count)") == {(): 3.0}
@@ -237,7 +242,8 @@ def test_prometheus_scrapes_three_replicas_behind_haproxy_and_sees_one_go_down(t
         where = {}
         for page in pages:
             replica = next(c["value"] for c in page.context.cookies() if c["name"] == "BEAR_REPLICA")
-            where[f"127.0.0.1:{ports[int(replica[1:]) - 1]}"] = where.get(f"127.0.0.1:{ports[int(replica[1:]) - 1]}", 0) + 1
+            instance = f"127.0.0.1:{ports[int(replica[1:]) - 1]}"
+            where[instance] = where.get(instance, 0) + 1
         want = {(instance,): float(n) for instance, n in where.items()}
         assert settles(query, "sum by (instance) (bear_answers_total)", want, timeout=90) == want
         v = version()
@@ -266,8 +272,8 @@ def test_kernels_that_end_are_counted_by_why(tmp_path):
             return {(s.name, tuple(sorted(s.labels.items()))): s.value
                     for family in text_string_to_metric_families(r.read().decode()) for s in family.samples}
 
-    with voila("--VisitorKernels.kernels_per_address=1", port=CROWDED, env=env, log=tmp_path / "voila.log") as (url, _, _), \
-            chromium() as browser:
+    with voila("--VisitorKernels.kernels_per_address=1", port=CROWDED, env=env, log=tmp_path / "voila.log") as \
+            (url, _, _), chromium() as browser:
         open_app(browser, url)
         assert scraped(url)[("bear_kernels_busy", ())] == 1
         open_app(browser, url)

@@ -35,7 +35,8 @@ class Deployer(Visitors):
             return user
         if self.token and user is not None:
             return user
-        handler.log.warning("Refused the monitor to %s: not this machine, and no token.", client_address(handler.request))
+        handler.log.warning("Refused the monitor to %s: not this machine, and no token.",
+                            client_address(handler.request))
         handler.current_user = None  # so that the error page, which asks, renders for nobody
         raise web.HTTPError(403, reason=REFUSED)
 
