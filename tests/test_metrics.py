@@ -23,6 +23,7 @@ from test_replicas import replica_process
 # This file's loopback ports: one server, its Prometheus; the balancer, three replicas, their Prometheus.
 SERVER, PROMETHEUS, BALANCER, FIRST_REPLICA, REPLICAS_PROMETHEUS = 18400, 18401, 18410, 18411, 18402
 CROWDED = 18403  # a server whose visitors may hold one kernel each
+API = 18404  # a server answering its HTTP API
 EXAMPLES = ROOT / "examples"
 
 
@@ -260,23 +261,43 @@ def test_prometheus_scrapes_three_replicas_behind_haproxy_and_sees_one_go_down(t
 
 def test_kernels_that_end_are_counted_by_why(tmp_path):
     """A visitor's address may hold one kernel here: their second page ends the first ("crowded")."""
-    from prometheus_client.parser import text_string_to_metric_families
-
     from browser import require_browser
 
     require_browser()
     env = {"BEAR_FEEDBACK_DB": str(tmp_path / "feedback.db"), "PYTHONPATH": str(ROOT)}
-
-    def scraped(url: str) -> dict:
-        with urllib.request.urlopen(f"{url}/metrics", timeout=10) as r:
-            return {(s.name, tuple(sorted(s.labels.items()))): s.value
-                    for family in text_string_to_metric_families(r.read().decode()) for s in family.samples}
-
     with voila("--VisitorKernels.kernels_per_address=1", port=CROWDED, env=env, log=tmp_path / "voila.log") as \
             (url, _, _), chromium() as browser:
         open_app(browser, url)
-        assert scraped(url)[("bear_kernels_busy", ())] == 1
+        assert scrape(url)[("bear_kernels_busy", ())] == 1
         open_app(browser, url)
         ended = ("bear_kernels_ended_total", (("why", "crowded"),))
-        assert wait_for(lambda: scraped(url).get(ended) == 1, 30), scraped(url)
-        assert scraped(url)[("bear_kernels_busy", ())] == 1
+        assert wait_for(lambda: scrape(url).get(ended) == 1, 30), scrape(url)
+        assert scrape(url)[("bear_kernels_busy", ())] == 1
+
+
+def scrape(url: str) -> dict:
+    """{(sample name, labels): value} of a server's /metrics, read with prometheus_client's own parser."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as r:
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for family in text_string_to_metric_families(r.read().decode()) for s in family.samples}
+
+
+def test_the_api_counts_its_answers_and_requests_as_the_page_does(tmp_path):
+    """The API answers in the server's own process: its counts go to the same folder as the kernels'."""
+    pytest.importorskip("bear_classifier.api", reason="the HTTP API is not in this checkout")
+    env = {"BEAR_FEEDBACK_DB": str(tmp_path / "feedback.db"), "PYTHONPATH": str(ROOT)}
+    with voila(port=API, env=env, log=tmp_path / "voila.log") as (url, _, _):
+        assert wait_for(lambda: _up(f"{url}/api/ready"), 120)
+        for data, kind in [((EXAMPLES / "grizzly.jpg").read_bytes(), "image/jpeg"), (b"not a photo", "text/plain")]:
+            request = urllib.request.Request(f"{url}/api/classify", data=data, headers={"Content-Type": kind})
+            try:
+                urllib.request.urlopen(request, timeout=60).read()
+            except urllib.error.HTTPError as e:
+                assert e.code == 422, e.read()
+        counted = scrape(url)
+        assert counted[("bear_answers_total", (("answer", "grizzly"), ("version", version())))] == 1
+        assert counted[("bear_rejected_uploads_total", (("reason", "not_an_image"),))] == 1
+        assert counted[("bear_api_requests_total", (("status", "422"),))] == 1
+        assert counted[("bear_api_requests_total", (("status", "200"),))] >= 2  # ready, then the grizzly
