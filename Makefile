@@ -1,5 +1,6 @@
 # make app      — install the serving set (first time) and serve the app on http://localhost:8866
 # make replicas — REPLICAS (default 3) Voila replicas behind HAProxy on http://127.0.0.1:$(PORT) (default 8080)
+# make monitor  — the deployer's monitor page (monitor.ipynb) on http://127.0.0.1:$(MONITOR_PORT) (default 8868)
 # make test     — install everything (first time) and run the test suite
 # make train    — retrain export.pkl and export.onnx from $(SHARED)/bears and evaluate them
 # make cv       — leave-sources-out cross-validation of the training recipe (reports/cv.json)
@@ -11,6 +12,9 @@ BIN := $(VENV)/bin
 APP_VENV ?= .venv-app
 REPLICAS ?= 3
 PORT ?= 8080
+MONITOR_PORT ?= 8868
+# The monitor is its deployer's: loopback only (server/deployer.py), or from elsewhere with MONITOR_TOKEN.
+MONITOR_TOKEN ?=
 # The bear model's photos: the shared folders, their cleaning CSV, the hand-checked validation photos, negatives
 # (its recipe's choices are in recipe.toml).
 SHARED ?= ../shared/data
@@ -47,6 +51,16 @@ app: $(APP_VENV)/bin/.installed-serve
 replicas: $(APP_VENV)/bin/.installed-serve
 	VOILA=$(APP_VENV)/bin/voila REPLICAS=$(REPLICAS) PORT=$(PORT) deploy/replicas.sh
 
+# Fresh figures on every visit (no preheated kernels, which would render them in advance), Voila's own template.
+$(APP_VENV)/bin/.installed-monitor: $(APP_VENV)/bin/.installed-serve
+	$(APP_VENV)/bin/pip install --quiet ".[monitor]"
+	touch $@
+
+monitor: $(APP_VENV)/bin/.installed-monitor
+	PYTHONPATH=$(CURDIR) $(APP_VENV)/bin/voila monitor.ipynb --no-browser --port=$(MONITOR_PORT) --template=lab \
+		--VoilaConfiguration.preheat_kernel=False --Voila.identity_provider_class=bear_classifier.server.deployer.Deployer \
+		$(if $(MONITOR_TOKEN),--Voila.ip=0.0.0.0 --token=$(MONITOR_TOKEN),--Voila.ip=127.0.0.1)
+
 # Three workers on two cores: most tests wait on servers and browsers; files stay whole on one worker.
 test: install
 	$(BIN)/python -m pytest -n 3 --dist loadfile
@@ -58,4 +72,4 @@ train: install
 cv: install
 	$(BIN)/python -m bear_classifier cv $(BEAR_RECIPE) --recipe recipe.toml --model export.pkl --write-card
 
-.PHONY: install app replicas test train cv
+.PHONY: install app replicas monitor test train cv

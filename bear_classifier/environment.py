@@ -119,3 +119,22 @@ def api_body_seconds() -> float:
 def api_cors_origins() -> list[str]:
     """BEAR_API_CORS: comma-separated origins whose web pages may call the API (`*`: any); empty: none (the default)."""
     return [o.strip() for o in os.environ.get("BEAR_API_CORS", "").split(",") if o.strip()]
+def metrics_on() -> bool:
+    """BEAR_METRICS=off: no /metrics route, and the page and the API count nothing (docs/production.md)."""
+    return os.environ.get("BEAR_METRICS", "on").strip().lower() not in OFF
+
+
+def metrics_dir() -> Path | None:
+    """BEAR_METRICS_DIR: where the server makes its folder of counts (prometheus_client's multiprocess files);
+    None: the system's temporary folder. In a container, a volume of its own (an emptyDir) or tmpfs."""
+    value = os.environ.get("BEAR_METRICS_DIR")
+    return Path(value) if value else None
+
+
+def monitor_days(default: int) -> int:
+    """BEAR_MONITOR_DAYS: how many days of answers the monitor page shows."""
+    value = os.environ.get("BEAR_MONITOR_DAYS")
+    try:
+        return int(value) if value else default
+    except ValueError:
+        raise ValueError(f"BEAR_MONITOR_DAYS={value!r} is not a number of days (for example 30)") from None

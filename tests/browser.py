@@ -44,14 +44,15 @@ def free_port() -> int:
 
 
 @contextmanager
-def voila(*extra: str, notebook: str = "app.ipynb", cwd: Path = ROOT, log: Path | None = None, env: dict | None = None):
-    """Run `voila notebook` on 127.0.0.1:<free port> as `make app` does; yields (base_url, log_path, process).
+def voila(*extra: str, notebook: str = "app.ipynb", cwd: Path = ROOT, log: Path | None = None, env: dict | None = None,
+          port: int | None = None):
+    """Run `voila notebook` on 127.0.0.1:<port, or a free one> as `make app` does; yields (base_url, log_path, process).
 
     Its settings are the notebook folder's voila.json (the app's: its template, guard and visitor checks); the
     template and page hook are this checkout's share/jupyter, as edited, ahead of any installed copy.
     """
     env = {**os.environ, **(env or {})}
-    port = free_port()
+    port = port or free_port()
     cmd = [sys.executable, "-m", "voila", notebook, f"--port={port}", "--no-browser", "--Voila.ip=127.0.0.1", *extra]
     env["JUPYTER_PATH"] = os.pathsep.join(filter(None, [str(SHARE), env.get("JUPYTER_PATH")]))
     env["JUPYTER_CONFIG_PATH"] = os.pathsep.join(filter(None, [str(SHARE / "config"), env.get("JUPYTER_CONFIG_PATH")]))

@@ -43,7 +43,11 @@ _DAMAGED = ("The image file is damaged or incomplete (it could not be fully deco
 
 
 class ImageError(ValueError):
-    """A bad upload; str(error) is a sentence fit to show a person."""
+    """A bad upload; str(error) is a sentence fit to show a person, `reason` a word to count it by (metrics.REASONS)."""
+
+    def __init__(self, sentence: str, reason: str = "not_an_image"):
+        super().__init__(sentence)
+        self.reason = reason
 
 
 def _sniff(data: bytes) -> str | None:
@@ -63,7 +67,7 @@ def check_size(n_bytes: int, max_bytes: int = MAX_BYTES) -> None:
     if n_bytes > max_bytes:
         raise ImageError(
             f"The file is too large ({n_bytes / 2**20:.1f} MB; the limit is {max_bytes / 2**20:.0f} MB). "
-            "Please upload a smaller photo."
+            "Please upload a smaller photo.", "too_large"
         )
 
 
@@ -77,7 +81,7 @@ def open_image(data: bytes, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PI
     photo then decodes several times faster, and a 224-pixel model loses nothing.
     """
     if not data:
-        raise ImageError(f"The file is empty (0 bytes). {_ADVICE}")
+        raise ImageError(f"The file is empty (0 bytes). {_ADVICE}", "empty")
     check_size(len(data), max_bytes)
     Image.init()  # every plugin registered (once), so the allow-list's names all resolve
     try:
@@ -85,10 +89,11 @@ def open_image(data: bytes, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PI
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data), formats=FORMATS)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageError("The image is far too large (too many pixels) to process. " + _ADVICE) from None
+        raise ImageError("The image is far too large (too many pixels) to process. " + _ADVICE,
+                         "too_many_pixels") from None
     except Exception:
         if data.startswith(_IMAGE_MAGIC):
-            raise ImageError(_DAMAGED) from None
+            raise ImageError(_DAMAGED, "damaged") from None
         kind = _sniff(data)
         what = f"This file is {kind}, not an image." if kind else "This file is not an image format I can read."
         raise ImageError(f"{what} {_ADVICE}") from None
@@ -96,10 +101,10 @@ def open_image(data: bytes, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PI
     if w * h > max_pixels:
         raise ImageError(
             f"The image is too large ({w}×{h} pixels; the limit is {max_pixels / 1e6:.0f} megapixels). "
-            "Please upload a smaller photo."
+            "Please upload a smaller photo.", "too_many_pixels"
         )
     if min(w, h) < MIN_SIDE:
-        raise ImageError(f"The image has no pixels ({w}×{h}). {_ADVICE}")
+        raise ImageError(f"The image has no pixels ({w}×{h}). {_ADVICE}", "empty")
     try:
         img.verify()  # chunk checksums (PNG) and structure, without decoding pixels
         img = Image.open(io.BytesIO(data), formats=FORMATS)  # verify() leaves the image unusable: reopen
@@ -111,7 +116,7 @@ def open_image(data: bytes, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PI
         # as a copy of an upright 8000×6000 photo would cost 192 MB more at the peak
         return to_rgb(img)
     except Exception:
-        raise ImageError(_DAMAGED) from None
+        raise ImageError(_DAMAGED, "damaged") from None
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

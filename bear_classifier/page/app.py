@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import logging
+import time
 from contextlib import contextmanager
 
 import ipywidgets as widgets
@@ -81,6 +82,9 @@ class Gallery(widgets.VBox):
         return f'<p class="{css}" role="status" aria-live="polite">{html.escape(text, quote=False)}</p>'
 
     def _model_known(self, model: Model) -> None:
+        from .. import metrics
+
+        metrics.counts()  # prometheus_client's import (65 ms) here, rather than in the first answer
         if model.value is None:  # said at once, not at the first upload
             self.status.value = self._say(BROKEN)
 
@@ -90,14 +94,18 @@ class Gallery(widgets.VBox):
         waiting = not self.model.ready
         self.status.value = self._say("Loading the model (first time only)…" if waiting else
                                       f"Classifying {photo.number} of {photo.count}…", busy=True)
+        from .. import metrics
+
         try:
             yield
         except (ImageError, Unavailable) as e:
             log.info("no answer for a photo: %s", e)
             self._show(photo, self._error_card(photo.name, str(e)), f"no answer. {e}")
+            metrics.rejected(getattr(e, "reason", "model_unavailable"))
         except Exception:
             log.exception("classifying a photo failed")
             self._show(photo, self._error_card(photo.name, FAILED), f"no answer. {FAILED}")
+            metrics.rejected("failed")
 
     def add(self, photo: Photo, pred) -> None:
         """The answer card for `photo`: it keeps a copy of at most 448 px, never the photo itself."""
@@ -109,18 +117,26 @@ class Gallery(widgets.VBox):
         on_flag = self._correction(small, pred)
         card = AnswerCard(photo.name, small, pred, on_flag, self.classes)
         self._show(photo, card, f"{self.classes.name(pred.label)}, {percent(pred.probability)}.")
+        self._count(photo, pred)
         self._log_answer(pred)
         self._say_version()
 
+    def _count(self, photo: Photo, pred) -> None:
+        """The answer, once shown, counted for /metrics: its time from the photo's arrival in this kernel."""
+        from .. import metrics
+
+        metrics.answered(pred.label, pred.probability, self._version(pred), time.monotonic() - photo.arrived,
+                         not pred.in_set)
+
+    def _version(self, pred) -> str:
+        """The version that answered: the answer's own where the model names one, else the page's model's."""
+        return getattr(pred, "version", "") or self.model.version
+
     def _log_answer(self, pred) -> None:
         """One row of the answers log: the answer, its probability and version, never the photo."""
-        store = self.store.value if self.store.ready else None
-        if store is None:
-            return
-        try:
-            store.answered(pred.label, pred.probability, getattr(pred, "version", "") or self.model.version)
-        except Exception:  # the log is for the deployer: the visitor's answer stands without it
-            log.exception("the answers log could not be written")
+        store = self.store.value if self.store.ready else None  # never waited for: the answer is already given
+        if store is not None:
+            store.answered(pred.label, pred.probability, self._version(pred))
 
     def _say_version(self) -> None:
         """A quiet line once another version is served: this page keeps the one it started with until reloaded."""

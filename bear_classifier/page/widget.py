@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -50,13 +51,14 @@ class Photo:
     count: int = 1
     total: int = 1  # how many the visitor chose: more than `count` when the batch was cut
     refused: str = ""  # a sentence, when the file was never sent or was not kept
+    arrived: float = field(default_factory=time.monotonic)  # when its message reached the kernel (metrics' latency)
 
     @cached_property
     def image(self) -> Image.Image:
         """The photo as the model reads it, upright RGB (inference.answer.read_photo, as the API and the command
         line read theirs); ImageError (a sentence) when it is not one."""
         if self.refused:
-            raise ImageError(self.refused)
+            raise ImageError(self.refused, "too_many_at_once" if self.refused == TOO_MANY else "too_large")
         check_size(self.size)  # as the browser reports it
         return read_photo(self.data)
 
@@ -150,6 +152,7 @@ class PhotoInput(anywidget.AnyWidget):
             data = path.read_bytes()
             self._enqueue({"kind": "batch", "count": 1, "total": 1, "data": b""})
             message = {"kind": "photo", "name": message["name"], "size": len(data), "data": data}
+        message["arrived"] = time.monotonic()
         self._enqueue(message)
 
     def _already_had(self, batch_id: str | None) -> bool:
@@ -211,7 +214,7 @@ class PhotoInput(anywidget.AnyWidget):
             except ImageError as e:
                 refused = str(e)
         return Photo(message["name"], message["data"], message["size"] or len(message["data"]), batch.received,
-                     batch.count, max(batch.total, batch.count), refused)
+                     batch.count, max(batch.total, batch.count), refused, message.get("arrived", time.monotonic()))
 
 
 def _parse(content, buffers) -> dict:

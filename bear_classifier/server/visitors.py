@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import ipaddress
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -97,6 +97,14 @@ class Visitors(VoilaIdentityProvider):
         handler.set_secure_cookie(self.get_cookie_name(handler), self.user_to_cookie(user), expires_days=None,
                                   **options)
 
+    def get_handlers(self) -> list:
+        """Routes Voila adds to its own (voila/app.py's init_handlers), without its server_url before them (so it is
+        put here): /metrics (server/metrics.py)."""
+        from .metrics import handlers as metrics_handlers
+
+        prefix = getattr(self.parent, "server_url", None) or getattr(self.parent, "base_url", None) or "/"
+        return [*super().get_handlers(), *metrics_handlers(prefix)]
+
 
 def requested_kernel(handler: web.RequestHandler) -> str | None:
     """The kernel id a request is about: jupyter_server's routes name it, Voila's shutdown route doesn't."""
@@ -150,10 +158,14 @@ class VisitorKernels(AsyncMappingKernelManager):
                                   "address at the cap shuts down that address's least recently active kernel.")
 
     def __init__(self, **kwargs):
+        from .metrics import prepare
+
+        prepare()  # the folder the kernels count into, named in the environment they inherit (server/metrics.py)
         super().__init__(**kwargs)
         self._visits: dict[str, Visit] = {}
         self._ending: set[asyncio.Task] = set()  # shutdowns under way (asyncio keeps only weak references)
         self._ended: OrderedDict[str, str] = OrderedDict()  # kernel id -> why it ended, the latest ENDED_KEPT
+        self.ended_count: Counter[str] = Counter()  # why -> kernels ended so, since start (/metrics)
 
     def __init_subclass__(cls, **kwargs):
         # Voila's pool (voila_kernel_manager_factory) is a subclass of this class, made at start, whose
@@ -222,6 +234,8 @@ class VisitorKernels(AsyncMappingKernelManager):
         return super().remove_kernel(kernel_id)
 
     def _end(self, kernel_id: str, why: str) -> None:
+        if kernel_id not in self._ended:
+            self.ended_count[why] += 1
         self._ended.setdefault(kernel_id, why)
         while len(self._ended) > ENDED_KEPT:
             self._ended.popitem(last=False)
