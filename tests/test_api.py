@@ -107,7 +107,8 @@ def test_several_photos_in_one_request_get_the_pages_answers_and_the_models_vers
         assert result["probability"] == pytest.approx(local.probability, abs=1e-5)
         assert result["probabilities"] == pytest.approx(local.probs, abs=1e-5)
         assert result["none_of_these"] == (local.label == "not_bear")
-        assert result["model"] == {"sha256": card["serving"]["sha256"], "date": card["serving"]["exported"]}
+        assert result["model"] == {"name": f"{card['exported']}-{card['serving']['sha256'][:8]}",
+                                   "sha256": card["serving"]["sha256"], "date": card["exported"]}
     assert {r["label"] for r in results[:-1]} == {"black", "grizzly", "teddy", "not_bear"}
 
 
@@ -576,5 +577,5 @@ def test_where_the_page_serves_the_lessons_pkl_the_api_serves_its_onnx_twin():
     from bear_classifier.api.service import Model
 
     model = Model(ROOT / "export.pkl")  # BEAR_MODEL=export.pkl: load_learner on the page, which the API can't (torch)
-    assert model.path == ROOT / "export.onnx" and model.loaded.result(timeout=60).classes.labels == [
-        "black", "grizzly", "teddy"]
+    model.loaded.result(timeout=60)
+    assert model.path == ROOT / "export.onnx" and model.classifier().classes.labels == ["black", "grizzly", "teddy"]

@@ -10,6 +10,7 @@ import re
 
 from tornado import httputil, web
 
+from .. import metrics
 from ..server.visitors import behind_tls, client_address
 from .limits import PerMinute
 from .service import Busy, Service, Unavailable
@@ -103,6 +104,9 @@ class Api(web.RequestHandler):
         self.set_header("Access-Control-Max-Age", "600")
         self.set_status(204)
 
+    def on_finish(self) -> None:
+        metrics.api_request(self.get_status())
+
     def write_json(self, body: dict, status: int = 200) -> None:
         self.set_status(status)
         self.finish(json.dumps(body))
@@ -176,6 +180,7 @@ class Classify(Api):
             self._held += len(chunk)
 
     def on_finish(self) -> None:
+        super().on_finish()
         self._leave()
 
     def on_connection_close(self) -> None:

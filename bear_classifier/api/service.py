@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import metrics
 from ..inference.answer import answer_bytes
 from ..inference.predict import Classifier, ModelError
 from ..inference.versions import Served, models_folder
@@ -51,11 +52,11 @@ class Model:
     served: Served = field(init=False)
 
     def __post_init__(self):
-        fixed = Path(self.path) if self.path else None
-        if fixed is not None and fixed.suffix == ".pkl":  # the lesson's load_learner path on the page: the API
-            fixed = fixed.with_suffix(".onnx")  # serves its ONNX twin, the same network without torch (tested equal)
-        models = None if fixed is not None else models_folder()
-        self.served = Served(models, loader=lambda p: Classifier.load(p, threads=self.threads), path=fixed)
+        self.path = Path(self.path) if self.path else None
+        if self.path is not None and self.path.suffix == ".pkl":  # the lesson's load_learner path on the page: the
+            self.path = self.path.with_suffix(".onnx")  # API serves its ONNX twin, the same network without torch
+        models = None if self.path is not None else models_folder()
+        self.served = Served(models, loader=lambda p: Classifier.load(p, threads=self.threads), path=self.path)
         self.loaded = Future()
         threading.Thread(target=self._load, daemon=True, name="the API's model").start()
 
@@ -137,14 +138,18 @@ class Service:
 
     def classify_one(self, name: str, data: bytes, heatmap: bool = False) -> dict:
         """One image's answer, or {"name", "error": sentence} for a file that is no photo. Blocking: the model runs here."""
-        classifier = self.model.classifier()
+        classifier, start = self.model.classifier(), time.monotonic()
         try:
             img, pred = answer_bytes(classifier, data)
         except ImageError as e:
+            metrics.rejected(e.reason)
             return {"name": name, "error": str(e)}
         except Exception:
             log.exception("classifying an image for the API failed")
+            metrics.rejected("failed")
             return {"name": name, "error": FAILED}
+        metrics.answered(pred.label, pred.probability, pred.version or classifier.version, time.monotonic() - start,
+                         not pred.in_set)
         return {"name": name, **result(pred, classifier.classes, version_of(classifier), img if heatmap else None)}
 
     def admit(self, address: str) -> bool:
