@@ -46,9 +46,9 @@ def main() -> None:
             for start in range(0, args.photos, 20):
                 visitor.upload([kinds[(start + i) % len(kinds)] for i in range(min(20, args.photos - start))])
             rows.append((f"+ {args.photos} photos of every kind", *memory(proc, visitor.kernel)))
-            clear = visitor.find(lambda s: s.get("description") == "Clear")
-            send(visitor.ws, "comm_msg", {"comm_id": clear, "data": {"method": "custom", "content": {"event": "click"}}})
-            visitor.pump(lambda m: "Give me photos" in visitor.status, seconds=30)
+            bar = visitor.find(lambda s: "cleared" in s and "count" in s)  # the gallery's bar (gallery.js): "Clear"
+            send(visitor.ws, "comm_msg", {"comm_id": bar, "data": {"method": "custom", "content": {"kind": "clear"}}})
+            visitor.pump(lambda m: visitor.widgets[bar].get("count") == 0, seconds=30)
             rows.append(("after Clear", *memory(proc, visitor.kernel)))
         finally:
             visitor.close()

@@ -274,6 +274,7 @@ def test_the_answers_log_keeps_no_photo_and_forgets_rows_older_than_its_days(tmp
             db.execute(answers.insert().values(created=datetime.now(timezone.utc) - timedelta(days=days),
                                                model_version="v1", predicted="black", probability=0.9))
     store.answered("grizzly", 0.97, "v2")
+    store.flush()  # the log is written on the store's own thread
     assert store.answer_counts() == {("v1", "black"): 1, ("v2", "grizzly"): 1}  # the 30- and 8-day-old rows went
     with store.engine.connect() as db:
         assert db.execute(sa.select(sa.func.count()).select_from(answers)).scalar() == 2
