@@ -11,6 +11,7 @@ from .model import COURSE_ARCHS, OFFLINE_ARCH
 # Everything else (the photos, the cleaning CSV, the hand-checked list, the negatives) is given on the
 # command line: the Makefile passes the bear model's recipe; a fork needs only --data.
 REPORTS = Path("reports")
+TRAINING_ONLY = {"torch", "torchvision", "fastai", "timm"}  # requirements.txt's; the serving set has none of them
 
 
 def model_path(out: Path) -> Path:
@@ -444,11 +445,18 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except KeyboardInterrupt:
         return 130
+    except ModuleNotFoundError as e:  # the serving set (no torch) asked to train, evaluate or review a learner
+        if e.name not in TRAINING_ONLY:
+            raise
+        print(f"error: {args.command} needs the training set ({e.name} is not installed here): "
+              "pip install -r requirements.txt", file=sys.stderr)
+        return 2
     except Exception as e:  # one human line, not a traceback
         from .inference.predict import ModelError
-        from .model.backbone import WeightsUnavailable
 
-        if not isinstance(e, (WeightsUnavailable, FileNotFoundError, ValueError, ModelError)):
+        backbone = sys.modules.get(f"{__package__}.model.backbone")  # imported (with torch) only where a network was
+        if not isinstance(e, (FileNotFoundError, ValueError, ModelError, *([backbone.WeightsUnavailable] if backbone
+                                                                           else []))):
             raise
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -1,4 +1,5 @@
 """The package's wings and which way imports run between them: import-linter's contracts in pyproject.toml."""
+import os
 import shutil
 import subprocess
 import sys
@@ -55,6 +56,41 @@ def test_readmes_map_names_every_wing_that_ls_shows():
         for module in (ROOT / "bear_classifier" / wing).glob("*.py"):
             if module.name != "__init__.py":
                 assert f"`{module.stem}`" in table or f"`{module.name}`" in table, f"{wing}/{module.name}"
+
+
+# Runs `python -m bear_classifier ARGS` as the serving set would: torch, fastai and timm can't be imported at all.
+WITHOUT_TORCH = """import runpy, sys
+class NoTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {"torch", "torchvision", "fastai", "timm"}:
+            raise ModuleNotFoundError(f"No module named {name!r} (the serving set has no torch)", name=name)
+sys.meta_path.insert(0, NoTorch())
+sys.argv = ["bear_classifier", *sys.argv[1:]]
+runpy.run_module("bear_classifier", run_name="__main__")
+"""
+
+
+def test_the_serving_sets_commands_run_without_torch(tmp_path):
+    """The container, Binder and `make app` install no torch: the commands a deployer runs there must work."""
+    env = {**os.environ, "BEAR_FEEDBACK_DB": str(tmp_path / "f.db"), "BEAR_MODELS": str(tmp_path / "models")}
+    env.pop("BEAR_MODEL", None)
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-c", WITHOUT_TORCH, *args], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=300)
+
+    for args in (["--help"], ["train", "--help"], ["mcp", "--help"], ["models", "list"]):
+        r = run(*args)
+        assert r.returncode == 0 and "Traceback" not in r.stderr, (args, r.stderr[-2000:])
+    r = run("predict", "examples/grizzly.jpg")
+    assert r.returncode == 0 and "Prediction: grizzly" in r.stdout, r.stderr[-2000:]
+    r = run("models", "promote", "export.onnx")  # the first version: nothing served to compare it with
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = run("review", "--feedback", "--out", str(tmp_path / "review"))
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    r = run("train", "--data", "examples", "--out", str(tmp_path / "model"))  # training needs requirements.txt: say so
+    assert r.returncode == 2 and r.stderr.strip() == ("error: train needs the training set (torch is not installed "
+                                                      "here): pip install -r requirements.txt"), r.stderr[-2000:]
 
 
 def test_the_command_line_the_page_and_the_server_start_without_importing_torch():

@@ -12,12 +12,11 @@ the class head, the gate and the heatmaps.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from ..classes import imagenet_rows
+from . import GateGroup
 
 # The gate's logit is bounded to ±9, so no answer is ever certain: p <= 99.99%. A gate measures how much a photo
 # looks like the classes, not how sure that makes it; and a page that shows 100% claims too much.
@@ -189,22 +188,6 @@ class GatedNet(nn.Module):
         linear = self.head[-1]
         maps = torch.einsum("kc,nchw->nkhw", linear.weight, fmap) / self.temperature
         return torch.cat([maps, -maps.amax(1, keepdim=True)], dim=1)
-
-
-@dataclass(frozen=True)
-class GateGroup:
-    """One group of an ImageNetGate: ImageNet rows whose probability mass is set against `threshold`, in the most
-    convincing view, a corner view's mass divided by `corners` (docs/model.md)."""
-
-    rows: tuple[int, ...]
-    threshold: float
-    corners: float = 1.0
-
-    def __post_init__(self):
-        object.__setattr__(self, "rows", tuple(self.rows))
-        if not (self.rows and imagenet_rows(self.rows) and 0 < self.threshold <= 1 and self.corners >= 1):
-            raise ValueError(f"An imagenet_gate group needs ImageNet rows (0-999), a threshold in (0, 1] and corners "
-                             f">= 1, not {self}: see docs/classes.md.")
 
 
 def gate_for(classes, imagenet: nn.Module, groups: Sequence[GateGroup] = (), sharpness: float = 2.0) -> nn.Module:

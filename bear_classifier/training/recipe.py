@@ -7,8 +7,7 @@ import tomllib
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
-from ..model import OFFLINE_ARCH
-from ..model.classifier import GateGroup
+from ..model import OFFLINE_ARCH, GateGroup
 
 
 @dataclass(frozen=True)
