@@ -116,7 +116,11 @@ def cmd_models(args) -> int:
         for row in models.history()[-5:]:
             print(f"  {row['time']}  {row['how']:<9} {row['version']}")
         if served is None:
-            print(f"no version is served from {args.models} yet: models promote PATH/export.onnx")
+            from .inference.predict import served_model_path
+
+            print(f"No version is served from {args.models} yet, so servers serve {served_model_path()} (BEAR_MODEL, "
+                  f"else export.onnx). To serve versions: models promote PATH/export.onnx, then start the servers "
+                  f"with BEAR_MODELS={args.models} (docs/production.md).")
         return 0
     if args.action == "rollback":
         name = models.previous()

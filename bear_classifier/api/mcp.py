@@ -15,6 +15,7 @@ import anyio
 from mcp.server.mcpserver import Image, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
+from .. import __version__
 from ..inference.images import MAX_BYTES, ImageError, check_size
 from .client import ApiError, Client
 from .service import Busy, Model, Service, Unavailable
@@ -137,7 +138,7 @@ def lit_where_it_looked(data: bytes, heatmap_png: str) -> bytes:
 
 def make_server(answers: Answers, read_files: bool = True) -> MCPServer:
     """The MCP server with its three tools. `read_files=False` (over HTTP): photos come as base64 only."""
-    server = MCPServer("bear-classifier", instructions=INSTRUCTIONS, log_level="WARNING")
+    server = MCPServer("bear-classifier", instructions=INSTRUCTIONS, version=__version__, log_level="WARNING")
 
     @server.tool()
     async def classify_image(path: str | None = None, image_base64: str | None = None) -> dict[str, Any]:
