@@ -8,6 +8,17 @@ from pathlib import Path
 OFF = ("off", "0", "false", "no")
 
 
+def _number(name: str, default: float, what: str) -> float:
+    value = os.environ.get(name, "").strip()
+    try:
+        number = float(value) if value else default
+    except ValueError:
+        raise ValueError(f"{name}={value!r} is not a number: give {what}.") from None
+    if number < 0:
+        raise ValueError(f"{name}={value!r} is negative: give {what}.")
+    return number
+
+
 def model_path() -> Path | None:
     """BEAR_MODEL: the model the page, the API of the CLI and the kernel serve (export.onnx, or export.pkl for the
     lesson's load_learner); None: export.onnx beside the notebook, else the checkout's."""
@@ -34,11 +45,7 @@ def feedback_url(default_db: Path) -> str:
 
 def feedback_max_mb(default: float) -> float:
     """BEAR_FEEDBACK_MAX_MB: how many MB of photos the store may hold."""
-    value = os.environ.get("BEAR_FEEDBACK_MAX_MB")
-    try:
-        return float(value) if value else default
-    except ValueError:
-        raise ValueError(f"BEAR_FEEDBACK_MAX_MB={value!r} is not a number of megabytes (for example 500)") from None
+    return _number("BEAR_FEEDBACK_MAX_MB", default, "a number of megabytes, for example 500")
 
 
 def trusted_proxies() -> str:
@@ -55,20 +62,7 @@ def models_folder() -> Path | None:
 
 def answers_days(default: float) -> float:
     """BEAR_ANSWERS_DAYS: how many days the answers log (class, probability, version: never a photo) keeps a row."""
-    value = os.environ.get("BEAR_ANSWERS_DAYS")
-    try:
-        return float(value) if value else default
-    except ValueError:
-        raise ValueError(f"BEAR_ANSWERS_DAYS={value!r} is not a number of days (for example 30)") from None
-def _number(name: str, default: float, what: str) -> float:
-    value = os.environ.get(name, "").strip()
-    try:
-        number = float(value) if value else default
-    except ValueError:
-        raise ValueError(f"{name}={value!r} is not a number: give {what}.") from None
-    if number < 0:
-        raise ValueError(f"{name}={value!r} is negative: give {what}.")
-    return number
+    return _number("BEAR_ANSWERS_DAYS", default, "a number of days, for example 30")
 
 
 def api_on() -> bool:
@@ -119,6 +113,8 @@ def api_body_seconds() -> float:
 def api_cors_origins() -> list[str]:
     """BEAR_API_CORS: comma-separated origins whose web pages may call the API (`*`: any); empty: none (the default)."""
     return [o.strip() for o in os.environ.get("BEAR_API_CORS", "").split(",") if o.strip()]
+
+
 def metrics_on() -> bool:
     """BEAR_METRICS=off: no /metrics route, and the page and the API count nothing (docs/production.md)."""
     return os.environ.get("BEAR_METRICS", "on").strip().lower() not in OFF
@@ -133,8 +129,4 @@ def metrics_dir() -> Path | None:
 
 def monitor_days(default: int) -> int:
     """BEAR_MONITOR_DAYS: how many days of answers the monitor page shows."""
-    value = os.environ.get("BEAR_MONITOR_DAYS")
-    try:
-        return int(value) if value else default
-    except ValueError:
-        raise ValueError(f"BEAR_MONITOR_DAYS={value!r} is not a number of days (for example 30)") from None
+    return int(_number("BEAR_MONITOR_DAYS", default, "a number of days, for example 30"))

@@ -130,5 +130,5 @@ def test_a_store_size_that_is_not_a_number_says_what_to_set(monkeypatch):
     from bear_classifier.page.feedback import FeedbackStore
 
     monkeypatch.setenv("BEAR_FEEDBACK_MAX_MB", "lots")
-    with pytest.raises(ValueError, match=r"BEAR_FEEDBACK_MAX_MB='lots' is not a number of megabytes"):
+    with pytest.raises(ValueError, match=r"BEAR_FEEDBACK_MAX_MB='lots' is not a number: give a number of megabytes"):
         FeedbackStore.from_env()
