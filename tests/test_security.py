@@ -332,7 +332,7 @@ def test_only_a_trusted_proxy_names_the_visitors_address(monkeypatch):
     the visitor's address is the last X-Forwarded-For entry, the proxy's own; anyone else's header is ignored."""
     from tornado.httputil import HTTPHeaders, HTTPServerRequest
 
-    from bear_classifier.server import visitors
+    from bear_classifier.server import addresses
 
     def request(peer: str, forwarded: str) -> HTTPServerRequest:
         r = HTTPServerRequest(method="GET", uri="/", headers=HTTPHeaders({"X-Forwarded-For": forwarded,
@@ -340,12 +340,12 @@ def test_only_a_trusted_proxy_names_the_visitors_address(monkeypatch):
         r.remote_ip = peer
         return r
 
-    monkeypatch.setattr(visitors, "TRUSTED_PROXIES", visitors.networks("10.0.0.0/8, fd00::/8"))
+    monkeypatch.setattr(addresses, "TRUSTED_PROXIES", addresses.networks("10.0.0.0/8, fd00::/8"))
     for peer in ("127.0.0.1", "10.42.1.7", "fd00::5"):  # HAProxy here; the ingress in the pod network
-        assert visitors.client_address(request(peer, "6.6.6.6, 203.0.113.9")) == "203.0.113.9"
-        assert visitors.behind_tls(request(peer, "203.0.113.9"))
+        assert addresses.client_address(request(peer, "6.6.6.6, 203.0.113.9")) == "203.0.113.9"
+        assert addresses.behind_tls(request(peer, "203.0.113.9"))
     for peer in ("198.51.100.7", "11.0.0.1"):  # a visitor's own word
-        assert visitors.client_address(request(peer, "203.0.113.9")) == peer
-        assert not visitors.behind_tls(request(peer, "203.0.113.9"))
+        assert addresses.client_address(request(peer, "203.0.113.9")) == peer
+        assert not addresses.behind_tls(request(peer, "203.0.113.9"))
     with pytest.raises(ValueError, match="'ten' is not a network"):
-        visitors.networks("10.0.0.0/8, ten")
+        addresses.networks("10.0.0.0/8, ten")

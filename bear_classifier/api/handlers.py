@@ -11,7 +11,7 @@ import re
 from tornado import httputil, web
 
 from .. import metrics
-from ..server.visitors import behind_tls, client_address
+from ..server.addresses import behind_tls, client_address
 from .limits import PerMinute
 from .service import Busy, Service, Unavailable
 

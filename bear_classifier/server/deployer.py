@@ -2,7 +2,7 @@
 
 `Deployer` (`Voila.identity_provider_class` of `make monitor`) decides before any page is rendered or any kernel
 is touched: anyone else gets 403 with a sentence. The address is the one the page's visitor checks use
-(visitors.client_address): behind a proxy on this machine, the visitor it forwards for counts, not the proxy.
+(addresses.client_address): behind a proxy on this machine, the visitor it forwards for counts, not the proxy.
 """
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import ipaddress
 
 from tornado import web
 
-from .visitors import Visitors, client_address
+from .addresses import client_address
+from .visitors import Visitors
 
 # Voila's error page shows the status and its reason: the sentence is the reason.
 REFUSED = "Only the site's deployer may open this monitor: on the machine that serves it, or with its token"

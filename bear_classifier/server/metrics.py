@@ -20,7 +20,8 @@ from pathlib import Path
 from tornado import web
 
 from .. import environment
-from .visitors import TRUSTED_PROXIES, client_address
+from . import addresses
+from .addresses import client_address
 
 log = logging.getLogger(__name__)
 PREFIX = "bear-metrics-"
@@ -106,7 +107,7 @@ def inside(request) -> bool:
         address = ipaddress.ip_address(client_address(request))
     except ValueError:
         return False
-    return address.is_loopback or any(address in net for net in TRUSTED_PROXIES)
+    return address.is_loopback or any(address in net for net in addresses.TRUSTED_PROXIES)
 
 
 class Kernels:
