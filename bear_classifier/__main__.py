@@ -246,7 +246,6 @@ def cmd_predict(args) -> int:
             print(f"{photo}: error: {e.strerror if isinstance(e, OSError) else e}", file=sys.stderr)
             status = 1
             continue
-        pred = clf.predict(img)
         words = clf.classes.name(pred.label) + (f": {clf.classes.none_person}" if pred.person else "")
         print(f"{photo}: {pred}  ({words})")
         if args.heatmap:

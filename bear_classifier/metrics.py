@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 from types import SimpleNamespace
 
 from . import environment
@@ -19,8 +20,16 @@ REASONS = ("empty", "too_large", "too_many_pixels", "not_an_image", "damaged", "
            "model_unavailable", "failed")
 
 
-@functools.cache
+_made = threading.Lock()  # functools.cache alone may run counts() twice at once, and the second would fail
+
+
 def counts() -> SimpleNamespace:
+    with _made:
+        return _counts()
+
+
+@functools.cache
+def _counts() -> SimpleNamespace:
     """The counters, made at the first count (or at `counts()`, to pay prometheus_client's 65 ms import before it):
     by then the server has named its folder, whichever module imported this one first."""
     from prometheus_client import Counter, Histogram, values

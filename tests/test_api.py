@@ -573,9 +573,30 @@ def test_a_model_that_cannot_load_leaves_the_server_live_but_not_ready(tmp_path)
         loop.call_soon_threadsafe(loop.stop)
 
 
-def test_where_the_page_serves_the_lessons_pkl_the_api_serves_its_onnx_twin():
+def test_where_the_page_serves_the_lessons_pkl_the_api_serves_its_onnx_twin(monkeypatch):
     from bear_classifier.api.service import Model
 
-    model = Model(ROOT / "export.pkl")  # BEAR_MODEL=export.pkl: load_learner on the page, which the API can't (torch)
+    monkeypatch.setenv("BEAR_MODEL", str(ROOT / "export.pkl"))  # load_learner on the page, which the API can't (torch)
+    model = Model()
     model.loaded.result(timeout=60)
     assert model.path == ROOT / "export.onnx" and model.classifier().classes.labels == ["black", "grizzly", "teddy"]
+
+
+def test_photos_answered_at_once_on_the_pools_threads_get_the_same_answers():
+    """The API answers on one thread per core with one model (and one face detector): photos of a person at once,
+    beside bears, each get their own answer, as one at a time would, and are all counted."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from bear_classifier.api.service import Model, Service
+
+    service = Service(model=Model(ROOT / "export.onnx"))
+    service.model.loaded.result(timeout=60)
+    photos = [("person.jpg", (ROOT / "tests" / "photos" / "person.jpg").read_bytes()),
+              ("grizzly.jpg", (ROOT / "examples" / "grizzly.jpg").read_bytes())] * 24
+    alone = {name: service.classify_one(name, data) for name, data in photos[:2]}
+    with ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(lambda p: service.classify_one(*p), photos))
+    assert alone["person.jpg"]["label"] == "not_bear" and alone["person.jpg"]["person"]
+    for answer in together:
+        assert "error" not in answer, answer
+        assert (answer["label"], answer.get("person")) == (alone[answer["name"]]["label"], alone[answer["name"]].get("person"))

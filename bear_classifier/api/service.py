@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import metrics
+from .. import environment, metrics
 from ..inference.answer import answer_bytes
 from ..inference.predict import Classifier, ModelError
 from ..inference.versions import Served, models_folder
@@ -52,7 +52,7 @@ class Model:
     served: Served = field(init=False)
 
     def __post_init__(self):
-        self.path = Path(self.path) if self.path else None
+        self.path = Path(self.path) if self.path else environment.model_path()  # BEAR_MODEL: a fixed file
         if self.path is not None and self.path.suffix == ".pkl":  # the lesson's load_learner path on the page: the
             self.path = self.path.with_suffix(".onnx")  # API serves its ONNX twin, the same network without torch
         models = None if self.path is not None else models_folder()
@@ -77,17 +77,21 @@ class Model:
     def ready(self) -> bool:
         return self.loaded.done() and self.loaded.exception() is None
 
-    def classifier(self):
-        """The served version's Classifier; Unavailable (a sentence) while it loads or where it failed."""
+    def classifier(self, latest: bool = False):
+        """The served version's Classifier; Unavailable (a sentence) while it loads or where it failed. `latest`:
+        the one `models promote` serves now, loaded here if it is new (so never on the event loop: on the pool's
+        threads, where answers are made); else the one in hand."""
         if not self.loaded.done():
             raise Unavailable(LOADING)
         if self.loaded.exception() is not None:
             raise Unavailable(BROKEN)
-        return self.served.get()
-
-    @property
-    def card(self) -> dict:
-        return self.classifier().card
+        if not latest:
+            return self.served.current
+        try:
+            return self.served.get()
+        except ModelError:  # the served version went missing: the one in hand answers (Served logs why)
+            log.exception("the served version could not be had")
+            return self.served.current
 
     def version(self) -> dict:
         return version_of(self.classifier())
@@ -138,7 +142,7 @@ class Service:
 
     def classify_one(self, name: str, data: bytes, heatmap: bool = False) -> dict:
         """One image's answer, or {"name", "error": sentence} for a file that is no photo. Blocking: the model runs here."""
-        classifier, start = self.model.classifier(), time.monotonic()
+        classifier, start = self.model.classifier(latest=True), time.monotonic()
         try:
             img, pred = answer_bytes(classifier, data)
         except ImageError as e:
@@ -221,7 +225,7 @@ class Service:
     def info(self) -> dict:
         """GET /api/model: the classes in the page's words, the model card's figures, the version."""
         classifier = self.model.classifier()
-        card, classes = self.model.card, classifier.classes
+        card, classes = classifier.card, classifier.classes
         figures = {k: {m: v for m, v in card[k].items() if m in ("n", "accuracy", "per_class", "ece")}
                    for k in ("valid_metrics", "evaluation") if isinstance(card.get(k), dict)}
         return {"title": classes.title, "question": classes.question,
@@ -229,4 +233,4 @@ class Service:
                 "none_of_these": {"label": classes.none_label, "words": classes.none_name,
                                   "sentence": classes.none_sentence},
                 "input": {"size": list(classifier.size), "resize": "squish"},
-                "arch": card.get("arch"), "figures": figures, "version": self.model.version()}
+                "arch": card.get("arch"), "figures": figures, "version": version_of(classifier)}

@@ -8,6 +8,7 @@ time and memory) are in docs/model.md ("Photos of people").
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,7 +51,7 @@ class PersonDetector:
         self.cascade = cv2.CascadeClassifier(cv2.data.haarcascades + CASCADE)
         if self.cascade.empty():
             raise RuntimeError(f"OpenCV's {CASCADE} could not be read: reinstall opencv-python-headless.")
-        self.main, self._cv2 = main, cv2
+        self.main, self._cv2, self._lock = main, cv2, threading.Lock()
 
     def faces(self, img: Image.Image) -> list[Face]:
         """The faces of `img` whose side is at least SMALLEST of its shorter side, largest first."""
@@ -59,8 +60,9 @@ class PersonDetector:
         pixels = self._cv2.equalizeHist(np.asarray(gray))
         h, w = pixels.shape
         side = max(12, min(h, w) * SMALLEST)
-        boxes = self.cascade.detectMultiScale(pixels, scaleFactor=1.1, minNeighbors=NEIGHBOURS,
-                                              minSize=(int(side), int(side)))
+        with self._lock:  # one cascade, and OpenCV's isn't safe to run from two threads (the API's pool) at once
+            boxes = self.cascade.detectMultiScale(pixels, scaleFactor=1.1, minNeighbors=NEIGHBOURS,
+                                                  minSize=(int(side), int(side)))
         found = [Face(float(x / w), float(y / h), float(bw / w), float(bh / h))
                  for x, y, bw, bh in (boxes if len(boxes) else [])]
         return sorted(found, key=lambda f: -f.w * f.h)

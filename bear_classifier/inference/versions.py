@@ -150,6 +150,11 @@ class Served:
         """The pointer was replaced since the model in hand was loaded."""
         return self.models is not None and self._model is not None and self._stat() != self._stamp
 
+    @property
+    def current(self):
+        """The model in hand, as loaded by the last `get()` (None before the first)."""
+        return self._model
+
     def get(self):
         """The served version's classifier (its .version names it). A version that fails to load keeps the one in
         hand answering, with the reason in the log."""
@@ -164,6 +169,11 @@ class Served:
             if self._model is not None and stamp == self._stamp:
                 return self._model
             name = self.models.served()
+            if name is None and self._model is not None:  # the pointer went: the version in hand keeps answering
+                log.error("no version is served from %s any more: %s keeps answering", self.models.root,
+                          self._model.version)
+                self._stamp = stamp
+                return self._model
             if name is None:
                 raise ModelError(f"No version is served from {self.models.root} yet: "
                                  f"`python -m bear_classifier models promote PATH/export.onnx`.")

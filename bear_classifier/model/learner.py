@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..inference.predict import ModelError, Prediction, check_sha256, model_file, read_card
+from ..inference.predict import ModelError, Prediction, check_sha256, model_file, model_version, read_card
 
 
 def version_drift(card: dict) -> dict[str, tuple[str, str]]:
@@ -49,16 +49,18 @@ class LessonClassifier:
     """The course's own code path: `load_learner("export.pkl")` and `learn.predict`, for people who want it
     (the app uses it when BEAR_MODEL names a .pkl file). Needs requirements.txt (torch, fastai); slower."""
 
-    def __init__(self, learn, sha256: str = ""):
+    def __init__(self, learn, sha256: str = "", version: str = ""):
         from .export import learner_classes
 
         self.learn, self.vocab, self.sha256 = learn, list(learn.dls.vocab), sha256
+        self.version = version or sha256[:8]  # its ONNX twin's (model_version): the same network, the same name
         self.classes = learner_classes(learn)
 
     @classmethod
     def load(cls, path: Path | None = None) -> "LessonClassifier":
         path = Path(path or model_file("export.pkl"))
-        return cls(load_model(path), read_card(path).get("sha256", ""))
+        card = read_card(path)
+        return cls(load_model(path), card.get("sha256", ""), model_version(card))
 
     def predict(self, img: Image.Image) -> Prediction:
         import torch
@@ -70,4 +72,4 @@ class LessonClassifier:
             xb = self.learn.dls.test_dl([PILImage.create(np.asarray(img.convert("RGB")))]).one_batch()[0]
             maps = self.learn.model.class_maps(self.learn.model.feature_map(xb))[0].cpu().numpy()
         return Prediction(self.vocab[i], float(probs[i]), dict(zip(self.vocab, probs.tolist())), maps[i],
-                          self.classes.none_label)
+                          self.classes.none_label, self.version)

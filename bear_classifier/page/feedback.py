@@ -161,7 +161,7 @@ class FeedbackStore:
                         self._pruned = time.monotonic()
                         old = datetime.now(timezone.utc) - timedelta(days=self.answers_days)
                         db.execute(answers.delete().where(answers.c.created < old))
-            except sa.exc.SQLAlchemyError:  # the answers are given; the log misses them, and says so
+            except Exception:  # the answers are given; the log misses them, says so, and the writer goes on
                 log.warning("%d answers could not be written to the answers log", len(rows), exc_info=True)
             for _ in rows:
                 self._answers.task_done()

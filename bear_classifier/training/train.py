@@ -13,14 +13,14 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..model import openset
-from ..model.backbone import OFFLINE_ARCH, create_imagenet_model, normalization, split_imagenet_model
+from ..model.backbone import create_imagenet_model, normalization, split_imagenet_model
 from ..classes import Classes
 from .data import make_dataloaders
 from .card import model_card
 from .recipe import Recipe
 from ..model.classifier import Frozen, GatedNet, class_head, gate_for, heads, pooled_views, splitter, view_features
 
-# The class head's temperature, where the classes file gives none, is fitted on the validation photos and kept
+# The class head's temperature, where the recipe gives none, is fitted on the validation photos and kept
 # within these bounds: a few dozen validation photos, every one right, would otherwise ask for certainty.
 TEMPERATURE_BOUNDS = (0.25, 4.0)
 
