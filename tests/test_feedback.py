@@ -48,6 +48,28 @@ def test_a_kernel_that_loses_the_race_to_create_the_table_still_stores(tmp_path,
     assert [r.model_sha256 for r in late.all()] == ["first", "late"]
 
 
+def test_a_kernel_that_finds_one_table_made_and_not_the_other_makes_the_other(tmp_path, monkeypatch):
+    """The race of a fresh server's kernels, halfway: the winner has made `flags` and not yet `answers` when a
+    loser's CREATE TABLE flags fails. The loser tries again, and its answers log works."""
+    import sqlalchemy as sa
+
+    from bear_classifier.page import tables
+
+    url = f"sqlite:///{tmp_path / 'feedback.db'}"
+    tables.flags.create(sa.create_engine(url))  # the winner, halfway
+    create_all, calls = tables.metadata.create_all, []
+
+    def racing(engine, **_):
+        calls.append(engine)
+        return create_all(engine, checkfirst=len(calls) > 1)  # the first as if its check ran before the winner's
+
+    monkeypatch.setattr(tables.metadata, "create_all", racing)
+    store = FeedbackStore(url)
+    store.answered("grizzly", 0.97, "v1")
+    store.flush()
+    assert len(calls) == 2 and store.answer_counts() == {("v1", "grizzly"): 1}
+
+
 def test_a_full_store_refuses_with_a_sentence_and_keeps_what_it_has(tmp_path):
     store = FeedbackStore(f"sqlite:///{tmp_path / 'feedback.db'}", max_mb=0.3, visitor_share=1, per_minute=None)
     with pytest.raises(FeedbackError, match="the feedback store is full"):

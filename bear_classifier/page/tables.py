@@ -3,6 +3,7 @@ given the columns added since a store was made."""
 from __future__ import annotations
 
 import logging
+import time
 
 import sqlalchemy as sa
 
@@ -39,15 +40,22 @@ answers = sa.Table(
 ADDED_COLUMNS = ("model_version", "review")
 
 
-def create_table(engine: sa.Engine) -> None:
-    """Create the table once, whoever comes first: kernels of several replicas start at once on a fresh database,
-    and all but one lose the race to CREATE TABLE ("already exists", or a duplicate type on PostgreSQL)."""
-    try:
-        metadata.create_all(engine)
-    except sa.exc.DBAPIError:
-        if not all(sa.inspect(engine).has_table(t) for t in metadata.tables):
-            raise
-        log.debug("another process created the feedback tables first")  # every kernel of a fresh server races to create them
+def create_table(engine: sa.Engine, tries: int = 5) -> None:
+    """Create the tables once, whoever comes first: kernels of several replicas start at once on a fresh database,
+    and all but one lose the race to CREATE TABLE ("already exists", or a duplicate type on PostgreSQL). A loser
+    tries again (create_all skips the tables that exist), as the winner may have made one table and not yet the
+    other."""
+    for attempt in range(tries):
+        try:
+            metadata.create_all(engine)
+            break
+        except sa.exc.DBAPIError:
+            if all(sa.inspect(engine).has_table(t) for t in metadata.tables):
+                break  # another process made them all
+            if attempt == tries - 1:
+                raise
+            log.debug("another process was creating the feedback tables")
+            time.sleep(0.05 * (attempt + 1))
     migrate(engine)
 
 
