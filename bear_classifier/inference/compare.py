@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from .answer import read_photo
 from .images import ImageError, open_image
 
 MAX_CLASS_DROP = 0.10
@@ -60,7 +62,7 @@ def score(classifier, photos: list[Photo]) -> Score:
     vocab = list(classifier.vocab)
     probs, answers = np.zeros((len(photos), len(vocab))), {}
     for i, photo in enumerate(photos):
-        probs[i] = classifier.probabilities(open_image(photo.data))
+        probs[i] = classifier.probabilities(read_photo(photo.data))  # read as the page and the API read a photo
         answers[photo.key] = vocab[int(probs[i].argmax())]
     targets = np.array([vocab.index(p.label) for p in photos], dtype=int)
     s = Score(classifier.version, answers, probs, ece=ece(probs, targets))
