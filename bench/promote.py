@@ -6,7 +6,7 @@
           promote → the first card that names the new version, the old-version answers after the promote
           (should be none), and the error cards (should be none); and a page that answered before the
           promote: it keeps its version and says so
-  server  served_model() as an API calls it per request, requests back to back on a thread: promote → first
+  server  Served.get() as an API calls it per request, requests back to back on a thread: promote → first
           answer of the new version, over several promotions; and the cost of the call when nothing changed
 
 The two versions are the checkout's model re-saved with different doc strings (other bytes, same answers), so
@@ -141,7 +141,7 @@ def main() -> None:
         switches, errors, call_us = server_switch(models, a, b)
         print(f"server  promote → first new-version answer: median {statistics.median(switches):.3f} s, "
               f"max {max(switches):.3f} s over {len(switches)} promotions; {errors} errors; "
-              f"served_model() unchanged: {call_us:.1f} µs a call")
+              f"Served.get() unchanged: {call_us:.1f} µs a call")
         r = page_switch(models, a, b, args.visitors, args.port, Path(tmp), args.replicas)
         for replica, first in enumerate(r["first"]):
             came, answered, version = first or (0, 0, "nobody came")

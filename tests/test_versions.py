@@ -169,7 +169,7 @@ def test_deleting_a_flag_deletes_it_everywhere(project):
 
 
 def test_a_server_answers_with_the_promoted_version_within_one_call_and_without_an_error(tmp_path):
-    """The API's way: served_model() per request (a stat of the pointer), while requests keep coming from a thread."""
+    """The API's way: Served.get() per request (a stat of the pointer), while requests keep coming from a thread."""
     import threading
 
     from PIL import Image
@@ -207,7 +207,7 @@ def test_a_server_answers_with_the_promoted_version_within_one_call_and_without_
     start = time.perf_counter()
     for _ in range(1000):
         served.get()
-    print(f"served_model() when nothing changed: {(time.perf_counter() - start) * 1000:.3f} µs a call")
+    print(f"Served.get() when nothing changed: {(time.perf_counter() - start) * 1000:.3f} µs a call")
 
 
 def wait(condition, timeout: float = 60) -> bool:

@@ -57,12 +57,10 @@ class Prediction:
 def served_model_path() -> Path:
     """The model the page and the CLI serve: BEAR_MODEL where it is set; else the version the models folder
     (BEAR_MODELS) serves; else export.onnx in the working directory, else the checkout's."""
-    fixed, folder = environment.model_path(), environment.models_folder()
-    if fixed is not None:
-        return fixed
-    if folder is not None and (folder / "served").exists():  # inference/versions.py keeps this folder
-        return folder / (folder / "served").read_text().strip() / "export.onnx"
-    return model_file("export.onnx")
+    from .versions import models_folder  # which imports this module
+
+    models = models_folder()  # None where BEAR_MODEL names a fixed file, or no models folder is set
+    return environment.model_path() or (models and models.served_path()) or model_file("export.onnx")
 
 
 def served_classes(path: Path | None = None) -> Classes:

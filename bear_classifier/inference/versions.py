@@ -68,6 +68,11 @@ class Models:
         except FileNotFoundError:
             return None
 
+    def served_path(self) -> Path | None:
+        """The served version's export.onnx; None before the first promote."""
+        name = self.served()
+        return self.root / name / "export.onnx" if name else None
+
     def add(self, onnx: Path) -> Version:
         """Copy an exported model (export.onnx and its card) into the folder under its version name, after its
         sha256 check; a version already there is left as it is."""
@@ -190,14 +195,3 @@ class Served:
             self._model, self._stamp = model, stamp
             return model
 
-
-_served: Served | None = None
-
-
-def served_model():
-    """The classifier every answer should come from now, for a server process (the API): loaded on first use, and
-    again within one call after `models promote` or `rollback` replaced the pointer. Its .version names it."""
-    global _served
-    if _served is None:
-        _served = Served(models_folder())
-    return _served.get()
