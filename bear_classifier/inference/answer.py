@@ -1,8 +1,8 @@
 """Bytes to answer: the one path every photo takes, from the page, the HTTP API and the command line alike.
 
 `read_photo` makes untrusted bytes the image the model reads (or raises ImageError, a sentence);
-`answer` is where each answer is made. Whatever counts or logs answers hooks in here, once, and sees
-every answer the project gives.
+`answer` is where each answer is made. (Each answer is counted for /metrics where it is given out: the page
+once its card is shown, page/app.py; the API once its JSON is made, api/service.py.)
 """
 from __future__ import annotations
 

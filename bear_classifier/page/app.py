@@ -16,6 +16,7 @@ from contextlib import contextmanager
 
 import ipywidgets as widgets
 
+from .. import metrics
 from .gallery import Cards
 from ..inference.images import ImageError
 from .kernel import BROKEN, Background, Model, Unavailable, log_to_server
@@ -82,8 +83,6 @@ class Gallery(widgets.VBox):
         return f'<p class="{css}" role="status" aria-live="polite">{html.escape(text, quote=False)}</p>'
 
     def _model_known(self, model: Model) -> None:
-        from .. import metrics
-
         metrics.counts()  # prometheus_client's import (65 ms) here, rather than in the first answer
         if model.value is None:  # said at once, not at the first upload
             self.status.value = self._say(BROKEN)
@@ -94,8 +93,6 @@ class Gallery(widgets.VBox):
         waiting = not self.model.ready
         self.status.value = self._say("Loading the model (first time only)…" if waiting else
                                       f"Classifying {photo.number} of {photo.count}…", busy=True)
-        from .. import metrics
-
         try:
             yield
         except (ImageError, Unavailable) as e:
@@ -123,8 +120,6 @@ class Gallery(widgets.VBox):
 
     def _count(self, photo: Photo, pred) -> None:
         """The answer, once shown, counted for /metrics: its time from the photo's arrival in this kernel."""
-        from .. import metrics
-
         metrics.answered(pred.label, pred.probability, self._version(pred), time.monotonic() - photo.arrived,
                          not pred.in_set)
 
