@@ -14,7 +14,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from .. import environment
-from ..inference.predict import read_card, served_classes, served_model_path
+from ..inference.predict import card_classes, read_card, served_classes, served_model_path
 from .feedback import DEFAULT_DB, answers, flags
 
 log = logging.getLogger(__name__)
@@ -24,10 +24,11 @@ DAYS = 30  # the answers shown, unless BEAR_MONITOR_DAYS says otherwise
 class Monitor:
     """The answers log and the flags of one store (a database URL), and the served model's card."""
 
-    def __init__(self, url: str, card: dict | None = None, days: int = DAYS):
+    def __init__(self, url: str, days: int = DAYS):
         self.engine = sa.create_engine(url)
-        self.card = card if card is not None else read_card(served_model_path())
-        self.classes = served_classes()
+        path = served_model_path()
+        self.card = read_card(path)
+        self.classes = card_classes(self.card, path)  # from the card just read, not read again
         self.since = datetime.now(timezone.utc) - timedelta(days=days)
 
     @classmethod
