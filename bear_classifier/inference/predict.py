@@ -16,6 +16,7 @@ from ..classes import FILE as CLASSES_FILE
 from ..classes import Classes, Kind
 from .people import PersonDetector
 
+POINTER = "served"  # a models folder's file naming the version it serves (inference/versions.py)
 CHECKOUT = Path(__file__).resolve().parents[2]  # where a checkout keeps its trained model, next to app.ipynb
 
 
@@ -57,10 +58,18 @@ class Prediction:
 def served_model_path() -> Path:
     """The model the page and the CLI serve: BEAR_MODEL where it is set; else the version the models folder
     (BEAR_MODELS) serves; else export.onnx in the working directory, else the checkout's."""
-    from .versions import models_folder  # which imports this module
+    fixed, folder = environment.model_path(), environment.models_folder()
+    name = served_version(folder) if folder is not None else None
+    return fixed or (folder / name / "export.onnx" if name else model_file("export.onnx"))
 
-    models = models_folder()  # None where BEAR_MODEL names a fixed file, or no models folder is set
-    return environment.model_path() or (models and models.served_path()) or model_file("export.onnx")
+
+def served_version(folder: Path) -> str | None:
+    """The name of the version a models folder serves, from its pointer file (inference/versions.py keeps the
+    folder); None before the first promote."""
+    try:
+        return (Path(folder) / POINTER).read_text().strip() or None
+    except FileNotFoundError:
+        return None
 
 
 def served_classes(path: Path | None = None) -> Classes:

@@ -20,10 +20,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .. import environment
-from .predict import Classifier, ModelError, check_sha256, model_version, read_card, served_model_path
+from .predict import (POINTER, Classifier, ModelError, check_sha256, model_version, read_card, served_model_path,
+                      served_version)
 
 log = logging.getLogger(__name__)
-POINTER, HISTORY = "served", "history.csv"
+HISTORY = "history.csv"
 
 
 @dataclass
@@ -63,15 +64,7 @@ class Models:
 
     def served(self) -> str | None:
         """The served version's name; None before the first promote."""
-        try:
-            return self.pointer.read_text().strip() or None
-        except FileNotFoundError:
-            return None
-
-    def served_path(self) -> Path | None:
-        """The served version's export.onnx; None before the first promote."""
-        name = self.served()
-        return self.root / name / "export.onnx" if name else None
+        return served_version(self.root)
 
     def add(self, onnx: Path) -> Version:
         """Copy an exported model (export.onnx and its card) into the folder under its version name, after its
