@@ -600,3 +600,29 @@ def test_photos_answered_at_once_on_the_pools_threads_get_the_same_answers():
     for answer in together:
         assert "error" not in answer, answer
         assert (answer["label"], answer.get("person")) == (alone[answer["name"]]["label"], alone[answer["name"]].get("person"))
+
+
+def test_api_answers_join_the_answers_log_the_monitor_reads(tmp_path, monkeypatch):
+    """An API answer is a row of the page's answers log (label, probability, version; never the photo), so the
+    monitor counts programs' answers too; a file that is no photo is not an answer; BEAR_FEEDBACK=off logs nothing."""
+    import sqlalchemy as sa
+
+    from bear_classifier.api.service import Model, Service
+    from bear_classifier.page.feedback import answers
+
+    monkeypatch.setenv("BEAR_FEEDBACK_DB", str(tmp_path / "f.db"))
+    service = Service(model=Model(ROOT / "export.onnx"))
+    service.model.loaded.result(timeout=60)
+    grizzly = service.classify_one("grizzly.jpg", (ROOT / "examples" / "grizzly.jpg").read_bytes())
+    assert "error" in service.classify_one("notes.txt", b"not a photo at all")
+    service.answers_log().flush()
+    with service.answers_log().engine.connect() as db:
+        rows = db.execute(sa.select(answers.c.predicted, answers.c.probability, answers.c.model_version)).all()
+    assert [(r.predicted, r.model_version) for r in rows] == [("grizzly", grizzly["model"]["name"])]
+    assert rows[0].probability == pytest.approx(grizzly["probability"], abs=1e-6)
+
+    monkeypatch.setenv("BEAR_FEEDBACK", "off")
+    quiet = Service(model=Model(ROOT / "export.onnx"))
+    quiet.model.loaded.result(timeout=60)
+    assert "error" not in quiet.classify_one("grizzly.jpg", (ROOT / "examples" / "grizzly.jpg").read_bytes())
+    assert quiet.answers_log() is None

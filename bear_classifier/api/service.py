@@ -20,6 +20,7 @@ from ..inference.answer import answer_bytes
 from ..inference.predict import Classifier, ModelError
 from ..inference.versions import Served, models_folder
 from ..inference.images import ImageError
+from ..page.feedback import FeedbackStore
 from .limits import Limits
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,7 @@ LOADING = "The model is still loading. Please try again in a few seconds."
 BROKEN = "This server's model couldn't be loaded; its owner has been told (the server log says why)."
 FAILED = "Something went wrong while classifying this image. Please try another one."
 SHARE = 4  # one address may hold at most 1/SHARE of the places (turns and queue): a few can't take them all
+LOG_RETRY = 60.0  # seconds before an answers log that could not be opened is tried again
 
 
 class Busy(RuntimeError):
@@ -139,6 +141,8 @@ class Service:
         self.buffered = 0  # bytes of request bodies held by admitted requests
         self._turns: asyncio.Semaphore | None = None  # made on the server's event loop, at the first request
         self._seconds = 0.1  # a request's recent time at work (moving average): what Retry-After is made of
+        self._log: FeedbackStore | None = None  # the answers log (BEAR_FEEDBACK*), opened at the first answer
+        self._log_lock, self._log_tried = threading.Lock(), -LOG_RETRY
 
     def classify_one(self, name: str, data: bytes, heatmap: bool = False) -> dict:
         """One image's answer, or {"name", "error": sentence} for a file that is no photo. Blocking: the model runs here."""
@@ -152,9 +156,25 @@ class Service:
             log.exception("classifying an image for the API failed")
             metrics.rejected("failed")
             return {"name": name, "error": FAILED}
-        metrics.answered(pred.label, pred.probability, pred.version or classifier.version, time.monotonic() - start,
-                         not pred.in_set)
+        version = pred.version or classifier.version
+        metrics.answered(pred.label, pred.probability, version, time.monotonic() - start, not pred.in_set)
+        if (answers_log := self.answers_log()) is not None:  # the page's answers log: the monitor counts both
+            answers_log.answered(pred.label, pred.probability, version)
         return {"name": name, **result(pred, classifier.classes, version_of(classifier), img if heatmap else None)}
+
+    def answers_log(self) -> FeedbackStore | None:
+        """The store whose answers log the page writes too (BEAR_FEEDBACK*; None where it is off), opened once, on
+        the pool's threads; one that can't be opened (a database down) is tried again a minute later, and the
+        answers go on meanwhile, unlogged."""
+        with self._log_lock:
+            if self._log is None and time.monotonic() - self._log_tried >= LOG_RETRY:
+                self._log_tried = time.monotonic()
+                try:
+                    self._log = FeedbackStore.from_env()
+                except Exception:
+                    log.warning("the answers log could not be opened; API answers go unlogged for a minute",
+                                exc_info=True)
+            return self._log
 
     def admit(self, address: str) -> bool:
         """Take a place for a request from `address` whose body is about to be read: False where the places are all
