@@ -1,5 +1,6 @@
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,10 @@ sys.path.insert(0, str(Path(__file__).parent))  # corpus.py
 # (kernels, notebooks): torch's and OpenMP's own pools, each the size of the machine, would fight over the cores.
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
+
+# The page and the API log answers to feedback.db beside the package unless told otherwise: the tests' own go to a
+# folder of their own (a test that reads the store sets its own BEAR_FEEDBACK_DB).
+os.environ.setdefault("BEAR_FEEDBACK_DB", str(Path(tempfile.mkdtemp(prefix="bear-feedback-")) / "feedback.db"))
 
 SHARED = ROOT.parent / "shared" / "data"
 BEARS = SHARED / "bears"
