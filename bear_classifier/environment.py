@@ -65,6 +65,11 @@ def answers_days(default: float) -> float:
     return _number("BEAR_ANSWERS_DAYS", default, "a number of days, for example 30")
 
 
+def answers_rows(default: int) -> int:
+    """BEAR_ANSWERS_ROWS: the most rows the answers log keeps, its newest (the API can answer fast)."""
+    return int(_number("BEAR_ANSWERS_ROWS", default, "a number of rows, for example 1000000"))
+
+
 def api_on() -> bool:
     """BEAR_API=off serves the page alone: no HTTP API, and no model session in the server process (about 105 MiB)."""
     return os.environ.get("BEAR_API", "on").strip().lower() not in OFF

@@ -280,6 +280,27 @@ def test_the_answers_log_keeps_no_photo_and_forgets_rows_older_than_its_days(tmp
         assert db.execute(sa.select(sa.func.count()).select_from(answers)).scalar() == 2
 
 
+def test_the_answers_log_keeps_its_newest_rows_only(tmp_path, monkeypatch):
+    """Programs can ask faster than days bound: BEAR_ANSWERS_ROWS caps the log, its oldest rows going first."""
+    import sqlalchemy as sa
+
+    from bear_classifier.page.feedback import FeedbackStore, answers
+
+    monkeypatch.setenv("BEAR_FEEDBACK_DB", str(tmp_path / "f.db"))
+    monkeypatch.setenv("BEAR_ANSWERS_ROWS", "5")
+    store = FeedbackStore.from_env()
+    for i in range(12):
+        store.answered("grizzly", i / 100, "v1")
+    store.flush()
+    store.prune_answers()
+    with store.engine.connect() as db:
+        kept = db.execute(sa.select(answers.c.probability).order_by(answers.c.id)).scalars().all()
+    assert kept == pytest.approx([0.07, 0.08, 0.09, 0.10, 0.11])
+    monkeypatch.setenv("BEAR_ANSWERS_ROWS", "many")
+    with pytest.raises(ValueError, match="BEAR_ANSWERS_ROWS='many' is not a number"):
+        FeedbackStore.from_env()
+
+
 class Colour:
     """A stand-in model for the gate's rule: it answers by the photo's mean colour, as told."""
 

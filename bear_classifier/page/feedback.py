@@ -33,6 +33,9 @@ VISITOR_SHARE = 0.05  # one visitor (kernel) may fill at most this share of the 
 PER_MINUTE = 10  # changes a visitor may make in a minute: a person corrects a few cards, a script thousands
 
 DEFAULT_ANSWERS_DAYS = 30
+# The answers log's newest rows kept: the API answers as fast as programs ask, up to ~100 answers a second on two cores,
+# so days alone don't bound it. A million rows is about 60 MB of SQLite, and weeks of a busy page's answers.
+DEFAULT_ANSWERS_ROWS = 1_000_000
 PRUNE_EVERY = 3600.0  # seconds between two deletions of old answers by one kernel
 
 
@@ -73,8 +76,10 @@ class FeedbackStore:
     """
 
     def __init__(self, url: str, max_mb: float = DEFAULT_MAX_MB, visitor_share: float = VISITOR_SHARE,
-                 per_minute: int | None = PER_MINUTE, answers_days: float = DEFAULT_ANSWERS_DAYS):
+                 per_minute: int | None = PER_MINUTE, answers_days: float = DEFAULT_ANSWERS_DAYS,
+                 answers_rows: int = DEFAULT_ANSWERS_ROWS):
         self.url, self.max_bytes, self.answers_days = url, int(max_mb * 2**20), answers_days
+        self.answers_rows = answers_rows
         self._pruned = -PRUNE_EVERY
         self.share_bytes, self.per_minute = int(self.max_bytes * visitor_share), per_minute
         self.mine: dict[int, int] = {}  # this visitor's rows: id → photo bytes
@@ -97,7 +102,8 @@ class FeedbackStore:
         if not environment.feedback_on():
             return None
         return cls(environment.feedback_url(DEFAULT_DB), environment.feedback_max_mb(DEFAULT_MAX_MB),
-                   answers_days=environment.answers_days(DEFAULT_ANSWERS_DAYS))
+                   answers_days=environment.answers_days(DEFAULT_ANSWERS_DAYS),
+                   answers_rows=environment.answers_rows(DEFAULT_ANSWERS_ROWS))
 
     def add(self, img: Image.Image, predicted: str, probability: float, label: str, model_sha256: str,
             model_version: str = "") -> int:
@@ -157,14 +163,22 @@ class FeedbackStore:
             try:
                 with self.engine.begin() as db:
                     db.execute(answers.insert(), rows)
-                    if time.monotonic() - self._pruned > PRUNE_EVERY:  # rows older than answers_days go now and then
-                        self._pruned = time.monotonic()
-                        old = datetime.now(timezone.utc) - timedelta(days=self.answers_days)
-                        db.execute(answers.delete().where(answers.c.created < old))
+                if time.monotonic() - self._pruned > PRUNE_EVERY:
+                    self._pruned = time.monotonic()
+                    self.prune_answers()
             except Exception:  # the answers are given; the log misses them, says so, and the writer goes on
                 log.warning("%d answers could not be written to the answers log", len(rows), exc_info=True)
             for _ in rows:
                 self._answers.task_done()
+
+    def prune_answers(self) -> None:
+        """Delete the answers log's rows older than `answers_days`, and all but its newest `answers_rows` (the writer
+        does so now and then)."""
+        old = datetime.now(timezone.utc) - timedelta(days=self.answers_days)
+        with self.engine.begin() as db:
+            db.execute(answers.delete().where(answers.c.created < old))
+            newest = db.execute(sa.select(sa.func.max(answers.c.id))).scalar() or 0
+            db.execute(answers.delete().where(answers.c.id <= newest - self.answers_rows))
 
     def all(self) -> list[Flag]:
         with self.engine.connect() as db:
