@@ -8,7 +8,7 @@ from pathlib import Path
 from conftest import ROOT
 
 LINT = str(Path(sys.executable).parent / "lint-imports")
-WINGS = ["inference", "page", "model", "training", "server", "api"]
+WINGS = ["inference", "page", "model", "training", "server", "api", "cli"]
 
 
 def lint(root: Path) -> subprocess.CompletedProcess:

@@ -212,7 +212,8 @@ def test_cross_validation_holds_out_whole_sources(tiny_dataset, tiny_negatives, 
 def test_the_recipe_has_its_defaults_once_and_names_a_knob_it_lacks():
     import argparse
 
-    from bear_classifier.__main__ import add_recipe, recipe_of
+    from bear_classifier.__main__ import add_recipe
+    from bear_classifier.cli.training import recipe_of
 
     parser = argparse.ArgumentParser()
     add_recipe(parser)
