@@ -62,15 +62,15 @@ def main() -> None:
     os.environ["BEAR_METRICS"] = "on"
     alone = {}
     for name, fn, n in [("metrics.answered()", lambda: metrics.answered("grizzly", 0.97, "v", 0.2, False), 2000),
-                        ("store.answered()", lambda: store.answered("grizzly", 0.97, "v"), 2000)]:
+                        ("answers_log.answered()", lambda: store.answers_log.answered("grizzly", 0.97, "v"), 2000)]:
         start = time.perf_counter()
         for _ in range(n):
             fn()
         alone[name] = (time.perf_counter() - start) * 1000 / n
     start = time.perf_counter()
-    store.flush()  # the log's writer, on its own thread: what it took to write those rows
+    store.answers_log.flush()  # the log's writer, on its own thread: what it took to write those rows
     written = (time.perf_counter() - start) * 1000 / 2000
-    alone["2000 answers written by the log, per row"] = alone["store.answered()"] + written
+    alone["2000 answers written by the log, per row"] = alone["answers_log.answered()"] + written
 
     base = statistics.median(times["off"])
     print(f"upload→answer in the page's path, {len(photos)} photos × {args.repeat} ({os.cpu_count()} CPUs)")

@@ -608,7 +608,7 @@ def test_api_answers_join_the_answers_log_the_monitor_reads(tmp_path, monkeypatc
     import sqlalchemy as sa
 
     from bear_classifier.api.service import Model, Service
-    from bear_classifier.page.feedback import answers
+    from bear_classifier.page.tables import answers
 
     monkeypatch.setenv("BEAR_FEEDBACK_DB", str(tmp_path / "f.db"))
     service = Service(model=Model(ROOT / "export.onnx"))

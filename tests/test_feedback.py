@@ -37,12 +37,12 @@ def test_five_visitors_starting_on_a_fresh_store_and_flagging_at_once_lose_nothi
 def test_a_kernel_that_loses_the_race_to_create_the_table_still_stores(tmp_path, monkeypatch):
     """create_all checks, then creates: a kernel whose check ran just before another kernel's CREATE TABLE gets
     "already exists". Replayed here for certain (the check skipped), where the processes above hit it by chance."""
-    from bear_classifier.page import feedback
+    from bear_classifier.page import tables
 
     url = f"sqlite:///{tmp_path / 'feedback.db'}"
     FeedbackStore(url).add(photo(), "grizzly", 0.9, "black", "first")
-    create_all = feedback.metadata.create_all
-    monkeypatch.setattr(feedback.metadata, "create_all", lambda engine: create_all(engine, checkfirst=False))
+    create_all = tables.metadata.create_all
+    monkeypatch.setattr(tables.metadata, "create_all", lambda engine: create_all(engine, checkfirst=False))
     late = FeedbackStore(url)
     late.add(photo(seed=1), "grizzly", 0.9, "teddy", "late")
     assert [r.model_sha256 for r in late.all()] == ["first", "late"]
@@ -65,9 +65,9 @@ def test_a_kernel_that_finds_one_table_made_and_not_the_other_makes_the_other(tm
 
     monkeypatch.setattr(tables.metadata, "create_all", racing)
     store = FeedbackStore(url)
-    store.answered("grizzly", 0.97, "v1")
-    store.flush()
-    assert len(calls) == 2 and store.answer_counts() == {("v1", "grizzly"): 1}
+    store.answers_log.answered("grizzly", 0.97, "v1")
+    store.answers_log.flush()
+    assert len(calls) == 2 and store.answers_log.counts() == {("v1", "grizzly"): 1}
 
 
 def test_a_full_store_refuses_with_a_sentence_and_keeps_what_it_has(tmp_path):

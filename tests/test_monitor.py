@@ -30,7 +30,8 @@ def log(tmp_path_factory):
     older version), and two flags. Yields (database URL, {day offset: [Prediction]}, the current version)."""
     from bear_classifier.inference.images import open_image
     from bear_classifier.inference.predict import Classifier
-    from bear_classifier.page.feedback import FeedbackStore, answers
+    from bear_classifier.page.feedback import FeedbackStore
+    from bear_classifier.page.tables import answers
 
     url = f"sqlite:///{tmp_path_factory.mktemp('monitor') / 'feedback.db'}"
     store, model = FeedbackStore(url, per_minute=None), Classifier.load()
@@ -44,8 +45,8 @@ def log(tmp_path_factory):
     with store.engine.begin() as db:
         db.execute(answers.insert(), rows)
     for p in preds.values():  # today's, as the page writes them
-        store.answered(p.label, p.probability, current)
-    store.flush()
+        store.answers_log.answered(p.label, p.probability, current)
+    store.answers_log.flush()
     assert preds["grizzly.jpg"].label == "grizzly" and not preds["rocket.jpg"].in_set
     store.add(photos["grizzly.jpg"], "grizzly", preds["grizzly.jpg"].probability, "teddy", model.sha256)
     store.add(photos["rocket.jpg"], preds["rocket.jpg"].label, preds["rocket.jpg"].probability, "grizzly", model.sha256)

@@ -146,7 +146,7 @@ def test_the_loop_from_a_flag_to_a_new_version_served_and_back(project, tmp_path
         assert f"Model version {v1}" in third, third
         assert "Traceback" not in log.read_text()
 
-    counts = FeedbackStore(f"sqlite:///{project / 'feedback.db'}").answer_counts()  # the answers log: no photos
+    counts = FeedbackStore(f"sqlite:///{project / 'feedback.db'}").answers_log.counts()  # no photos
     assert sum(n for (version, _), n in counts.items() if version == v1) >= 4
     assert sum(n for (version, _), n in counts.items() if version == v2) >= 1
     r = cli(project, "models", "list")
@@ -265,17 +265,18 @@ def test_an_old_store_gets_the_version_and_review_columns_and_its_flags_keep_wor
 def test_the_answers_log_keeps_no_photo_and_forgets_rows_older_than_its_days(tmp_path):
     import sqlalchemy as sa
 
-    from bear_classifier.page.feedback import FeedbackStore, answers
+    from bear_classifier.page.answers import AnswersLog
+    from bear_classifier.page.tables import answers, open_store
 
-    store = FeedbackStore(f"sqlite:///{tmp_path / 'f.db'}", answers_days=7)
+    store = AnswersLog(open_store(f"sqlite:///{tmp_path / 'f.db'}"), days=7)
     assert [c.name for c in answers.c] == ["id", "created", "model_version", "predicted", "probability"]
     with store.engine.begin() as db:
         for days in (30, 8, 6):
             db.execute(answers.insert().values(created=datetime.now(timezone.utc) - timedelta(days=days),
                                                model_version="v1", predicted="black", probability=0.9))
     store.answered("grizzly", 0.97, "v2")
-    store.flush()  # the log is written on the store's own thread
-    assert store.answer_counts() == {("v1", "black"): 1, ("v2", "grizzly"): 1}  # the 30- and 8-day-old rows went
+    store.flush()  # the log is written on a thread of its own
+    assert store.counts() == {("v1", "black"): 1, ("v2", "grizzly"): 1}  # the 30- and 8-day-old rows went
     with store.engine.connect() as db:
         assert db.execute(sa.select(sa.func.count()).select_from(answers)).scalar() == 2
 
@@ -284,21 +285,22 @@ def test_the_answers_log_keeps_its_newest_rows_only(tmp_path, monkeypatch):
     """Programs can ask faster than days bound: BEAR_ANSWERS_ROWS caps the log, its oldest rows going first."""
     import sqlalchemy as sa
 
-    from bear_classifier.page.feedback import FeedbackStore, answers
+    from bear_classifier.page.answers import AnswersLog
+    from bear_classifier.page.tables import answers
 
     monkeypatch.setenv("BEAR_FEEDBACK_DB", str(tmp_path / "f.db"))
     monkeypatch.setenv("BEAR_ANSWERS_ROWS", "5")
-    store = FeedbackStore.from_env()
+    store = AnswersLog.from_env()
     for i in range(12):
         store.answered("grizzly", i / 100, "v1")
     store.flush()
-    store.prune_answers()
+    store.prune()
     with store.engine.connect() as db:
         kept = db.execute(sa.select(answers.c.probability).order_by(answers.c.id)).scalars().all()
     assert kept == pytest.approx([0.07, 0.08, 0.09, 0.10, 0.11])
     monkeypatch.setenv("BEAR_ANSWERS_ROWS", "many")
     with pytest.raises(ValueError, match="BEAR_ANSWERS_ROWS='many' is not a number"):
-        FeedbackStore.from_env()
+        AnswersLog.from_env()
 
 
 class Colour:

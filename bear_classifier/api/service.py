@@ -20,7 +20,7 @@ from ..inference.answer import answer_bytes
 from ..inference.predict import Classifier, ModelError
 from ..inference.versions import Served, models_folder
 from ..inference.images import ImageError
-from ..page.feedback import FeedbackStore
+from ..page.answers import AnswersLog
 from .limits import Limits
 
 log = logging.getLogger(__name__)
@@ -141,7 +141,7 @@ class Service:
         self.buffered = 0  # bytes of request bodies held by admitted requests
         self._turns: asyncio.Semaphore | None = None  # made on the server's event loop, at the first request
         self._seconds = 0.1  # a request's recent time at work (moving average): what Retry-After is made of
-        self._log: FeedbackStore | None = None  # the answers log (BEAR_FEEDBACK*), opened at the first answer
+        self._log: AnswersLog | None = None  # the answers log (BEAR_FEEDBACK*), opened at the first answer
         self._log_lock, self._log_tried = threading.Lock(), -LOG_RETRY
 
     def classify_one(self, name: str, data: bytes, heatmap: bool = False) -> dict:
@@ -162,15 +162,15 @@ class Service:
             answers_log.answered(pred.label, pred.probability, version)
         return {"name": name, **result(pred, classifier.classes, version_of(classifier), img if heatmap else None)}
 
-    def answers_log(self) -> FeedbackStore | None:
-        """The store whose answers log the page writes too (BEAR_FEEDBACK*; None where it is off), opened once, on
+    def answers_log(self) -> AnswersLog | None:
+        """The answers log the page writes too (BEAR_FEEDBACK*; None where it is off), opened once, on
         the pool's threads; one that can't be opened (a database down) is tried again a minute later, and the
         answers go on meanwhile, unlogged."""
         with self._log_lock:
             if self._log is None and time.monotonic() - self._log_tried >= LOG_RETRY:
                 self._log_tried = time.monotonic()
                 try:
-                    self._log = FeedbackStore.from_env()
+                    self._log = AnswersLog.from_env()
                 except Exception:
                     log.warning("the answers log could not be opened; API answers go unlogged for a minute",
                                 exc_info=True)

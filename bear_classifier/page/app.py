@@ -131,7 +131,7 @@ class Gallery(widgets.VBox):
         """One row of the answers log: the answer, its probability and version, never the photo."""
         store = self.store.value if self.store.ready else None  # never waited for: the answer is already given
         if store is not None:
-            store.answered(pred.label, pred.probability, self._version(pred))
+            store.answers_log.answered(pred.label, pred.probability, self._version(pred))
 
     def _say_version(self) -> None:
         """A quiet line once another version is served: this page keeps the one it started with until reloaded."""

@@ -1,42 +1,33 @@
-""""That's wrong": the photos visitors flag, with what the model said and what they say it is; and the answers log.
+""""That's wrong": the photos visitors flag, with what the model said and what they say it is (the answers log, in the
+same database, is answers.py's).
 
 Nothing is stored unless a visitor presses the button. The store is a database URL (SQLAlchemy):
 an SQLite file by default (WAL mode: every visitor's kernel writes to it at once), PostgreSQL where
 several servers share it. The photo is re-encoded from its pixels, so no EXIF metadata (a phone
-photo's GPS position) is ever stored. The answers log, which the monitor page reads (monitor.ipynb), holds what
-each answer said, how sure, when, and which model version: never the photo, its name or who sent it.
+photo's GPS position) is ever stored.
 """
 from __future__ import annotations
 
 import io
 import logging
-import queue
-import threading
 import time
 from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from pathlib import Path
+from datetime import datetime, timezone
 
 import sqlalchemy as sa
 from PIL import Image
 
 from .. import environment
 from ..inference.images import KEPT_SIDE
-from .tables import answers, connect_args, create_table, flags, metadata, sqlite_pragmas  # noqa: F401  metadata: tests
+from .answers import AnswersLog
+from .tables import DEFAULT_DB, flags, open_store
 
 log = logging.getLogger(__name__)
-DEFAULT_DB = Path(__file__).resolve().parents[2] / "feedback.db"
 DEFAULT_MAX_MB = 500
 VISITOR_SHARE = 0.05  # one visitor (kernel) may fill at most this share of the store, so one can't lock out the rest
 PER_MINUTE = 10  # changes a visitor may make in a minute: a person corrects a few cards, a script thousands
-
-DEFAULT_ANSWERS_DAYS = 30
-# The answers log's newest rows kept: the API answers as fast as programs ask, up to ~100 answers a second on two cores,
-# so days alone don't bound it. A million rows is about 60 MB of SQLite, and weeks of a busy page's answers.
-DEFAULT_ANSWERS_ROWS = 1_000_000
-PRUNE_EVERY = 3600.0  # seconds between two deletions of old answers by one kernel
 
 
 class FeedbackError(RuntimeError):
@@ -76,21 +67,13 @@ class FeedbackStore:
     """
 
     def __init__(self, url: str, max_mb: float = DEFAULT_MAX_MB, visitor_share: float = VISITOR_SHARE,
-                 per_minute: int | None = PER_MINUTE, answers_days: float = DEFAULT_ANSWERS_DAYS,
-                 answers_rows: int = DEFAULT_ANSWERS_ROWS):
-        self.url, self.max_bytes, self.answers_days = url, int(max_mb * 2**20), answers_days
-        self.answers_rows = answers_rows
-        self._pruned = -PRUNE_EVERY
+                 per_minute: int | None = PER_MINUTE, answers_log: AnswersLog | None = None):
+        self.url, self.max_bytes = url, int(max_mb * 2**20)
         self.share_bytes, self.per_minute = int(self.max_bytes * visitor_share), per_minute
         self.mine: dict[int, int] = {}  # this visitor's rows: id → photo bytes
         self._changes: deque[float] = deque()
-        self._answers: queue.Queue = queue.Queue()  # the answers log's rows, waiting for its writer
-        self._writer: threading.Thread | None = None
-        self._lock = threading.Lock()
-        self.engine = sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args(url))
-        if self.engine.dialect.name == "sqlite":
-            sa.event.listen(self.engine, "connect", sqlite_pragmas)
-        create_table(self.engine)
+        self.engine = open_store(url)
+        self.answers_log = answers_log or AnswersLog(self.engine)  # in the same database
 
     @classmethod
     def from_env(cls) -> "FeedbackStore | None":
@@ -101,9 +84,9 @@ class FeedbackStore:
         """
         if not environment.feedback_on():
             return None
-        return cls(environment.feedback_url(DEFAULT_DB), environment.feedback_max_mb(DEFAULT_MAX_MB),
-                   answers_days=environment.answers_days(DEFAULT_ANSWERS_DAYS),
-                   answers_rows=environment.answers_rows(DEFAULT_ANSWERS_ROWS))
+        store = cls(environment.feedback_url(DEFAULT_DB), environment.feedback_max_mb(DEFAULT_MAX_MB))
+        store.answers_log = AnswersLog.from_env(store.engine)
+        return store
 
     def add(self, img: Image.Image, predicted: str, probability: float, label: str, model_sha256: str,
             model_version: str = "") -> int:
@@ -138,48 +121,6 @@ class FeedbackStore:
             db.execute(flags.delete().where(flags.c.id == row))
         self.mine.pop(row, None)
 
-    def answered(self, predicted: str, probability: float, model_version: str) -> None:
-        """One row of the answers log (never the photo; rows older than `answers_days` go now and then), written on a
-        thread of the store's own: a commit takes
-        milliseconds (11.6 ms on SQLite, with its sync to disk: docs/production.md), which the next photo of a batch
-        must not wait for."""
-        row = dict(created=datetime.now(timezone.utc), model_version=model_version, predicted=predicted,
-                   probability=probability)
-        with self._lock:
-            if self._writer is None:
-                self._writer = threading.Thread(target=self._write_answers, daemon=True, name="the answers log")
-                self._writer.start()
-        self._answers.put(row)
-
-    def flush(self) -> None:
-        """Wait until every answer logged so far is written (tests, benchmarks)."""
-        self._answers.join()
-
-    def _write_answers(self) -> None:
-        while True:
-            rows = [self._answers.get()]
-            while not self._answers.empty():  # those that came meanwhile: one commit
-                rows.append(self._answers.get_nowait())
-            try:
-                with self.engine.begin() as db:
-                    db.execute(answers.insert(), rows)
-                if time.monotonic() - self._pruned > PRUNE_EVERY:
-                    self._pruned = time.monotonic()
-                    self.prune_answers()
-            except Exception:  # the answers are given; the log misses them, says so, and the writer goes on
-                log.warning("%d answers could not be written to the answers log", len(rows), exc_info=True)
-            for _ in rows:
-                self._answers.task_done()
-
-    def prune_answers(self) -> None:
-        """Delete the answers log's rows older than `answers_days`, and all but its newest `answers_rows` (the writer
-        does so now and then)."""
-        old = datetime.now(timezone.utc) - timedelta(days=self.answers_days)
-        with self.engine.begin() as db:
-            db.execute(answers.delete().where(answers.c.created < old))
-            newest = db.execute(sa.select(sa.func.max(answers.c.id))).scalar() or 0
-            db.execute(answers.delete().where(answers.c.id <= newest - self.answers_rows))
-
     def all(self) -> list[Flag]:
         with self.engine.connect() as db:
             columns = [c for c in flags.c if c.name != "name"]
@@ -196,13 +137,6 @@ class FeedbackStore:
         """Delete flag `row` and its photo from the store, whoever made it; False if there was none."""
         with self.engine.begin() as db:
             return bool(db.execute(flags.delete().where(flags.c.id == row)).rowcount)
-
-    def answer_counts(self) -> dict[tuple[str, str], int]:
-        """(model version, answer) → how many answers the log holds."""
-        with self.engine.connect() as db:
-            rows = db.execute(sa.select(answers.c.model_version, answers.c.predicted, sa.func.count())
-                              .group_by(answers.c.model_version, answers.c.predicted))
-            return {(version, label): n for version, label, n in rows}
 
     def _count_change(self) -> None:
         if self.per_minute is None:

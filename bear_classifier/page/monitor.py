@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from .. import environment
 from ..inference.predict import card_classes, read_card, served_classes, served_model_path
-from .feedback import DEFAULT_DB, answers, flags
+from .tables import DEFAULT_DB, answers, flags
 
 log = logging.getLogger(__name__)
 DAYS = 30  # the answers shown, unless BEAR_MONITOR_DAYS says otherwise

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 import sqlalchemy as sa
 
@@ -38,6 +39,16 @@ answers = sa.Table(
     sa.Column("probability", sa.Float, nullable=False),
 )
 ADDED_COLUMNS = ("model_version", "review")
+DEFAULT_DB = Path(__file__).resolve().parents[2] / "feedback.db"  # the store where none is named (BEAR_FEEDBACK_DB)
+
+
+def open_store(url: str) -> sa.Engine:
+    """An engine for the store at database URL `url`, its tables made where they are not yet."""
+    engine = sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args(url))
+    if engine.dialect.name == "sqlite":
+        sa.event.listen(engine, "connect", sqlite_pragmas)
+    create_table(engine)
+    return engine
 
 
 def create_table(engine: sa.Engine, tries: int = 5) -> None:
