@@ -52,7 +52,7 @@ def models_default() -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bear_classifier", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m bear_classifier", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("gather", help="search the web and download images per class")

@@ -1,11 +1,14 @@
 """The "That's wrong" store: one row per flag, no metadata kept, a size cap, and many writers at once."""
 import multiprocessing
+import os
+import sqlite3
 from io import BytesIO
 
 import pytest
 from PIL import Image
 
 from bear_classifier.page.feedback import FeedbackError, FeedbackStore
+from conftest import ROOT
 from corpus import photo
 
 
@@ -154,3 +157,23 @@ def test_a_store_size_that_is_not_a_number_says_what_to_set(monkeypatch):
     monkeypatch.setenv("BEAR_FEEDBACK_MAX_MB", "lots")
     with pytest.raises(ValueError, match=r"BEAR_FEEDBACK_MAX_MB='lots' is not a number: give a number of megabytes"):
         FeedbackStore.from_env()
+
+
+def test_the_page_and_the_api_meet_in_the_working_folders_store_wherever_the_package_is(tmp_path):
+    """With no store named, the server process (which may import an installed copy of the package) and the kernels
+    (which import the checkout's) must write one file: feedback.db in the folder they run from, not beside the
+    package. Run from an empty folder, the answers log and the flags both land there."""
+    import subprocess
+    import sys
+
+    code = ("from bear_classifier.page.answers import AnswersLog\n"
+            "from bear_classifier.page.feedback import FeedbackStore\n"
+            "log = AnswersLog.from_env(); log.answered('grizzly', 0.97, 'v1'); log.flush()\n"
+            "print(log.engine.url.database, FeedbackStore.from_env().engine.url.database)\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BEAR_FEEDBACK")} | {"PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == [str(tmp_path / "feedback.db")] * 2
+    rows = sqlite3.connect(tmp_path / "feedback.db").execute("SELECT predicted, model_version FROM answers").fetchall()
+    assert rows == [("grizzly", "v1")]

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 import sqlalchemy as sa
 
 from .. import environment
-from .tables import DEFAULT_DB, answers, open_store
+from .tables import answers, default_db, open_store
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +35,11 @@ class AnswersLog:
 
     @classmethod
     def from_env(cls, engine: sa.Engine | None = None) -> "AnswersLog | None":
-        """The log of the store the environment names (BEAR_FEEDBACK_URL, else BEAR_FEEDBACK_DB, else feedback.db
-        beside the package), or of `engine`'s; None where storing is off (BEAR_FEEDBACK=off)."""
+        """The log of the store the environment names (BEAR_FEEDBACK_URL, else BEAR_FEEDBACK_DB, else feedback.db in
+        the working folder), or of `engine`'s; None where storing is off (BEAR_FEEDBACK=off)."""
         if not environment.feedback_on():
             return None
-        return cls(engine or open_store(environment.feedback_url(DEFAULT_DB)),
+        return cls(engine or open_store(environment.feedback_url(default_db())),
                    environment.answers_days(DEFAULT_DAYS), environment.answers_rows(DEFAULT_ROWS))
 
     def answered(self, predicted: str, probability: float, model_version: str) -> None:

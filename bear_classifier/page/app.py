@@ -29,7 +29,8 @@ STORE_TIMEOUT = 15.0  # a card waits this long for the "That's wrong" store, the
 MAX_CARDS = 24  # older cards are closed: a visitor's kernel keeps at most this many photos
 FAILED = "Something went wrong while classifying this photo. Please try another one."
 TRIMMED = f"Only the {MAX_CARDS} newest answers are kept on the page; older ones were removed."
-PRIVACY = {True: "Photos are classified and forgotten. One is kept only if you press “That's wrong” on its card "
+PRIVACY = {True: "Photos are classified and forgotten; of each answer, only its class and probability are counted. "
+                 "A photo is kept only if you press “That's wrong” on its card "
                  "and say what it really is: then the photo (small, without its metadata or its file name) and "
                  "your answer are stored to improve the model.",
            False: "Photos are classified and forgotten: nothing you give this page is stored."}

@@ -22,7 +22,7 @@ from PIL import Image
 from .. import environment
 from ..inference.images import KEPT_SIDE
 from .answers import AnswersLog
-from .tables import DEFAULT_DB, flags, open_store
+from .tables import default_db, flags, open_store
 
 log = logging.getLogger(__name__)
 DEFAULT_MAX_MB = 500
@@ -80,11 +80,11 @@ class FeedbackStore:
         """The store the environment asks for, or None where storing is turned off (BEAR_FEEDBACK=off).
 
         BEAR_FEEDBACK_URL: a database URL (postgresql+psycopg://...); else BEAR_FEEDBACK_DB: an
-        SQLite file (default feedback.db next to the package); BEAR_FEEDBACK_MAX_MB caps its photos.
+        SQLite file (default: feedback.db in the working folder, the notebook's); BEAR_FEEDBACK_MAX_MB caps its photos.
         """
         if not environment.feedback_on():
             return None
-        store = cls(environment.feedback_url(DEFAULT_DB), environment.feedback_max_mb(DEFAULT_MAX_MB))
+        store = cls(environment.feedback_url(default_db()), environment.feedback_max_mb(DEFAULT_MAX_MB))
         store.answers_log = AnswersLog.from_env(store.engine)
         return store
 

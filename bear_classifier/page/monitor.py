@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from .. import environment
 from ..inference.predict import card_classes, read_card, served_classes, served_model_path
-from .tables import DEFAULT_DB, answers, flags
+from .tables import answers, default_db, flags
 
 log = logging.getLogger(__name__)
 DAYS = 30  # the answers shown, unless BEAR_MONITOR_DAYS says otherwise
@@ -34,7 +34,7 @@ class Monitor:
     @classmethod
     def from_env(cls) -> "Monitor":
         """The store the page writes to (BEAR_FEEDBACK_URL, or the SQLite file BEAR_FEEDBACK_DB), BEAR_MONITOR_DAYS."""
-        return cls(environment.feedback_url(DEFAULT_DB), days=environment.monitor_days(DAYS))
+        return cls(environment.feedback_url(default_db()), days=environment.monitor_days(DAYS))
 
     def _read(self, query) -> pd.DataFrame:
         try:

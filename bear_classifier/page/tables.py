@@ -39,7 +39,13 @@ answers = sa.Table(
     sa.Column("probability", sa.Float, nullable=False),
 )
 ADDED_COLUMNS = ("model_version", "review")
-DEFAULT_DB = Path(__file__).resolve().parents[2] / "feedback.db"  # the store where none is named (BEAR_FEEDBACK_DB)
+
+
+def default_db() -> Path:
+    """The store where none is named (BEAR_FEEDBACK_DB): feedback.db in the folder the server runs from, which is the
+    notebook's. Not beside the package: the server process may import an installed copy (site-packages) where the
+    kernels import the checkout's, and the page's answers and the API's must meet in one file."""
+    return Path.cwd() / "feedback.db"
 
 
 def open_store(url: str) -> sa.Engine:
