@@ -43,6 +43,16 @@ def feedback_url(default_db: Path) -> str:
     return os.environ.get("BEAR_FEEDBACK_URL") or f"sqlite:///{os.environ.get('BEAR_FEEDBACK_DB') or default_db}"
 
 
+def feedback_file(default_db: Path) -> Path | None:
+    """The store's SQLite file (BEAR_FEEDBACK_DB, else `default_db`); None where BEAR_FEEDBACK_URL names a database."""
+    return None if os.environ.get("BEAR_FEEDBACK_URL") else Path(os.environ.get("BEAR_FEEDBACK_DB") or default_db)
+
+
+def feedback_named() -> bool:
+    """A store is named (BEAR_FEEDBACK_URL or BEAR_FEEDBACK_DB), and storing is on."""
+    return feedback_on() and bool(os.environ.get("BEAR_FEEDBACK_URL") or os.environ.get("BEAR_FEEDBACK_DB"))
+
+
 def feedback_max_mb(default: float) -> float:
     """BEAR_FEEDBACK_MAX_MB: how many MB of photos the store may hold."""
     return _number("BEAR_FEEDBACK_MAX_MB", default, "a number of megabytes, for example 500")
@@ -66,8 +76,15 @@ def answers_days(default: float) -> float:
 
 
 def answers_rows(default: int) -> int:
-    """BEAR_ANSWERS_ROWS: the most rows the answers log keeps, its newest (the API can answer fast)."""
-    return int(_number("BEAR_ANSWERS_ROWS", default, "a number of rows, for example 1000000"))
+    """BEAR_ANSWERS_ROWS: the most rows the answers log keeps of the page's answers, and of the API's: their newest."""
+    value = os.environ.get("BEAR_ANSWERS_ROWS", "").strip()
+    try:
+        rows = int(value) if value else default
+    except ValueError:
+        rows = 0
+    if not 1 <= rows <= 2**62:
+        raise ValueError(f"BEAR_ANSWERS_ROWS={value!r} is not a whole number of rows: give one, for example 1000000.")
+    return rows
 
 
 def api_on() -> bool:

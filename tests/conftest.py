@@ -1,4 +1,6 @@
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -14,9 +16,12 @@ sys.path.insert(0, str(Path(__file__).parent))  # corpus.py
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
 
-# The page and the API log answers to feedback.db beside the package unless told otherwise: the tests' own go to a
-# folder of their own (a test that reads the store sets its own BEAR_FEEDBACK_DB).
-os.environ.setdefault("BEAR_FEEDBACK_DB", str(Path(tempfile.mkdtemp(prefix="bear-feedback-")) / "feedback.db"))
+# The page and the API log answers to feedback.db in the folder they run from, or to the store the environment names:
+# the tests' own go to a folder of their own, never to a developer's store (a test that reads the store names its own).
+_FEEDBACK = tempfile.mkdtemp(prefix="bear-feedback-")
+atexit.register(shutil.rmtree, _FEEDBACK, ignore_errors=True)
+os.environ.pop("BEAR_FEEDBACK_URL", None)
+os.environ["BEAR_FEEDBACK_DB"] = str(Path(_FEEDBACK) / "feedback.db")
 
 SHARED = ROOT.parent / "shared" / "data"
 BEARS = SHARED / "bears"

@@ -603,7 +603,7 @@ def test_photos_answered_at_once_on_the_pools_threads_get_the_same_answers():
 
 
 def test_api_answers_join_the_answers_log_the_monitor_reads(tmp_path, monkeypatch):
-    """An API answer is a row of the page's answers log (label, probability, version; never the photo), so the
+    """An API answer is a row of the page's answers log (label, probability, version, "api"; never the photo), so the
     monitor counts programs' answers too; a file that is no photo is not an answer; BEAR_FEEDBACK=off logs nothing."""
     import sqlalchemy as sa
 
@@ -613,16 +613,40 @@ def test_api_answers_join_the_answers_log_the_monitor_reads(tmp_path, monkeypatc
     monkeypatch.setenv("BEAR_FEEDBACK_DB", str(tmp_path / "f.db"))
     service = Service(model=Model(ROOT / "export.onnx"))
     service.model.loaded.result(timeout=60)
+    assert service.log_opened.wait(60)
     grizzly = service.classify_one("grizzly.jpg", (ROOT / "examples" / "grizzly.jpg").read_bytes())
     assert "error" in service.classify_one("notes.txt", b"not a photo at all")
-    service.answers_log().flush()
-    with service.answers_log().engine.connect() as db:
-        rows = db.execute(sa.select(answers.c.predicted, answers.c.probability, answers.c.model_version)).all()
-    assert [(r.predicted, r.model_version) for r in rows] == [("grizzly", grizzly["model"]["name"])]
+    service.answers_log.flush()
+    with service.answers_log.engine.connect() as db:
+        rows = db.execute(sa.select(answers.c.predicted, answers.c.probability, answers.c.model_version,
+                                    answers.c.source)).all()
+    assert [(r.predicted, r.model_version, r.source) for r in rows] == [("grizzly", grizzly["model"]["name"], "api")]
     assert rows[0].probability == pytest.approx(grizzly["probability"], abs=1e-6)
 
     monkeypatch.setenv("BEAR_FEEDBACK", "off")
     quiet = Service(model=Model(ROOT / "export.onnx"))
     quiet.model.loaded.result(timeout=60)
+    assert quiet.log_opened.wait(60) and quiet.answers_log is None
     assert "error" not in quiet.classify_one("grizzly.jpg", (ROOT / "examples" / "grizzly.jpg").read_bytes())
-    assert quiet.answers_log() is None
+
+
+def test_a_database_that_never_answers_costs_api_answers_their_row_not_their_time(monkeypatch):
+    """The answers log's database accepts connections and says nothing (a PostgreSQL server hung, a firewall): the
+    API answers at once all the same, while the log is still being opened on a thread of its own."""
+    import socket
+
+    from bear_classifier.api.service import Model, Service
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)  # accepts (the kernel does), never replies
+    try:
+        monkeypatch.setenv("BEAR_FEEDBACK_URL", f"postgresql+psycopg://bear@127.0.0.1:{silent.getsockname()[1]}/bear")
+        service = Service(model=Model(ROOT / "export.onnx"))
+        service.model.loaded.result(timeout=60)
+        answers = [service.classify_one("grizzly.jpg", (ROOT / "examples" / "grizzly.jpg").read_bytes())
+                   for _ in range(3)]
+        assert [a["label"] for a in answers] == ["grizzly"] * 3
+        assert not service.log_opened.is_set() and service.answers_log is None  # still connecting, 5 s at least
+    finally:
+        silent.close()

@@ -177,3 +177,18 @@ def test_the_page_and_the_api_meet_in_the_working_folders_store_wherever_the_pac
     assert out.stdout.split() == [str(tmp_path / "feedback.db")] * 2
     rows = sqlite3.connect(tmp_path / "feedback.db").execute("SELECT predicted, model_version FROM answers").fetchall()
     assert rows == [("grizzly", "v1")]
+
+
+def test_answers_still_waiting_when_a_process_ends_are_written(tmp_path):
+    """The log's writer is a daemon thread: a process that answers and exits (a kernel culled, the MCP server's client
+    gone) must not take its last answers with it."""
+    import subprocess
+    import sys
+
+    code = ("from bear_classifier.page.answers import AnswersLog\n"
+            "log = AnswersLog.from_env()\n"
+            "for i in range(200): log.answered('grizzly', 0.9, 'v1', source='api')\n")  # and exit at once
+    env = {**os.environ, "BEAR_FEEDBACK_DB": str(tmp_path / "f.db"), "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert sqlite3.connect(tmp_path / "f.db").execute("SELECT count(*) FROM answers").fetchone() == (200,)

@@ -86,6 +86,12 @@ def test_the_serving_sets_commands_run_without_torch(tmp_path):
     assert r.returncode == 0 and "Prediction: grizzly" in r.stdout, r.stderr[-2000:]
     r = run("models", "promote", "export.onnx")  # the first version: nothing served to compare it with
     assert r.returncode == 0, r.stderr[-2000:]
+    r = run("review", "--feedback", "--out", str(tmp_path / "review"))  # no page has written a store here yet
+    assert r.returncode == 2 and r.stderr.startswith(f"error: There is no feedback store at {tmp_path / 'f.db'}")
+    assert not (tmp_path / "f.db").exists()  # nor made an empty one
+    from bear_classifier.page.feedback import FeedbackStore
+
+    FeedbackStore(f"sqlite:///{tmp_path / 'f.db'}").engine.dispose()  # as the page leaves it
     r = run("review", "--feedback", "--out", str(tmp_path / "review"))
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-2000:]
     r = run("train", "--data", "examples", "--out", str(tmp_path / "model"))  # training needs requirements.txt: say so

@@ -217,9 +217,10 @@ def wait(condition, timeout: float = 60) -> bool:
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_an_old_store_gets_the_version_and_review_columns_and_its_flags_keep_working(backend, tmp_path):
-    """A store from before versions (no model_version, no review column), opened by three kernels at once: migrated
-    once, its old rows kept, new rows written with their version."""
+def test_an_old_store_gets_its_new_columns_and_its_flags_and_answers_keep_working(backend, tmp_path):
+    """A store from before versions (no model_version, no review column) and before the API's answers (no source),
+    opened by three kernels at once: migrated once, its old rows kept (old answers were the page's), new rows written
+    with their version and source."""
     from contextlib import nullcontext
     from concurrent.futures import ThreadPoolExecutor
 
@@ -242,12 +243,19 @@ def test_an_old_store_gets_the_version_and_review_columns_and_its_flags_keep_wor
                          sa.Column("probability", sa.Float, nullable=False), sa.Column("label", sa.String(16), nullable=False),
                          sa.Column("model_sha256", sa.String(64), nullable=False),
                          sa.Column("photo", sa.LargeBinary, nullable=False))
+        old_answers = sa.Table("answers", old, sa.Column("id", sa.Integer, primary_key=True),
+                               sa.Column("created", sa.DateTime(timezone=True), nullable=False),
+                               sa.Column("model_version", sa.String(64), nullable=False),
+                               sa.Column("predicted", sa.String(16), nullable=False),
+                               sa.Column("probability", sa.Float, nullable=False))
         engine = sa.create_engine(url)
         old.create_all(engine)
         with engine.begin() as db:
             db.execute(table.insert().values(created=datetime(2026, 1, 1, tzinfo=timezone.utc), name="",
                                              predicted="black", probability=0.9, label="grizzly", model_sha256="abc",
                                              photo=b"\0"))
+            db.execute(old_answers.insert().values(created=datetime.now(timezone.utc), model_version="v0",
+                                                   predicted="black", probability=0.9))
         engine.dispose()
         with ThreadPoolExecutor(3) as pool:  # the kernels of a server that restarts on the new code
             stores = list(pool.map(lambda _: FeedbackStore(url, per_minute=None), range(3)))
@@ -258,6 +266,11 @@ def test_an_old_store_gets_the_version_and_review_columns_and_its_flags_keep_wor
         assert [(f.model_sha256, f.model_version) for f in stores[1].all()] == [("abc", ""), ("def", "2026-12-07-3b6651a3")]
         store.set_review(row, "accepted", "grizzly")
         assert (store.all()[1].review, store.all()[1].label) == ("accepted", "grizzly")
+        store.answers_log.answered("teddy", 0.8, "v1", source="api")
+        store.answers_log.flush()
+        with store.engine.connect() as db:
+            rows = db.execute(sa.text("SELECT model_version, source FROM answers ORDER BY id")).all()
+        assert [tuple(r) for r in rows] == [("v0", "page"), ("v1", "api")]
         for s in stores:
             s.engine.dispose()
 
@@ -269,7 +282,7 @@ def test_the_answers_log_keeps_no_photo_and_forgets_rows_older_than_its_days(tmp
     from bear_classifier.page.tables import answers, open_store
 
     store = AnswersLog(open_store(f"sqlite:///{tmp_path / 'f.db'}"), days=7)
-    assert [c.name for c in answers.c] == ["id", "created", "model_version", "predicted", "probability"]
+    assert [c.name for c in answers.c] == ["id", "created", "model_version", "predicted", "probability", "source"]
     with store.engine.begin() as db:
         for days in (30, 8, 6):
             db.execute(answers.insert().values(created=datetime.now(timezone.utc) - timedelta(days=days),
@@ -281,8 +294,9 @@ def test_the_answers_log_keeps_no_photo_and_forgets_rows_older_than_its_days(tmp
         assert db.execute(sa.select(sa.func.count()).select_from(answers)).scalar() == 2
 
 
-def test_the_answers_log_keeps_its_newest_rows_only(tmp_path, monkeypatch):
-    """Programs can ask faster than days bound: BEAR_ANSWERS_ROWS caps the log, its oldest rows going first."""
+def test_the_answers_log_keeps_the_newest_rows_of_the_page_and_of_the_api_each(tmp_path, monkeypatch):
+    """Programs can ask faster than days bound: BEAR_ANSWERS_ROWS caps the log, the oldest rows going first, for the
+    page's answers and the API's apart, so a flood of API answers never pushes the page's out."""
     import sqlalchemy as sa
 
     from bear_classifier.page.answers import AnswersLog
@@ -290,17 +304,20 @@ def test_the_answers_log_keeps_its_newest_rows_only(tmp_path, monkeypatch):
 
     monkeypatch.setenv("BEAR_FEEDBACK_DB", str(tmp_path / "f.db"))
     monkeypatch.setenv("BEAR_ANSWERS_ROWS", "5")
-    store = AnswersLog.from_env()
+    log = AnswersLog.from_env()
+    log.answered("teddy", 0.5, "v1")  # the page's, before a flood of the API's
     for i in range(12):
-        store.answered("grizzly", i / 100, "v1")
-    store.flush()
-    store.prune()
-    with store.engine.connect() as db:
-        kept = db.execute(sa.select(answers.c.probability).order_by(answers.c.id)).scalars().all()
-    assert kept == pytest.approx([0.07, 0.08, 0.09, 0.10, 0.11])
-    monkeypatch.setenv("BEAR_ANSWERS_ROWS", "many")
-    with pytest.raises(ValueError, match="BEAR_ANSWERS_ROWS='many' is not a number"):
-        AnswersLog.from_env()
+        log.answered("grizzly", i / 100, "v1", source="api")
+    log.flush()
+    log.prune()
+    with log.engine.connect() as db:
+        kept = db.execute(sa.select(answers.c.source, answers.c.probability).order_by(answers.c.id)).all()
+    assert [r.source for r in kept] == ["page"] + ["api"] * 5
+    assert [r.probability for r in kept] == pytest.approx([0.5, 0.07, 0.08, 0.09, 0.10, 0.11])
+    for wrong in ("many", "0", "1.5", "inf"):
+        monkeypatch.setenv("BEAR_ANSWERS_ROWS", wrong)
+        with pytest.raises(ValueError, match=f"BEAR_ANSWERS_ROWS='{wrong}' is not a whole number of rows"):
+            AnswersLog.from_env()
 
 
 class Colour:

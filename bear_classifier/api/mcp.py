@@ -15,7 +15,7 @@ import anyio
 from mcp.server.mcpserver import Image, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
-from .. import __version__
+from .. import __version__, environment
 from ..inference.images import MAX_BYTES, ImageError, check_size
 from .client import ApiError, Client
 from .service import Busy, Model, Service, Unavailable
@@ -43,7 +43,9 @@ class Local:
     """The served model, loaded in this process behind the API's own service (its turns and queue)."""
 
     def __init__(self, model: Path | None = None):
-        self.service = Service(model=Model(model))
+        # Its answers join the answers log only where a store is named: an assistant starts this server in a folder
+        # of its own choosing (often /), where a feedback.db would be nobody's.
+        self.service = Service(model=Model(model), log_answers=environment.feedback_named())
         self.service.model.loaded.result()  # wait for it (or raise ModelError): a call never meets "still loading"
 
     async def classify(self, data: bytes, heatmap: bool = False) -> dict[str, Any]:

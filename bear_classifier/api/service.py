@@ -132,7 +132,7 @@ class Service:
     requests at work at once, each forward on a thread of its own), at most `queue` more waiting up to `wait_seconds`
     for a turn."""
 
-    def __init__(self, limits: Limits | None = None, model: Model | None = None):
+    def __init__(self, limits: Limits | None = None, model: Model | None = None, log_answers: bool = True):
         self.limits = limits or Limits.from_env()
         self.model = model or Model()
         self.executor = ThreadPoolExecutor(max_workers=self.limits.turns, thread_name_prefix="bear-api")
@@ -141,8 +141,10 @@ class Service:
         self.buffered = 0  # bytes of request bodies held by admitted requests
         self._turns: asyncio.Semaphore | None = None  # made on the server's event loop, at the first request
         self._seconds = 0.1  # a request's recent time at work (moving average): what Retry-After is made of
-        self._log: AnswersLog | None = None  # the answers log (BEAR_FEEDBACK*), opened at the first answer
-        self._log_lock, self._log_tried = threading.Lock(), -LOG_RETRY
+        self._log: AnswersLog | None = None  # the answers log (BEAR_FEEDBACK*), once open
+        self.log_opened = threading.Event()  # set once the log is open, off, or given up on (a setting to mend)
+        if log_answers:
+            threading.Thread(target=self._open_log, daemon=True, name="the API's answers log").start()
 
     def classify_one(self, name: str, data: bytes, heatmap: bool = False) -> dict:
         """One image's answer, or {"name", "error": sentence} for a file that is no photo. Blocking: the model runs here."""
@@ -158,23 +160,30 @@ class Service:
             return {"name": name, "error": FAILED}
         version = pred.version or classifier.version
         metrics.answered(pred.label, pred.probability, version, time.monotonic() - start, not pred.in_set)
-        if (answers_log := self.answers_log()) is not None:  # the page's answers log: the monitor counts both
-            answers_log.answered(pred.label, pred.probability, version)
+        if self._log is not None:  # the page's answers log: the monitor counts both
+            self._log.answered(pred.label, pred.probability, version, source="api")
         return {"name": name, **result(pred, classifier.classes, version_of(classifier), img if heatmap else None)}
 
+    @property
     def answers_log(self) -> AnswersLog | None:
-        """The answers log the page writes too (BEAR_FEEDBACK*; None where it is off), opened once, on
-        the pool's threads; one that can't be opened (a database down) is tried again a minute later, and the
-        answers go on meanwhile, unlogged."""
-        with self._log_lock:
-            if self._log is None and time.monotonic() - self._log_tried >= LOG_RETRY:
-                self._log_tried = time.monotonic()
-                try:
-                    self._log = AnswersLog.from_env()
-                except Exception:
-                    log.warning("the answers log could not be opened; API answers go unlogged for a minute",
-                                exc_info=True)
-            return self._log
+        """The answers log the page writes too, once open (None before, and where BEAR_FEEDBACK=off)."""
+        return self._log
+
+    def _open_log(self) -> None:
+        """Open the answers log on this thread, not on a request's: a database that is slow or down must cost the
+        answers their row, never their time. Tried again every LOG_RETRY seconds until it opens."""
+        while True:
+            try:
+                self._log = AnswersLog.from_env()
+                return self.log_opened.set()
+            except ValueError as e:  # a setting to mend (BEAR_ANSWERS_*): the sentence says which
+                log.error("the API's answers are not logged: %s", e)
+                return self.log_opened.set()
+            except Exception as e:
+                log.warning("the API's answers are not logged: their store could not be opened (%s: %s); trying again "
+                            "in %d s. Check BEAR_FEEDBACK_URL / BEAR_FEEDBACK_DB, or set BEAR_FEEDBACK=off.",
+                            type(e).__name__, e, LOG_RETRY)
+            time.sleep(LOG_RETRY)
 
     def admit(self, address: str) -> bool:
         """Take a place for a request from `address` whose body is about to be read: False where the places are all

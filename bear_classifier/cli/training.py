@@ -57,7 +57,7 @@ def cmd_review(args) -> int:
         from ..page.feedback import FeedbackStore
         from ..training.flags import review_feedback  # no torch: a serving machine can review its flags
 
-        store = FeedbackStore.from_env()
+        store = FeedbackStore.to_read()
         if store is None:
             raise ValueError("Storing feedback is turned off (BEAR_FEEDBACK=off): there is nothing to review.")
         if args.accept or args.accept_as or args.reject or args.delete:

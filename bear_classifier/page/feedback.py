@@ -21,7 +21,7 @@ from PIL import Image
 
 from .. import environment
 from ..inference.images import KEPT_SIDE
-from .answers import AnswersLog
+from .answers import DEFAULT_DAYS, DEFAULT_ROWS, AnswersLog
 from .tables import default_db, flags, open_store
 
 log = logging.getLogger(__name__)
@@ -67,13 +67,14 @@ class FeedbackStore:
     """
 
     def __init__(self, url: str, max_mb: float = DEFAULT_MAX_MB, visitor_share: float = VISITOR_SHARE,
-                 per_minute: int | None = PER_MINUTE, answers_log: AnswersLog | None = None):
+                 per_minute: int | None = PER_MINUTE, answers_days: float = DEFAULT_DAYS,
+                 answers_rows: int = DEFAULT_ROWS):
         self.url, self.max_bytes = url, int(max_mb * 2**20)
         self.share_bytes, self.per_minute = int(self.max_bytes * visitor_share), per_minute
         self.mine: dict[int, int] = {}  # this visitor's rows: id → photo bytes
         self._changes: deque[float] = deque()
         self.engine = open_store(url)
-        self.answers_log = answers_log or AnswersLog(self.engine)  # in the same database
+        self.answers_log = AnswersLog(self.engine, answers_days, answers_rows)  # in the same database
 
     @classmethod
     def from_env(cls) -> "FeedbackStore | None":
@@ -84,9 +85,20 @@ class FeedbackStore:
         """
         if not environment.feedback_on():
             return None
-        store = cls(environment.feedback_url(default_db()), environment.feedback_max_mb(DEFAULT_MAX_MB))
-        store.answers_log = AnswersLog.from_env(store.engine)
-        return store
+        return cls(environment.feedback_url(default_db()), environment.feedback_max_mb(DEFAULT_MAX_MB),
+                   answers_days=environment.answers_days(DEFAULT_DAYS),
+                   answers_rows=environment.answers_rows(DEFAULT_ROWS))
+
+    @classmethod
+    def to_read(cls) -> "FeedbackStore | None":
+        """The store the page writes, for the commands that read it (review --feedback, the promotion gate): as
+        from_env, but an SQLite file that isn't there is a ValueError saying where it was looked for, not a new empty
+        store that has nothing to review."""
+        file = environment.feedback_file(default_db())
+        if environment.feedback_on() and file is not None and not file.exists():
+            raise ValueError(f"There is no feedback store at {file}: run this from the folder the page runs from, or "
+                             f"name the page's store with BEAR_FEEDBACK_DB (or BEAR_FEEDBACK_URL).")
+        return cls.from_env()
 
     def add(self, img: Image.Image, predicted: str, probability: float, label: str, model_sha256: str,
             model_version: str = "") -> int:

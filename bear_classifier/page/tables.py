@@ -10,6 +10,7 @@ import sqlalchemy as sa
 
 log = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 5  # seconds: a database that doesn't answer costs the page its button, not its start
+STATEMENT_TIMEOUT = 10_000  # ms: a PostgreSQL server that hangs mid-statement can't hold a writer for ever
 
 metadata = sa.MetaData()
 flags = sa.Table(
@@ -30,15 +31,18 @@ flags = sa.Table(
 )
 # The answers log: what each answer was, never what it was about (no photo, no name, no address), kept
 # BEAR_ANSWERS_DAYS days: enough to count answers by class and version and to see the stated probabilities drift.
+# Its ids are 64-bit where the database has them: the API can answer a hundred photos a second, for years.
 answers = sa.Table(
     "answers", metadata,
-    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
     sa.Column("created", sa.DateTime(timezone=True), nullable=False, index=True),
     sa.Column("model_version", sa.String(64), nullable=False),
     sa.Column("predicted", sa.String(16), nullable=False),
     sa.Column("probability", sa.Float, nullable=False),
+    # Added later (migrate()): who asked, "page" or "api" (MCP's answers are the API's); each keeps its own newest rows.
+    sa.Column("source", sa.String(8), nullable=False, server_default="page"),
 )
-ADDED_COLUMNS = ("model_version", "review")
+ADDED_COLUMNS = {flags: ("model_version", "review"), answers: ("source",)}
 
 
 def default_db() -> Path:
@@ -77,20 +81,22 @@ def create_table(engine: sa.Engine, tries: int = 5) -> None:
 
 
 def migrate(engine: sa.Engine) -> None:
-    """Give a store made before the columns of ADDED_COLUMNS those columns (empty for the rows it holds)."""
-    have = {c["name"] for c in sa.inspect(engine).get_columns(flags.name)}
-    for name in ADDED_COLUMNS:
-        if name in have:
-            continue
-        column = flags.c[name]
-        try:
-            with engine.begin() as db:
-                db.execute(sa.text(f"ALTER TABLE {flags.name} ADD COLUMN {name} "
-                                   f"{column.type.compile(engine.dialect)} NOT NULL DEFAULT ''"))
-            log.info("the feedback store got its %s column", name)
-        except sa.exc.DBAPIError:  # another kernel added it first
-            if name not in {c["name"] for c in sa.inspect(engine).get_columns(flags.name)}:
-                raise
+    """Give a store made before the columns of ADDED_COLUMNS those columns (their default for the rows it holds)."""
+    for table, added in ADDED_COLUMNS.items():
+        have = {c["name"] for c in sa.inspect(engine).get_columns(table.name)}
+        for name in added:
+            if name in have:
+                continue
+            column = table.c[name]
+            try:
+                with engine.begin() as db:
+                    db.execute(sa.text(f"ALTER TABLE {table.name} ADD COLUMN {name} "
+                                       f"{column.type.compile(engine.dialect)} NOT NULL "
+                                       f"DEFAULT '{column.server_default.arg}'"))
+                log.info("the feedback store's %s got its %s column", table.name, name)
+            except sa.exc.DBAPIError:  # another process added it first
+                if name not in {c["name"] for c in sa.inspect(engine).get_columns(table.name)}:
+                    raise
 
 
 def connect_args(url: str) -> dict:
@@ -98,7 +104,7 @@ def connect_args(url: str) -> dict:
     if backend == "sqlite":
         return {"timeout": 10}  # waiting for another visitor's write, on top of busy_timeout below
     if backend == "postgresql":
-        return {"connect_timeout": CONNECT_TIMEOUT}
+        return {"connect_timeout": CONNECT_TIMEOUT, "options": f"-c statement_timeout={STATEMENT_TIMEOUT}"}
     return {}
 
 
