@@ -72,7 +72,11 @@ def models_folder() -> Path | None:
 
 def answers_days(default: float) -> float:
     """BEAR_ANSWERS_DAYS: how many days the answers log (class, probability, version: never a photo) keeps a row."""
-    return _number("BEAR_ANSWERS_DAYS", default, "a number of days, for example 30")
+    days = _number("BEAR_ANSWERS_DAYS", default, "a number of days, for example 30")
+    if not days <= 36_500:  # a century at most (and not nan): older dates than that can't be computed
+        raise ValueError(f"BEAR_ANSWERS_DAYS={days!r} is too many days: give at most 36500 (BEAR_ANSWERS_ROWS bounds "
+                         f"the log's size).")
+    return days
 
 
 def answers_rows(default: int) -> int:

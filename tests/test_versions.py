@@ -271,6 +271,9 @@ def test_an_old_store_gets_its_new_columns_and_its_flags_and_answers_keep_workin
         with store.engine.connect() as db:
             rows = db.execute(sa.text("SELECT model_version, source FROM answers ORDER BY id")).all()
         assert [tuple(r) for r in rows] == [("v0", "page"), ("v1", "api")]
+        [id_type] = [c["type"] for c in sa.inspect(store.engine).get_columns("answers") if c["name"] == "id"]
+        assert backend == "sqlite" or isinstance(id_type, sa.BigInteger)  # 32-bit ids widened on PostgreSQL
+        assert "answers_source_id" in {i["name"] for i in sa.inspect(store.engine).get_indexes("answers")}
         for s in stores:
             s.engine.dispose()
 
@@ -288,7 +291,8 @@ def test_the_answers_log_keeps_no_photo_and_forgets_rows_older_than_its_days(tmp
             db.execute(answers.insert().values(created=datetime.now(timezone.utc) - timedelta(days=days),
                                                model_version="v1", predicted="black", probability=0.9))
     store.answered("grizzly", 0.97, "v2")
-    store.flush()  # the log is written on a thread of its own
+    store.flush()  # the log is written on a thread of its own, and pruned now and then (here, now)
+    store.prune()
     assert store.counts() == {("v1", "black"): 1, ("v2", "grizzly"): 1}  # the 30- and 8-day-old rows went
     with store.engine.connect() as db:
         assert db.execute(sa.select(sa.func.count()).select_from(answers)).scalar() == 2
@@ -317,6 +321,11 @@ def test_the_answers_log_keeps_the_newest_rows_of_the_page_and_of_the_api_each(t
     for wrong in ("many", "0", "1.5", "inf"):
         monkeypatch.setenv("BEAR_ANSWERS_ROWS", wrong)
         with pytest.raises(ValueError, match=f"BEAR_ANSWERS_ROWS='{wrong}' is not a whole number of rows"):
+            AnswersLog.from_env()
+    monkeypatch.setenv("BEAR_ANSWERS_ROWS", "5")
+    for wrong in ("1e6", "inf", "nan"):
+        monkeypatch.setenv("BEAR_ANSWERS_DAYS", wrong)
+        with pytest.raises(ValueError, match="BEAR_ANSWERS_DAYS=.* is too many days"):
             AnswersLog.from_env()
 
 

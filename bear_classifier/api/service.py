@@ -20,6 +20,8 @@ from ..inference.answer import answer_bytes
 from ..inference.predict import Classifier, ModelError
 from ..inference.versions import Served, models_folder
 from ..inference.images import ImageError
+import sqlalchemy as sa
+
 from ..page.answers import AnswersLog
 from .limits import Limits
 
@@ -145,6 +147,8 @@ class Service:
         self.log_opened = threading.Event()  # set once the log is open, off, or given up on (a setting to mend)
         if log_answers:
             threading.Thread(target=self._open_log, daemon=True, name="the API's answers log").start()
+        else:
+            self.log_opened.set()
 
     def classify_one(self, name: str, data: bytes, heatmap: bool = False) -> dict:
         """One image's answer, or {"name", "error": sentence} for a file that is no photo. Blocking: the model runs here."""
@@ -176,7 +180,7 @@ class Service:
             try:
                 self._log = AnswersLog.from_env()
                 return self.log_opened.set()
-            except ValueError as e:  # a setting to mend (BEAR_ANSWERS_*): the sentence says which
+            except (ValueError, sa.exc.ArgumentError, sa.exc.NoSuchModuleError) as e:  # a setting to mend, not a wait
                 log.error("the API's answers are not logged: %s", e)
                 return self.log_opened.set()
             except Exception as e:

@@ -137,13 +137,16 @@ def gate(served, candidate, args) -> bool:
     from ..inference.predict import Classifier
 
     photos = folder_photos(args.eval) if args.eval and args.eval.is_dir() else []
-    from ..page.feedback import FeedbackStore
+    from .. import environment
+    from ..page.feedback import FeedbackStore, NoStore
 
     try:
-        store = FeedbackStore.to_read()
-    except ValueError as e:  # no store here: the evaluation photos alone decide
+        store = FeedbackStore.to_read()  # a setting that is wrong (BEAR_ANSWERS_*...) stops the gate: it's a sentence
+    except NoStore as e:  # no store here: the evaluation photos alone decide, and the gate says so
         print(f"corrections left out: {e}")
         store = None
+    if store is None and not environment.feedback_on():
+        print("corrections left out: storing feedback is off (BEAR_FEEDBACK=off)")
     if store is not None:
         photos += [Photo(f"correction {f.id}", f.label, f.photo) for f in store.all() if f.review == "accepted"]
     a, b = Classifier.load(served.path), Classifier.load(candidate.path)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import atexit
 import logging
 import queue
+import random
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -21,10 +22,10 @@ log = logging.getLogger(__name__)
 DEFAULT_DAYS = 30
 # The newest rows kept of each source: the API answers as fast as programs ask, up to ~100 answers a second on two
 # cores, so days alone don't bound the log; and a flood of API answers must not push the page's out. A million rows
-# is about 60 MB of SQLite, and weeks of a busy page's answers.
+# is about 120 MB of SQLite (with its indexes), and weeks of a busy page's answers.
 DEFAULT_ROWS = 1_000_000
 SOURCES = ("page", "api")
-PRUNE_EVERY = 3600.0  # seconds between two prunings by one writer
+PRUNE_EVERY = 3600.0  # seconds between two prunings by one writer; its first within an hour, at random
 WAITING = 10_000  # rows waiting for a slow database at most; beyond, answers go unlogged (and the log says so)
 DRAIN_SECONDS = 2.0  # at exit, how long the rows still waiting may take to be written
 
@@ -38,7 +39,9 @@ class AnswersLog:
         self._queue: queue.Queue = queue.Queue(maxsize=WAITING)
         self._writer: threading.Thread | None = None
         self._lock = threading.Lock()
-        self._pruned, self._dropped, self._failed = -PRUNE_EVERY, 0, 0
+        # Not at once: every visitor's kernel is a writer, and a store pruned by each new one would be pruned always.
+        self._pruned = time.monotonic() - random.uniform(0, PRUNE_EVERY)
+        self._dropped = self._failed = 0
 
     @classmethod
     def from_env(cls, engine: sa.Engine | None = None) -> AnswersLog | None:
@@ -63,9 +66,11 @@ class AnswersLog:
         try:
             self._queue.put_nowait(row)
         except queue.Full:  # the database is too slow or down: the answer stands, the log misses it
-            self._dropped += 1
-            if self._dropped == 1 or self._dropped % 1000 == 0:
-                log.warning("the answers log's database is not keeping up: %d answers left unlogged", self._dropped)
+            with self._lock:
+                self._dropped += 1
+                dropped = self._dropped
+            if dropped == 1 or dropped % 1000 == 0:
+                log.warning("the answers log's database is not keeping up: %d answers left unlogged", dropped)
 
     def flush(self) -> None:
         """Wait until every answer logged so far is written (tests, benchmarks)."""
@@ -81,15 +86,16 @@ class AnswersLog:
         """Delete the rows older than `days`, and of each source all but its newest `rows` (the writer does so now and
         then)."""
         old = datetime.now(timezone.utc) - timedelta(days=self.days)
+        with self.engine.connect() as db:  # read first, outside the write lock (SQLite has one for the whole file)
+            # The id below which each source's rows go: its `rows`-th newest, by the (source, id) index.
+            cuts = {source: db.execute(sa.select(answers.c.id).where(answers.c.source == source)
+                                       .order_by(answers.c.id.desc()).offset(self.rows).limit(1)).scalar()
+                    for source in SOURCES}
         with self.engine.begin() as db:
             db.execute(answers.delete().where(answers.c.created < old))
-            for source in SOURCES:
-                mine = answers.c.source == source
-                # The id below which this source's rows go: its `rows`-th newest (none where it has fewer).
-                cut = db.execute(sa.select(answers.c.id).where(mine).order_by(answers.c.id.desc())
-                                 .offset(self.rows).limit(1)).scalar()
+            for source, cut in cuts.items():
                 if cut is not None:
-                    db.execute(answers.delete().where(mine, answers.c.id <= cut))
+                    db.execute(answers.delete().where(answers.c.source == source, answers.c.id <= cut))
 
     def counts(self) -> dict[tuple[str, str], int]:
         """(model version, answer) → how many answers the log holds."""

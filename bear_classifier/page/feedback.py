@@ -30,6 +30,10 @@ VISITOR_SHARE = 0.05  # one visitor (kernel) may fill at most this share of the 
 PER_MINUTE = 10  # changes a visitor may make in a minute: a person corrects a few cards, a script thousands
 
 
+class NoStore(FileNotFoundError):
+    """The store a command would read isn't there; str(error) says where it was looked for and what to set."""
+
+
 class FeedbackError(RuntimeError):
     """The flag could not be stored; str(error) is a sentence for the visitor."""
 
@@ -92,11 +96,11 @@ class FeedbackStore:
     @classmethod
     def to_read(cls) -> "FeedbackStore | None":
         """The store the page writes, for the commands that read it (review --feedback, the promotion gate): as
-        from_env, but an SQLite file that isn't there is a ValueError saying where it was looked for, not a new empty
+        from_env, but an SQLite file that isn't there is NoStore saying where it was looked for, not a new empty
         store that has nothing to review."""
         file = environment.feedback_file(default_db())
         if environment.feedback_on() and file is not None and not file.exists():
-            raise ValueError(f"There is no feedback store at {file}: run this from the folder the page runs from, or "
+            raise NoStore(f"There is no feedback store at {file}: run this from the folder the page runs from, or "
                              f"name the page's store with BEAR_FEEDBACK_DB (or BEAR_FEEDBACK_URL).")
         return cls.from_env()
 

@@ -42,6 +42,8 @@ answers = sa.Table(
     # Added later (migrate()): who asked, "page" or "api" (MCP's answers are the API's); each keeps its own newest rows.
     sa.Column("source", sa.String(8), nullable=False, server_default="page"),
 )
+# Each source's newest rows found without a scan of the table (answers.AnswersLog.prune).
+SOURCE_ID = sa.Index("answers_source_id", answers.c.source, answers.c.id)
 ADDED_COLUMNS = {flags: ("model_version", "review"), answers: ("source",)}
 
 
@@ -57,6 +59,8 @@ def open_store(url: str) -> sa.Engine:
     engine = sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args(url))
     if engine.dialect.name == "sqlite":
         sa.event.listen(engine, "connect", sqlite_pragmas)
+    if engine.dialect.name == "postgresql":
+        sa.event.listen(engine, "connect", postgresql_timeout)
     create_table(engine)
     return engine
 
@@ -97,6 +101,27 @@ def migrate(engine: sa.Engine) -> None:
             except sa.exc.DBAPIError:  # another process added it first
                 if name not in {c["name"] for c in sa.inspect(engine).get_columns(table.name)}:
                     raise
+    try:
+        SOURCE_ID.create(engine, checkfirst=True)  # a store from before the source column has no such index
+    except sa.exc.DBAPIError:  # another process made it first
+        if SOURCE_ID.name not in {i["name"] for i in sa.inspect(engine).get_indexes(answers.name)}:
+            raise
+    widen_ids(engine)
+
+
+def widen_ids(engine: sa.Engine) -> None:
+    """64-bit answer ids on a PostgreSQL store made with 32-bit ones: at a hundred answers a second, 2**31 ids last
+    eight months. A store holds at most a few million rows, so the rewrite is short; SQLite's ids are 64-bit."""
+    if engine.dialect.name != "postgresql":
+        return
+    [id_column] = [c for c in sa.inspect(engine).get_columns(answers.name) if c["name"] == "id"]
+    if isinstance(id_column["type"], sa.BigInteger):
+        return
+    with engine.begin() as db:
+        db.execute(sa.text("SET LOCAL statement_timeout = 0"))
+        db.execute(sa.text(f"ALTER TABLE {answers.name} ALTER COLUMN id TYPE bigint"))
+        db.execute(sa.text(f"ALTER SEQUENCE IF EXISTS {answers.name}_id_seq AS bigint"))
+    log.info("the feedback store's answers got 64-bit ids")
 
 
 def connect_args(url: str) -> dict:
@@ -104,8 +129,16 @@ def connect_args(url: str) -> dict:
     if backend == "sqlite":
         return {"timeout": 10}  # waiting for another visitor's write, on top of busy_timeout below
     if backend == "postgresql":
-        return {"connect_timeout": CONNECT_TIMEOUT, "options": f"-c statement_timeout={STATEMENT_TIMEOUT}"}
+        return {"connect_timeout": CONNECT_TIMEOUT}
     return {}
+
+
+def postgresql_timeout(connection, _record) -> None:
+    # Set per connection rather than as a startup option, which some connection poolers (PgBouncer) refuse.
+    cursor = connection.cursor()
+    cursor.execute(f"SET statement_timeout = {STATEMENT_TIMEOUT}")
+    cursor.close()
+    connection.commit()
 
 
 def sqlite_pragmas(connection, _record) -> None:
