@@ -25,6 +25,9 @@ stop() {
   kill -CONT "${pids[@]}" 2>/dev/null || true  # a frozen replica can't end on TERM
   kill "${pids[@]}" $balancer 2>/dev/null || true
   wait 2>/dev/null || true
+  # And end here: bash resumes where the signal came, and a check that found a replica ended by the same signal
+  # would start it again, outliving the set.
+  exit 0
 }
 trap stop INT TERM EXIT
 

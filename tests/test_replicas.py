@@ -75,6 +75,11 @@ def replica_set(tmp_path, replicas: int):
     finally:
         os.killpg(make.pid, signal.SIGTERM)
         make.wait(30)
+        # Nothing of the set outlives it: a replica started again as the set was stopping would be an orphan.
+        left = [p for p in (replica_process(first + i) for i in range(replicas)) if p is not None]
+        for p in left:
+            p.kill()
+        assert not left, f"replicas still running after the set stopped: {[p.pid for p in left]}"
 
 
 def replica_process(port: int) -> psutil.Process | None:
