@@ -39,8 +39,8 @@ def feedback_on() -> bool:
 
 def feedback_url(default_db: Path) -> str:
     """BEAR_FEEDBACK_URL: the store's database URL (postgresql+psycopg://... where replicas share it); else the
-    SQLite file BEAR_FEEDBACK_DB, else `default_db`."""
-    return os.environ.get("BEAR_FEEDBACK_URL") or f"sqlite:///{os.environ.get('BEAR_FEEDBACK_DB') or default_db}"
+    SQLite file BEAR_FEEDBACK_DB, else `default_db` (feedback_file)."""
+    return os.environ.get("BEAR_FEEDBACK_URL") or f"sqlite:///{feedback_file(default_db)}"
 
 
 def feedback_file(default_db: Path) -> Path | None:

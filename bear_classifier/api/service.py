@@ -15,13 +15,13 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import sqlalchemy as sa
+
 from .. import environment, metrics
 from ..inference.answer import answer_bytes
 from ..inference.predict import Classifier, ModelError
 from ..inference.versions import Served, models_folder
 from ..inference.images import ImageError
-import sqlalchemy as sa
-
 from ..page.answers import AnswersLog
 from .limits import Limits
 

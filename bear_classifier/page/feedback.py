@@ -101,7 +101,7 @@ class FeedbackStore:
         file = environment.feedback_file(default_db())
         if environment.feedback_on() and file is not None and not file.exists():
             raise NoStore(f"There is no feedback store at {file}: run this from the folder the page runs from, or "
-                             f"name the page's store with BEAR_FEEDBACK_DB (or BEAR_FEEDBACK_URL).")
+                          f"name the page's store with BEAR_FEEDBACK_DB (or BEAR_FEEDBACK_URL).")
         return cls.from_env()
 
     def add(self, img: Image.Image, predicted: str, probability: float, label: str, model_sha256: str,
