@@ -209,10 +209,10 @@ def replicas(tmp_path: Path, n: int):
     finally:
         os.killpg(run.pid, signal.SIGTERM)
         run.wait(30)
-        # A replica replicas.sh was starting again as the signal came can miss it: such a one is ended here.
-        for port in ports:
-            if (left := replica_process(port)) is not None:
-                left.kill()
+        left = {port: proc for port in ports if (proc := replica_process(port)) is not None}
+        for proc in left.values():  # ended before the assertion, so that a failure leaves nothing running
+            proc.kill()
+    assert not left, f"replicas on ports {list(left)} outlived deploy/replicas.sh"
 
 
 def _up(url: str) -> bool:

@@ -133,13 +133,12 @@ def cmd_models(args) -> int:
 
 def gate(served, candidate, args) -> bool:
     """Score both on the evaluation photos and the accepted corrections; print them side by side; True: promote."""
+    from .. import environment
     from ..inference.compare import RULE, Photo, compare, folder_photos, report, usable
     from ..inference.predict import Classifier
-
-    photos = folder_photos(args.eval) if args.eval and args.eval.is_dir() else []
-    from .. import environment
     from ..page.feedback import FeedbackStore, NoStore
 
+    photos = folder_photos(args.eval) if args.eval and args.eval.is_dir() else []
     try:
         store = FeedbackStore.to_read()  # a setting that is wrong (BEAR_ANSWERS_*...) stops the gate: it's a sentence
     except NoStore as e:  # no store here: the evaluation photos alone decide, and the gate says so
