@@ -3,6 +3,7 @@ comm as any client can (tests/test_kernel_limits.py's raw websocket client), RSS
 
   after one photo          the kernel with the model loaded and one answer given
   three 8000×6000 PNGs     148 KB each (under the browser's shrinking threshold, so the page sends them as is)
+  ... with transparency    the same, half transparent (RGBA: 192 MB decoded, then blended on white)
   100 photos of every kind the hardening corpus (29 kinds, an 8000×6000 JPEG among them) and 8000×6000 PNGs,
                            in batches of 20: the gallery keeps its 24 newest cards
   after "Clear"            the Clear button pressed over the comm
@@ -14,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+
+from PIL import Image
 
 
 from browser import kernels, voila
@@ -43,6 +46,9 @@ def main() -> None:
             rows.append(("after one photo", *memory(proc, visitor.kernel)))
             visitor.upload([(f"big{i}.png", png) for i in range(3)])
             rows.append(("+ three 8000×6000 PNGs", *memory(proc, visitor.kernel)))
+            clear = encode(Image.new("RGBA", (8000, 6000), (90, 120, 60, 128)), "PNG")
+            visitor.upload([(f"clear{i}.png", clear) for i in range(3)])
+            rows.append(("+ three with transparency", *memory(proc, visitor.kernel)))
             for start in range(0, args.photos, 20):
                 visitor.upload([kinds[(start + i) % len(kinds)] for i in range(min(20, args.photos - start))])
             rows.append((f"+ {args.photos} photos of every kind", *memory(proc, visitor.kernel)))

@@ -32,6 +32,10 @@ def test_transparent_areas_become_white_not_black():
 
     img = open_image(encode(Image.new("RGBA", (8, 8), (0, 0, 0, 0)), "PNG"))
     assert img.getpixel((4, 4)) == (255, 255, 255)
+    # half-transparent colours are blended with white, whatever mode carries the alpha
+    for mode, colour, seen in [("RGBA", (255, 0, 0, 128), (255, 127, 127)), ("LA", (0, 128), (127, 127, 127))]:
+        img = open_image(encode(Image.new(mode, (8, 8), colour), "PNG"))
+        assert all(abs(a - b) <= 1 for a, b in zip(img.getpixel((4, 4)), seen)), (mode, img.getpixel((4, 4)))
 
 
 def test_sixteen_bit_keeps_its_range():
@@ -80,3 +84,24 @@ def test_the_browsers_shrunk_pixels_decode():
     from corpus import encode, photo
 
     assert open_image(encode(photo((500, 375)), "PPM")).size == (500, 375)
+
+
+def test_a_big_png_is_read_small_and_blended_on_white_as_a_whole_one_would_be():
+    """A PNG can't be decoded small as a JPEG can: with `min_side` it is reduced right after decoding, strip by strip
+    (Pillow reduces a transparent image through a premultiplied copy: 192 MB more for 8000×6000)."""
+    import numpy as np
+    from PIL import Image
+
+    from bear_classifier.inference.images import reduce_in_strips
+    from corpus import encode
+
+    pixels = np.random.default_rng(0).integers(0, 256, (1003, 777, 4), dtype=np.uint8)
+    photo = Image.fromarray(pixels, "RGBA")
+    whole = photo.crop((0, 0, 775, 1000)).reduce(5)  # the rows and columns a whole factor leaves out, left out
+    assert np.array_equal(np.asarray(reduce_in_strips(photo, 5, rows=64)), np.asarray(whole))
+
+    big = Image.new("RGBA", (4000, 3000), (255, 0, 0, 128))
+    img = open_image(encode(big, "PNG"), min_side=375)
+    assert img.size == (500, 375) and img.mode == "RGB"  # the largest whole factor keeping both sides >= 375
+    assert all(abs(a - b) <= 1 for a, b in zip(img.getpixel((250, 180)), (255, 127, 127)))
+    assert open_image(encode(big, "PNG")).size == (4000, 3000)  # without min_side, the photo as it is
