@@ -13,6 +13,8 @@ bench/results/hard/; `features` caches pooled views of every photo through that 
 it gets right on the hard part beside its validation.
 The recipe is recipe.toml's (the shipped model's); `--set knob=value` changes one knob of it (a re-weighting: e.g.
 `--set forget_weight=2`), and `--name` keeps that retrain apart (bench/results/hard-<name>/).
+`copies` counts the held-out photos that have a near copy on the training side (perceptual hash), in this part
+and in each grouped fold of `make cv`; `score` reports the hard part without them too.
 Usage: python -m bench.hard_holdout train; ... features; ... score   (~15 + 6 + 1 min on 2 CPU cores; `features` again
        for a results folder made before the people of data/people were scored: python data/people/fetch.py first)
        python -m bench.hard_holdout train --name lwf2 --set forget_weight=2; ... features --name lwf2; ...
@@ -20,6 +22,7 @@ Usage: python -m bench.hard_holdout train; ... features; ... score   (~15 + 6 + 
 """
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -51,28 +54,76 @@ def split() -> tuple[list, list, list]:
     return [i for i in rest if rel(i[0]) not in checked], [i for i in rest if rel(i[0]) in checked], held
 
 
-def negatives_without_bear_like() -> Path:
+@functools.lru_cache(maxsize=None)
+def hash_bits(path: Path) -> tuple:
+    """The photo's perceptual hash (imagehash's phash) and its mirror image's, as bit arrays."""
+    import imagehash
+    from PIL import ImageOps
+
+    from bear_classifier.inference.images import open_image
+
+    img = open_image(path.read_bytes()).convert("RGB")
+    return imagehash.phash(img).hash.flatten(), imagehash.phash(ImageOps.mirror(img)).hash.flatten()
+
+
+def near_copies(held: list, seen: list, distance: int = 8) -> set[Path]:
+    """The photos of `held` with a near copy among `seen`: perceptual hashes, the mirror image's too, within
+    `distance` bits. Web photos are copied between repositories, so a split by source can still put one photo on
+    both sides; at 8, plain teddies on white also match now and then (a few false copies)."""
+    import numpy as np
+
+    known = np.stack([hash_bits(p)[0] for p, _ in seen])
+    return {p for p, _ in held if min((known != b).sum(1).min() for b in hash_bits(p)) <= distance}
+
+
+def negatives_without_bear_like(people: bool = False) -> Path:
     """A folder of links to the not-bear photos, less the bear-like subjects (data.negatives_split hashes the rest
-    as before)."""
+    as before); with `people`, the photos of data/people's sources but HELD_PEOPLE's as one subject, "person", which
+    negatives_split puts on the training side."""
     folder = HARD / "negatives"
     folder.mkdir(parents=True, exist_ok=True)
-    for p in image_files(DATA / "not_bear"):
-        if subject(p) not in BEAR_LIKE and not (folder / p.name).exists():
-            (folder / p.name).symlink_to(p)
+    links = {p.name: p for p in image_files(DATA / "not_bear") if subject(p) not in BEAR_LIKE}
+    if people:
+        links |= {f"person_{p.stem.rsplit('_', 1)[-1]}.jpg": p for p in people_photos() if p.parent.name == "photos"
+                  and people_group(p) not in HELD_PEOPLE}
+    for name, p in links.items():
+        if not (folder / name).exists():
+            (folder / name).symlink_to(p)
     return folder
 
 
-def train(changes: dict) -> None:
+HELD_PEOPLE = ("serengil/deepface", "vladmandic/human", "xuebinqin/U-2-Net")  # never trained on, with --people
+
+
+def people_photos() -> list[Path]:
+    return sorted((ROOT / "data" / "people" / "photos").glob("*.jpg"))  # python data/people/fetch.py
+
+
+@functools.lru_cache(maxsize=None)
+def people_groups() -> dict[str, str]:
+    import csv
+
+    with open(ROOT / "data" / "people" / "SOURCES.csv", newline="") as f:
+        return {r["file"]: r["group"] for r in csv.DictReader(f)}
+
+
+def people_group(path: Path) -> str:
+    """The source repository of a photo of data/people."""
+    return people_groups()[Path(path).name]
+
+
+def train(changes: dict, people: bool = False) -> None:
+    from bear_classifier.model.export import export
     from bear_classifier.training.recipe import Recipe
     from bear_classifier.training.train import train_model
 
     recipe = Recipe.from_file(ROOT / "recipe.toml").but(**changes)
     items, valid, held = split()
     print(f"hard sources {hard_sources()}: {len(held)} bears held out; training on {len(items)}, valid {len(valid)}; "
-          f"recipe.toml with {changes or 'no changes'}")
+          f"recipe.toml with {changes or 'no changes'}" + (f"; people negatives but {HELD_PEOPLE}" if people else ""))
     learn, card = train_model(DATA / "bears", recipe, items=items, valid_items=valid,
-                              negatives=negatives_without_bear_like())
-    learn.export(HARD / "export.pkl")
+                              negatives=negatives_without_bear_like(people))
+    export(learn, HARD / "export.pkl", card)  # and export.onnx, for the benches that ask the served model (--model)
     (HARD / "card.json").write_text(json.dumps(card, indent=1, default=str))
     print(f"trained in {card['train_seconds']} s")
 
@@ -84,8 +135,7 @@ def features() -> None:
     from bench.openset_features import extract
 
     learn = load_learner(HARD / "export.pkl")
-    public = sorted((ROOT / "data" / "people" / "photos").glob("*.jpg"))  # python data/people/fetch.py
-    for group, files in (groups() | {"people_sources": public}).items():
+    for group, files in (groups() | {"people_sources": people_photos()}).items():
         out = HARD / f"features_{group}.pt"
         if not out.exists():
             tuned, _ = extract(learn, torch.nn.Identity(), files, untouched=False)
@@ -121,13 +171,21 @@ def score(sharpness: float | None = None, corners: list[float] | None = None) ->
     pick = lambda keep: feats["not_bear"]["tuned"][torch.tensor([keep(p) for p in neg_files])]  # noqa: E731
     lfw = torch.tensor([f.startswith("lfw_") for f in feats["people"]["files"]])
     none = vocab.index(learn.model.classes.none_label) if hasattr(learn.model, "classes") else len(vocab) - 1
+    hard_checked = [i for i in held if i[0].relative_to(DATA / "bears").as_posix() in checked]
+    copies = near_copies(held, train_items + valid)
+    print(f"{len(copies)} of the {len(held)} hard photos ({len(copies & {p for p, _ in hard_checked})} hand-checked) "
+          "have a near copy among the training and validation photos: rows without them are marked 'no copies'")
     sets = {"validation: other sources' hand-checked bears": bears(valid),
-            "hard sources' hand-checked bears": bears([i for i in held if i[0].relative_to(DATA / "bears").as_posix() in checked]),
+            "hard sources' hand-checked bears": bears(hard_checked),
+            "hard sources' hand-checked bears, no copies": bears([i for i in hard_checked if i[0] not in copies]),
             "hard sources' bears, as labelled": bears(held),
+            "hard sources' bears as labelled, no copies": bears([i for i in held if i[0] not in copies]),
             "everyday photos of subjects never trained on": pick(lambda p: p in unseen),
             "bear-like animals (never trained on)": pick(lambda p: subject(p) in BEAR_LIKE),
             "people": feats["people"]["tuned"][~lfw], "LFW 25 px faces": feats["people"]["tuned"][lfw],
-            "people of data/people (ten sources)": feats["people_sources"]["tuned"]}
+            "people of data/people (ten sources)": feats["people_sources"]["tuned"],
+            f"people of data/people, {', '.join(HELD_PEOPLE)}": feats["people_sources"]["tuned"][
+                torch.tensor([people_group(f) in HELD_PEOPLE for f in feats["people_sources"]["files"]])]}
     print(f"hard sources {hard_sources()}; trained on {len(train_items)} bears ({(HARD / 'card.json').name})")
     print("photos | n | right | ECE")
     with torch.no_grad():
@@ -138,21 +196,41 @@ def score(sharpness: float | None = None, corners: list[float] | None = None) ->
             print(f"{name} | {len(y)} | {right:.2%} | {expected_calibration_error(probs, y):.2%}")
 
 
+def copies() -> None:
+    """How many held-out photos have a near copy on the training side: the hard part, and each grouped fold of
+    `make cv` (its sources' photos against the other folds')."""
+    root, checked = DATA / "bears", set(read_labels(ROOT / "data" / "valid.csv"))
+    train_items, valid, held = split()
+    found = near_copies(held, train_items + valid)
+    hand = [p for p, _ in held if p.relative_to(root).as_posix() in checked]
+    print(f"hard part: {len(found)} of {len(held)} photos, {len(found & set(hand))} of {len(hand)} hand-checked")
+    items = train_items + valid + held
+    sources = read_sources(root)
+    source = lambda p: sources[p.relative_to(root).as_posix()]  # noqa: E731
+    for i, fold in enumerate(json.loads((ROOT / "export.json").read_text())["cross_validation"]["folds"], 1):
+        inside = [(p, y) for p, y in items if source(p) in fold["sources"]]
+        found = near_copies(inside, [(p, y) for p, y in items if source(p) not in fold["sources"]])
+        hand = {p for p, _ in inside if p.relative_to(root).as_posix() in checked}
+        print(f"fold {i}: {len(found)} of {len(inside)} photos, {len(found & hand)} of {len(hand)} hand-checked")
+
+
 if __name__ == "__main__":
     import argparse
 
     parser = argparse.ArgumentParser()
-    parser.add_argument("step", choices=["train", "features", "score"])
+    parser.add_argument("step", choices=["train", "features", "score", "copies"])
     parser.add_argument("--sharpness", type=float, help="score: the ImageNet gate's sharpness")
     parser.add_argument("--corners", type=lambda s: [float(c) for c in s.split(",")],
                         help="score: each group's corners, e.g. 2,1")
     parser.add_argument("--name", help="a retrain of its own, in bench/results/hard-<name>/")
+    parser.add_argument("--people", action="store_true",
+                        help="train: data/people's photos as negatives too, but those of HELD_PEOPLE's sources")
     parser.add_argument("--set", action="append", default=[], metavar="KNOB=VALUE",
                         help="train: recipe.toml with this knob changed, e.g. forget_weight=2 (a TOML value: quote "
                              "strings); give it again for another knob")
     args = parser.parse_args()
-    if args.set and args.step != "train":
-        parser.error("--set changes the recipe a retrain is made with: give it to train, with --name")
+    if (args.set or args.people) and args.step != "train":
+        parser.error("--set and --people change how a retrain is made: give them to train, with --name")
     torch.set_num_threads(2)
     if args.name:
         HARD = RESULTS / f"hard-{args.name}"
@@ -164,8 +242,10 @@ if __name__ == "__main__":
             changes = tomllib.loads("\n".join(args.set))
         except tomllib.TOMLDecodeError as e:
             parser.error(f"--set {' '.join(args.set)}: {e} (write KNOB=VALUE, a string in quotes: arch=\"resnet18\")")
-        train(changes)
+        train(changes, args.people)
     elif args.step == "score":
         score(args.sharpness, args.corners)
+    elif args.step == "copies":
+        copies()
     else:
         features()

@@ -6,9 +6,13 @@ For each source group (the repository), the served model (export.onnx, as the pa
 many photos it answers as one of the classes (grizzly, black, teddy), and the photos nearest to a bear answer are
 listed. With --untouched, the untouched ImageNet network is asked too, by its own rule (whole photo: 0.05 on the
 four wild-bear rows, 0.02 on teddy, the reference of docs/model.md) and through the shipped gate's settings (five
-views, thresholds, corners and sharpness from the model card).
+views, thresholds, corners and sharpness from the model card). With --filter, every photo is first put through a
+phone's colour filter (warm, a stronger warm, sepia): portraits in warm light, knitwear and curls are where a teddy
+answer came from (docs/model.md, "Photos of people"). With --closeups, each photo's faces are asked instead, cut
+out as close-ups at four widths.
 Usage: python data/people/fetch.py   (once; --mirror DIR offline)
        python -m bench.people_sources [--photos DIR] [--model export.onnx] [--untouched] [--groups OWNER/NAME ...]
+                                      [--filter plain|warm|warm+|sepia] [--closeups]
 """
 from __future__ import annotations
 
@@ -21,6 +25,51 @@ from bench import ROOT
 
 PEOPLE = ROOT / "data" / "people"
 WILD, TEDDY = [294, 295, 296, 297], [850]  # ImageNet rows: brown, American black, ice and sloth bear; teddy
+# A phone's colour filters: each channel scaled (red, blue), or sepia (Pillow's colorize of the gray photo).
+FILTERS = {"plain": None, "warm": (1.15, 0.8), "warm+": (1.25, 0.65), "sepia": "sepia"}
+
+
+def look(row: dict, name: str = "plain"):
+    """The row's photo as the model gets it, through the filter `name` (FILTERS)."""
+    import numpy as np
+    from PIL import Image, ImageOps
+
+    from bear_classifier.inference.images import open_image
+
+    img, how = open_image(row["photo"].read_bytes()), FILTERS[name]
+    if "crop" in row:
+        img = img.crop(row["crop"]).resize(CLOSEUP)
+    if how == "sepia":
+        return ImageOps.colorize(ImageOps.grayscale(img), (40, 20, 0), (255, 235, 200))
+    if how:
+        pixels = np.asarray(img.convert("RGB"), dtype=np.float32) * np.array([how[0], 1.0, how[1]], dtype=np.float32)
+        return Image.fromarray(pixels.clip(0, 255).astype(np.uint8))
+    return img
+
+
+CLOSEUP = (320, 352)  # a close-up's size: a head, a little taller than wide
+WIDEN = (1.0, 1.3, 1.7, 2.3)  # a close-up's side against its face's
+
+
+def closeups(rows: list[dict]) -> list[dict]:
+    """Rows for close-ups of each row's faces (up to 4; OpenCV's frontal Haar cascade at its usual 4 neighbours, so
+    that small and turned faces count too), each widened by WIDEN around the face, "crop" the box."""
+    import cv2
+    import numpy as np
+
+    from bear_classifier.inference.images import open_image
+
+    cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_alt2.xml")
+    out = []
+    for r in rows:
+        gray = np.asarray(open_image(r["photo"].read_bytes()).convert("L"))
+        faces = cascade.detectMultiScale(cv2.equalizeHist(gray), 1.1, 4, minSize=(24, 24))
+        for k, (x, y, w, h) in enumerate(list(faces)[:4]):
+            for s in WIDEN:
+                half, cx, cy = w * s / 2, x + w / 2, y + h / 2
+                box = (int(cx - half), int(cy - half * 1.1), int(cx + half), int(cy + half * 1.1))
+                out.append(dict(r, crop=box, file=f"{r['file']} (face {k + 1}, ×{s})"))
+    return out
 
 
 def photos(folder: Path, sources: Path, groups: list[str] | None = None) -> list[dict]:
@@ -30,21 +79,20 @@ def photos(folder: Path, sources: Path, groups: list[str] | None = None) -> list
     return [dict(r, photo=folder / r["file"]) for r in rows if (folder / r["file"]).exists()]
 
 
-def served_answers(rows: list[dict], model: Path | None) -> list[dict]:
+def served_answers(rows: list[dict], model: Path | None, filter_name: str = "plain") -> list[dict]:
     """{label, probability, p_in_set} of the served model for each row's photo."""
-    from bear_classifier.inference.images import open_image
     from bear_classifier.inference.predict import Classifier
 
     clf = Classifier.load(model)
     out = []
     for r in rows:
-        pred = clf.predict(open_image(r["photo"].read_bytes()))
+        pred = clf.predict(look(r, filter_name))
         out.append(dict(label=pred.label, probability=pred.probability, p_in_set=1 - pred.probs[pred.none_label],
                         in_set=pred.in_set))
     return out
 
 
-def untouched_answers(rows: list[dict], model: Path | None) -> list[dict]:
+def untouched_answers(rows: list[dict], model: Path | None, filter_name: str = "plain") -> list[dict]:
     """The untouched ImageNet network on each photo: its own rule (whole photo, 0.05 / 0.02) and the shipped gate's
     (five views), with the top ImageNet class."""
     import numpy as np
@@ -52,7 +100,6 @@ def untouched_answers(rows: list[dict], model: Path | None) -> list[dict]:
     from timm.data import ImageNetInfo
 
     from bear_classifier.model.backbone import OFFLINE_ARCH, create_imagenet_model, normalization, split_imagenet_model
-    from bear_classifier.inference.images import open_image
     from bear_classifier.model.classifier import ImageNetGate, pooled_views
     from bear_classifier.inference.predict import Classifier, read_card, served_model_path
 
@@ -66,7 +113,7 @@ def untouched_answers(rows: list[dict], model: Path | None) -> list[dict]:
     out = []
     with torch.inference_mode():
         for i in range(0, len(rows), 32):
-            pix = np.concatenate([clf.pixels(open_image(r["photo"].read_bytes())) for r in rows[i:i + 32]])
+            pix = np.concatenate([clf.pixels(look(r, filter_name)) for r in rows[i:i + 32]])
             x = (torch.from_numpy(pix).permute(0, 3, 1, 2).float() / 255 - mean) / std
             views = pooled_views(tail(trunk(x)))
             probs = head(views[:, 0]).softmax(-1)
@@ -86,20 +133,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", type=Path, help="the served model (default: BEAR_MODEL, else export.onnx)")
     parser.add_argument("--groups", nargs="+", help="only these source groups (OWNER/NAME)")
     parser.add_argument("--untouched", action="store_true", help="also the untouched ImageNet network")
+    parser.add_argument("--filter", choices=FILTERS, default="plain", help="a phone's colour filter on every photo")
+    parser.add_argument("--closeups", action="store_true", help="close-ups of each photo's faces instead")
     parser.add_argument("--worst", type=int, default=10, help="list this many photos nearest to a bear answer")
     args = parser.parse_args(argv)
 
     rows = photos(args.photos, args.sources, args.groups)
     if not rows:
         raise SystemExit(f"no photos of {args.sources} in {args.photos}: run python data/people/fetch.py first")
-    served = served_answers(rows, args.model)
-    plain = untouched_answers(rows, args.model) if args.untouched else None
+    rows = closeups(rows) if args.closeups else rows
+    served = served_answers(rows, args.model, args.filter)
+    plain = untouched_answers(rows, args.model, args.filter) if args.untouched else None
     by_group = defaultdict(list)
     for i, r in enumerate(rows):
         by_group[r["group"]].append(i)
     head = "group | photos | served: a bear | grizzly / black / teddy | highest p(a bear)"
     head += " | untouched, own rule: a bear | untouched, shipped gate: a bear" if plain else ""
-    print(f"{len(rows)} photos of people in {args.photos}, {len(by_group)} source groups\n{head}")
+    what = "close-ups of faces" if args.closeups else "photos of people"
+    print(f"{len(rows)} {what} in {args.photos} ({args.filter}), {len(by_group)} source groups\n{head}")
     for group in sorted(by_group, key=str.lower) + ["all"]:
         idx = range(len(rows)) if group == "all" else by_group[group]
         bears = [i for i in idx if served[i]["in_set"]]

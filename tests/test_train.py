@@ -235,3 +235,21 @@ def test_a_classes_file_holds_words_and_the_recipe_what_training_fits(tmp_path):
     (tmp_path / "typo.toml").write_text('[[imagenet_gate]]\nrows = [294]\nthreshold = 2\n')
     with pytest.raises(ValueError, match="typo.toml is not a recipe file .*a threshold in \\(0, 1\\]"):
         Recipe.from_file(tmp_path / "typo.toml")
+
+
+def test_only_the_negatives_push_the_gate_and_only_where_a_negative_weight_asks():
+    """The species loss never reaches the gate (a bear photo pushing p(bear) up taught the gate that forests are
+    bears); `negative_weight` lets the negatives push it down, towards "none of these", and nothing else."""
+    from bear_classifier.model.classifier import answer_log_probs
+    from bear_classifier.training.train import SpeciesLoss
+
+    targets = torch.tensor([0, 2, 3, 3])  # two bear photos (black, teddy), two negatives ("none" is the last class)
+    class_logits = torch.tensor([[2.0, 0.5, 0.1], [0.1, 0.3, 1.5], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    for weight in (0.0, 1.0):
+        gate = torch.tensor([1.0, -0.5, 0.5, -2.0], requires_grad=True)
+        loss = SpeciesLoss(negative_weight=weight)(answer_log_probs(class_logits, gate), targets)
+        loss.backward()
+        bears, negatives = gate.grad[:2].abs().max(), gate.grad[2:]
+        assert bears < 1e-6  # log p(bear) cancels out of the species loss (to rounding)
+        assert (negatives.abs().max() < 1e-6) if weight == 0 else (negatives > 0.01).all()  # descent lowers p(bear)
+    assert Recipe().negative_weight == 0.0  # off unless a recipe asks

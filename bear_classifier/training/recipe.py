@@ -23,6 +23,7 @@ class Recipe:
     clean: bool = True  # drop the training photos that the untouched network contradicts (clean.auto_clean)
     probe: bool = True  # a head without ImageNet rows starts from a linear probe (train.probe_head)
     forget_weight: float = 1.0  # learning without forgetting's share of the loss
+    negative_weight: float = 0.0  # the gate's loss on the negatives' photos (train.SpeciesLoss); 0: the gate isn't trained
     temperature: float | None = None  # how sure the class head sounds; None: fitted on the validation photos
     keep: float | None = None  # the share of validation photos "none of these" keeps (None: openset's default)
     # "None of these" read from ImageNet's own rows (bears), instead of a gate fitted on the training photos' features.

@@ -35,17 +35,22 @@ class SpeciesLoss(nn.Module):
     item (`reduction="none"`, fastai's top losses), the loss is that of the whole answer, gate included.
     """
 
-    def __init__(self, reduction: str = "mean"):
+    def __init__(self, reduction: str = "mean", negative_weight: float = 0.0):
         super().__init__()
-        self.reduction = reduction
+        self.reduction, self.negative_weight = reduction, negative_weight
 
     def forward(self, logp: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         target = target.as_subclass(torch.Tensor).long()
+        logp = logp.as_subclass(torch.Tensor)
         if self.reduction == "none":
-            return F.nll_loss(logp.as_subclass(torch.Tensor), target, reduction="none")
+            return F.nll_loss(logp, target, reduction="none")
         classes = logp[:, :-1] - logp[:, :-1].logsumexp(1, keepdim=True)
         in_set = target < classes.shape[1]
-        return F.nll_loss(classes[in_set], target[in_set]) if in_set.any() else classes.sum() * 0
+        loss = F.nll_loss(classes[in_set], target[in_set]) if in_set.any() else classes.sum() * 0
+        weight = getattr(self, "negative_weight", 0.0)  # a learner pickled before this knob: none
+        if weight and (~in_set).any():  # only the negatives push the gate, and only towards "none of these"
+            loss = loss - weight * logp[~in_set, -1].mean()
+        return loss
 
     def activation(self, logp: torch.Tensor) -> torch.Tensor:
         return logp.exp()
@@ -66,7 +71,8 @@ def create_learner(dls, classes: Classes, recipe: Recipe = Recipe()) -> Learner:
     model = GatedNet(trunk, tail, class_head(imagenet, [k.imagenet for k in classes.kinds]), imagenet)
     model.gate = gate_for(classes, model.imagenet, recipe.imagenet_gate, recipe.gate_sharpness)
     model.classes = classes
-    learn = Learner(dls, model, loss_func=SpeciesLoss(), metrics=accuracy, splitter=splitter)
+    loss = SpeciesLoss(negative_weight=recipe.negative_weight)
+    learn = Learner(dls, model, loss_func=loss, metrics=accuracy, splitter=splitter)
     learn.freeze()
     return learn
 
