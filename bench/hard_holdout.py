@@ -15,7 +15,7 @@ The recipe is recipe.toml's (the shipped model's); `--set knob=value` changes on
 `--set forget_weight=2`), and `--name` keeps that retrain apart (bench/results/hard-<name>/).
 `copies` counts the held-out photos that have a near copy on the training side (perceptual hash), in this part
 and in each grouped fold of `make cv`; `score` reports the hard part without them too.
-Usage: python -m bench.hard_holdout train; ... features; ... score   (~15 + 6 + 1 min on 2 CPU cores; `features` again
+Usage: python -m bench.hard_holdout train; ... features; ... score   (~15 + 6 + 2 min on 2 CPU cores; `features` again
        for a results folder made before the people of data/people were scored: python data/people/fetch.py first)
        python -m bench.hard_holdout train --name lwf2 --set forget_weight=2; ... features --name lwf2; ...
        python -m bench.hard_holdout score --sharpness 4.26 --corners 2,1   (a retrain scored with other gate settings)
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import json
+import shutil
 from pathlib import Path
 
 import torch
@@ -78,17 +79,19 @@ def near_copies(held: list, seen: list, distance: int = 8) -> set[Path]:
 
 def negatives_without_bear_like(people: bool = False) -> Path:
     """A folder of links to the not-bear photos, less the bear-like subjects (data.negatives_split hashes the rest
-    as before); with `people`, the photos of data/people's sources but HELD_PEOPLE's as one subject, "person", which
-    negatives_split puts on the training side."""
+    as before). With `people`, links to the photos of data/people too, but those of HELD_PEOPLE's sources, all
+    named as one subject ("person_<hash>.jpg"), which negatives_split puts on the training side: training's sample
+    of 600 negatives then draws people as often as everyday photos (122 of the 345)."""
     folder = HARD / "negatives"
-    folder.mkdir(parents=True, exist_ok=True)
+    if folder.exists():  # made again each time: a retrain with --people, then one without, under the same --name
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
     links = {p.name: p for p in image_files(DATA / "not_bear") if subject(p) not in BEAR_LIKE}
     if people:
-        links |= {f"person_{p.stem.rsplit('_', 1)[-1]}.jpg": p for p in people_photos() if p.parent.name == "photos"
-                  and people_group(p) not in HELD_PEOPLE}
+        links |= {f"person_{p.stem.rsplit('_', 1)[-1]}.jpg": p for p in people_photos()
+                  if people_group(p) not in HELD_PEOPLE}
     for name, p in links.items():
-        if not (folder / name).exists():
-            (folder / name).symlink_to(p)
+        (folder / name).symlink_to(p)
     return folder
 
 
@@ -172,14 +175,14 @@ def score(sharpness: float | None = None, corners: list[float] | None = None) ->
     lfw = torch.tensor([f.startswith("lfw_") for f in feats["people"]["files"]])
     none = vocab.index(learn.model.classes.none_label) if hasattr(learn.model, "classes") else len(vocab) - 1
     hard_checked = [i for i in held if i[0].relative_to(DATA / "bears").as_posix() in checked]
-    copies = near_copies(held, train_items + valid)
-    print(f"{len(copies)} of the {len(held)} hard photos ({len(copies & {p for p, _ in hard_checked})} hand-checked) "
+    copied = near_copies(held, train_items + valid)
+    print(f"{len(copied)} of the {len(held)} hard photos ({len(copied & {p for p, _ in hard_checked})} hand-checked) "
           "have a near copy among the training and validation photos: rows without them are marked 'no copies'")
     sets = {"validation: other sources' hand-checked bears": bears(valid),
             "hard sources' hand-checked bears": bears(hard_checked),
-            "hard sources' hand-checked bears, no copies": bears([i for i in hard_checked if i[0] not in copies]),
+            "hard sources' hand-checked bears, no copies": bears([i for i in hard_checked if i[0] not in copied]),
             "hard sources' bears, as labelled": bears(held),
-            "hard sources' bears as labelled, no copies": bears([i for i in held if i[0] not in copies]),
+            "hard sources' bears as labelled, no copies": bears([i for i in held if i[0] not in copied]),
             "everyday photos of subjects never trained on": pick(lambda p: p in unseen),
             "bear-like animals (never trained on)": pick(lambda p: subject(p) in BEAR_LIKE),
             "people": feats["people"]["tuned"][~lfw], "LFW 25 px faces": feats["people"]["tuned"][lfw],

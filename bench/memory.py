@@ -18,7 +18,6 @@ from pathlib import Path
 
 from PIL import Image
 
-
 from browser import kernels, voila
 from corpus import bad_uploads, encode, photo, valid_uploads
 from test_kernel_limits import Visitor, big_png

@@ -27,10 +27,13 @@ PEOPLE = ROOT / "data" / "people"
 WILD, TEDDY = [294, 295, 296, 297], [850]  # ImageNet rows: brown, American black, ice and sloth bear; teddy
 # A phone's colour filters: each channel scaled (red, blue), or sepia (Pillow's colorize of the gray photo).
 FILTERS = {"plain": None, "warm": (1.15, 0.8), "warm+": (1.25, 0.65), "sepia": "sepia"}
+CLOSEUP = (320, 352)  # a close-up's size: a head, a little taller than wide
+WIDEN = (1.0, 1.3, 1.7, 2.3)  # a close-up's side against its face's
 
 
 def look(row: dict, name: str = "plain"):
-    """The row's photo as the model gets it, through the filter `name` (FILTERS)."""
+    """The row's photo (decoded whole, where the page reads it at a 375 px short side), cut to its close-up if it is
+    one, through the filter `name` (FILTERS)."""
     import numpy as np
     from PIL import Image, ImageOps
 
@@ -45,10 +48,6 @@ def look(row: dict, name: str = "plain"):
         pixels = np.asarray(img.convert("RGB"), dtype=np.float32) * np.array([how[0], 1.0, how[1]], dtype=np.float32)
         return Image.fromarray(pixels.clip(0, 255).astype(np.uint8))
     return img
-
-
-CLOSEUP = (320, 352)  # a close-up's size: a head, a little taller than wide
-WIDEN = (1.0, 1.3, 1.7, 2.3)  # a close-up's side against its face's
 
 
 def closeups(rows: list[dict]) -> list[dict]:
@@ -67,7 +66,8 @@ def closeups(rows: list[dict]) -> list[dict]:
         for k, (x, y, w, h) in enumerate(list(faces)[:4]):
             for s in WIDEN:
                 half, cx, cy = w * s / 2, x + w / 2, y + h / 2
-                box = (int(cx - half), int(cy - half * 1.1), int(cx + half), int(cy + half * 1.1))
+                box = (max(0, int(cx - half)), max(0, int(cy - half * 1.1)),  # within the photo: no black edges
+                       min(gray.shape[1], int(cx + half)), min(gray.shape[0], int(cy + half * 1.1)))
                 out.append(dict(r, crop=box, file=f"{r['file']} (face {k + 1}, ×{s})"))
     return out
 

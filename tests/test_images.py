@@ -1,4 +1,6 @@
 """Decoding uploaded bytes: every odd-but-valid image decodes to RGB; every broken file gets a sentence."""
+import io
+
 import pytest
 
 from bear_classifier.inference.images import ImageError, open_image
@@ -50,6 +52,19 @@ def test_exif_orientation_is_applied():
     from corpus import exif_rotated_jpeg
 
     assert open_image(exif_rotated_jpeg()).size == (100, 200)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])
+def test_a_sideways_photo_read_small_is_upright_too(fmt):
+    # min_side reads a big photo small (a JPEG's draft, the others' reduction): the EXIF flag must survive it
+    from PIL import Image
+
+    photo = Image.new("RGB", (2000, 1000), (200, 10, 10))
+    exif = photo.getexif()
+    exif[0x0112] = 6  # Orientation: stored turned a quarter to the left
+    data = io.BytesIO()
+    photo.save(data, fmt, exif=exif.tobytes())
+    assert open_image(data.getvalue(), min_side=375).size == (500, 1000)
 
 
 def test_limits_are_checked_before_decoding():

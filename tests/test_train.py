@@ -252,4 +252,6 @@ def test_only_the_negatives_push_the_gate_and_only_where_a_negative_weight_asks(
         bears, negatives = gate.grad[:2].abs().max(), gate.grad[2:]
         assert bears < 1e-6  # log p(bear) cancels out of the species loss (to rounding)
         assert (negatives.abs().max() < 1e-6) if weight == 0 else (negatives > 0.01).all()  # descent lowers p(bear)
-    assert Recipe().negative_weight == 0.0  # off unless a recipe asks
+    assert Recipe().negative_weight == 0.0  # off unless a recipe asks, and then for an ImageNet gate only
+    with pytest.raises(ValueError, match="needs an imagenet_gate"):
+        Recipe(negative_weight=1.0)

@@ -15,7 +15,9 @@ except ImportError:  # pragma: no cover
 
 MAX_BYTES = 20 * 1024 * 1024  # a phone photo is 2-8 MB; anything far larger is not a photo upload
 MAX_PIXELS = 50_000_000  # 8000x6000 fits; decompression bombs (tiny file, huge canvas) do not
-REDUCIBLE = ("RGB", "RGBA", "L", "LA", "RGBa", "La")  # the modes Pillow's Image.reduce takes
+# The modes of photos reduced after decoding (open_image's min_side); palette, 1-bit and 16-bit ones are converted
+# whole (to_rgb), as before.
+REDUCIBLE = ("RGB", "RGBA", "L", "LA", "RGBa", "La")
 MIN_SIDE = 1
 # The one copy of a photo that outlives its answer (its card, a "That's wrong" row): enough to relabel and retrain at
 # 224 px, and never the whole photo.
@@ -80,7 +82,8 @@ def open_image(data: bytes, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PI
     cannot make the process allocate gigabytes. With `min_side`, a JPEG is decoded at the
     smallest 1/2, 1/4 or 1/8 scale that keeps both sides >= min_side: a 12-megapixel phone
     photo then decodes several times faster, and a 224-pixel model loses nothing. Other formats
-    are decoded whole, then reduced by the largest whole factor that keeps both sides >= min_side.
+    (RGB, gray, with or without transparency) are decoded whole, then reduced by the largest whole
+    factor that keeps both sides >= min_side.
     """
     if not data:
         raise ImageError(f"The file is empty (0 bytes). {_ADVICE}", "empty")
@@ -114,8 +117,8 @@ def open_image(data: bytes, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PI
             img.draft(img.mode if img.mode == "CMYK" else "RGB", (min_side, min_side))
         img.seek(0)  # animated GIF/WebP, multi-page TIFF: classify the first frame
         img.load()
-        if min_side and img.mode in REDUCIBLE and min(img.size) // min_side >= 2:
-            img = reduce_in_strips(img, min(img.size) // min_side)
+        if min_side and img.format != "JPEG" and img.mode in REDUCIBLE and min(img.size) // min_side >= 2:
+            img = reduce_in_strips(img, min(img.size) // min_side)  # a JPEG's draft did this in the decoder
         ImageOps.exif_transpose(img, in_place=True)  # phone photos are stored sideways with an EXIF flag; in place,
         # as a copy of an upright 8000×6000 photo would cost 192 MB more at the peak
         return to_rgb(img)
@@ -124,7 +127,8 @@ def open_image(data: bytes, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PI
 
 
 def reduce_in_strips(img: Image.Image, factor: int, rows: int = 256) -> Image.Image:
-    """`img` shrunk by a whole `factor` (box averages), a strip of rows at a time.
+    """`img` shrunk by a whole `factor` (box averages), a strip of rows at a time; the last factor − 1 rows and
+    columns at most are left out (Image.reduce would average a partial box), and the EXIF orientation is kept.
 
     Formats other than JPEG can't be decoded small, so this runs on the whole decoded image, before any copy of
     it is made; strip by strip, because Pillow reduces an image with transparency through a premultiplied copy of
@@ -135,6 +139,7 @@ def reduce_in_strips(img: Image.Image, factor: int, rows: int = 256) -> Image.Im
     step = rows // factor * factor or factor
     for top in range(0, height, step):
         out.paste(img.crop((0, top, width, min(top + step, height))).reduce(factor), (0, top // factor))
+    out.info.update(img.info)  # the EXIF block: a sideways phone photo is turned upright after this
     return out
 
 
@@ -148,8 +153,8 @@ def to_rgb(img: Image.Image) -> Image.Image:
     if img.mode == "P":
         img = img.convert("RGBA")  # palette transparency becomes alpha, handled below
     if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        # No copy of an RGBA image, nor of its alpha band (an RGBA mask is read by its alpha): a 48-megapixel PNG
-        # with transparency peaked at 600 MB above the decoded file this way round, 340 MB now.
+        # No copy of an RGBA image, nor of its alpha band (an RGBA mask is read by its alpha): for 48 megapixels,
+        # a copy, its alpha band and the canvas were 432 MB more than the decoded image; the canvas alone is 192 MB.
         rgba = img if img.mode == "RGBA" else img.convert("RGBA")
         canvas = Image.new("RGB", rgba.size, (255, 255, 255))  # transparent areas on white, as viewers show them
         canvas.paste(rgba, mask=rgba)

@@ -23,7 +23,7 @@ class Recipe:
     clean: bool = True  # drop the training photos that the untouched network contradicts (clean.auto_clean)
     probe: bool = True  # a head without ImageNet rows starts from a linear probe (train.probe_head)
     forget_weight: float = 1.0  # learning without forgetting's share of the loss
-    negative_weight: float = 0.0  # the gate's loss on the negatives' photos (train.SpeciesLoss); 0: the gate isn't trained
+    negative_weight: float = 0.0  # −log p(none of these) on the negatives (train.SpeciesLoss); 0: off
     temperature: float | None = None  # how sure the class head sounds; None: fitted on the validation photos
     keep: float | None = None  # the share of validation photos "none of these" keeps (None: openset's default)
     # "None of these" read from ImageNet's own rows (bears), instead of a gate fitted on the training photos' features.
@@ -33,6 +33,9 @@ class Recipe:
     def __post_init__(self):
         groups = tuple(g if isinstance(g, GateGroup) else GateGroup(**g) for g in self.imagenet_gate)
         object.__setattr__(self, "imagenet_gate", groups)
+        if self.negative_weight < 0 or (self.negative_weight and not groups):
+            raise ValueError(f"negative_weight = {self.negative_weight}: it must be 0 or more, and it needs an "
+                             "imagenet_gate to train (the 'none of these' gate of other classes is fitted after)")
 
     def but(self, **changes) -> "Recipe":
         """This recipe with `changes` (a ValueError names any knob it doesn't have)."""

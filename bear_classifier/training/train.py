@@ -33,6 +33,8 @@ class SpeciesLoss(nn.Module):
     gate: "none of these" is the gate's business (for bears the ImageNet head's, held there by
     LearningWithoutForgetting: fine-tuning the gate on bears taught it that forests are bears). Per
     item (`reduction="none"`, fastai's top losses), the loss is that of the whole answer, gate included.
+    With `negative_weight` (the recipe's; 0 as shipped), −weight · mean log p(none) over the batch's negatives is
+    added: they push the tail to show the ImageNet gate less of a bear, and only they (docs/model.md).
     """
 
     def __init__(self, reduction: str = "mean", negative_weight: float = 0.0):
