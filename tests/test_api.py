@@ -148,6 +148,8 @@ def test_wrong_requests_get_a_4xx_and_a_sentence(server):
     body, headers = multipart([])
     status, _, answer = call(url, "POST", "/api/classify", body, headers)
     assert status == 400 and answer["error"].startswith("There is no image in this request.")
+    status, _, answer = call(url, "POST", "/api/classify", b"", {})  # a POST with no body at all
+    assert status == 400 and answer["error"].startswith("There is no image in this request.")
     status, _, answer = call(url, "POST", "/api/classify", b"--x\r\ngarbage", {"Content-Type": "multipart/form-data"})
     assert status == 400 and "no image" in answer["error"]
     body, headers = multipart([(f"{i}.jpg", jpeg) for i in range(9)])

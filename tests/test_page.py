@@ -267,6 +267,21 @@ def test_a_small_file_with_a_huge_canvas_is_shrunk_before_it_is_sent(server, tmp
     assert int(received) == len(b"P6\n500 375\n255\n") + 500 * 375 * 3  # shrunk to 375 px, sent as pixels
 
 
+def test_a_transparent_photo_shrunk_in_the_browser_is_on_white_as_the_kernel_would_show_it(server):
+    url, _, _ = server
+    clear = encode(Image.new("RGBA", (8000, 6000), (0, 0, 0, 0)), "PNG")  # small in bytes: shrunk for its pixels
+    with chromium() as browser:
+        page = open_app(browser, url)
+        upload_file(page, "clear.png", clear, "image/png")
+        wait_card(page, "clear.png")
+        centre = card(page, "clear.png").locator("img.bear-thumb").evaluate("""img => img.decode().then(() => {
+            const c = new OffscreenCanvas(img.naturalWidth, img.naturalHeight).getContext("2d");
+            c.drawImage(img, 0, 0);
+            return Array.from(c.getImageData(img.naturalWidth >> 1, img.naturalHeight >> 1, 1, 1).data);
+        })""")
+    assert min(centre[:3]) > 240, centre  # not the black a transparent pixel stores
+
+
 def test_nothing_leaves_for_a_third_party_and_the_console_is_quiet(server):
     url, _, _ = server
     with chromium() as browser:

@@ -214,8 +214,10 @@ class Classify(Api):
                 self.request.arguments.setdefault(name, []).extend(values)
             found = [(f.filename[:200] or "image", f.body) for parts in files.values() for f in parts]
             self._body = None  # its parts are copies
-        else:
+        elif self._body:
             found = [(self.get_query_argument("name", "image")[:200], self._body)]  # read as it is: no copy
+        else:  # nothing sent at all (an empty file sent as a form's part is "empty", below)
+            found = []
         if not found:
             raise Refused(400, f"There is no image in this request. {SEND}")
         most = self.service.limits.max_images

@@ -82,6 +82,8 @@ async function shrink(blob, side, always) {
   const width = Math.round(picture.width * scale), height = Math.round(picture.height * scale);
   if (!always && width * height * 3 >= blob.size) { picture.close(); return null; } // the file is smaller: send it
   const context = new OffscreenCanvas(width, height).getContext("2d");
+  context.fillStyle = "#fff"; // transparent areas on white, as viewers show them and the kernel blends them
+  context.fillRect(0, 0, width, height);
   context.drawImage(picture.image, 0, 0, width, height);
   picture.close();
   return ppm(context, width, height);
