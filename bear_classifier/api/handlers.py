@@ -214,9 +214,9 @@ class Classify(Api):
                 self.request.arguments.setdefault(name, []).extend(values)
             found = [(f.filename[:200] or "image", f.body) for parts in files.values() for f in parts]
             self._body = None  # its parts are copies
-        elif self._body:
+        elif self._body or kind.lower().startswith("image/"):  # an image said to be sent, if empty: "empty", below
             found = [(self.get_query_argument("name", "image")[:200], self._body)]  # read as it is: no copy
-        else:  # nothing sent at all (an empty file sent as a form's part is "empty", below)
+        else:  # nothing sent at all
             found = []
         if not found:
             raise Refused(400, f"There is no image in this request. {SEND}")
