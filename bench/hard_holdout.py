@@ -98,16 +98,16 @@ def negatives_without_bear_like(people: bool = False) -> Path:
 HELD_PEOPLE = ("serengil/deepface", "vladmandic/human", "xuebinqin/U-2-Net")  # never trained on, with --people
 
 
-def people_photos() -> list[Path]:
-    return sorted((ROOT / "data" / "people" / "photos").glob("*.jpg"))  # python data/people/fetch.py
-
-
 @functools.lru_cache(maxsize=None)
 def people_groups() -> dict[str, str]:
-    import csv
+    """The photos of data/people that are here (python data/people/fetch.py), by file name: their source repository."""
+    from bench.people_sources import PEOPLE, photos
 
-    with open(ROOT / "data" / "people" / "SOURCES.csv", newline="") as f:
-        return {r["file"]: r["group"] for r in csv.DictReader(f)}
+    return {r["file"]: r["group"] for r in photos(PEOPLE / "photos", PEOPLE / "SOURCES.csv")}
+
+
+def people_photos() -> list[Path]:
+    return sorted(ROOT / "data" / "people" / "photos" / name for name in people_groups())
 
 
 def people_group(path: Path) -> str:
