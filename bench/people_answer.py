@@ -1,7 +1,9 @@
 """The person sentence measured: what the face detector (bear_classifier/inference/people.py) says, side by side with it off.
 
   people     data/people/SOURCES.csv's photos (python data/people/fetch.py), by source group: answered as any bear,
-             and given "That looks like a person" (it needs a "not a bear" answer and a large face)
+             and given "That looks like a person" (it needs a "not a bear" answer and a large face); every kind of
+             photo is also answered without the served face rule (a corner view holding a large face's centre
+             doesn't count), to show what the rule changes
   bears      the pool's bears by folder, the hand-checked ones (data/valid.csv) apart, and the teddy photos with a
              large face in them (children holding teddies, babies in teddy suits): right as served, and right if a
              large face also overrode a bear answer, two ways: any large face ("face"), or a large face where the
@@ -48,7 +50,8 @@ def answer(clf, detector, row: dict) -> dict:
     from bear_classifier.inference.images import open_image
 
     img = open_image(row["path"].read_bytes())
-    pred = clf.predict(img)  # the served path: the detector asked on "not a bear" answers only
+    pred = clf.predict(img)  # the served path: the detector asked on "not a bear" and corner-only answers
+    raw = clf.vocab[int(clf.probabilities(img).argmax())]  # the same network without the face rule
     faces = detector.faces(img)
     large = bool(faces) and faces[0].share(*img.size) >= detector.main
     peak_in_face = False
@@ -58,7 +61,7 @@ def answer(clf, detector, row: dict) -> dict:
         f = faces[0]
         peak_in_face = f.x * w <= x + 0.5 <= (f.x + f.w) * w and f.y * h <= y + 0.5 <= (f.y + f.h) * h
     none = clf.classes.none_label
-    return dict(label=pred.label, person=pred.person, large=large,
+    return dict(label=pred.label, raw=raw, person=pred.person, large=large,
                 face=none if large else pred.label, face_map=none if peak_in_face else pred.label)
 
 
@@ -67,35 +70,40 @@ def share(n: int, of: int) -> str:
 
 
 def accuracy(rows: list[dict], answers: list[dict]) -> None:
-    print("\n## answers: served (detector on \"not a bear\" only) | with a face override | with a face + map override")
+    print("\n## answers: served (the detector asked on \"not a bear\" and corner-only answers) | without the face rule | "
+          "with a face override | with a face + map override")
     people = defaultdict(list)
     for r, a in zip(rows, answers):
         if r["kind"] == "person":
             people[r["group"]].append(a)
-    print("people by source group | photos | served: any bear | person sentence | face override: any bear | "
-          "face + map: any bear")
+    print("people by source group | photos | served: any bear | person sentence | without the face rule: any bear | "
+          "face override: any bear | face + map: any bear")
     for group in sorted(people, key=str.lower) + ["all"]:
         a = [x for g in people for x in people[g]] if group == "all" else people[group]
         bear = lambda key: sum(x[key] != "not_bear" for x in a)
         print(f"{group} | {len(a)} | {share(bear('label'), len(a))} | {share(sum(x['person'] for x in a), len(a))} | "
-              f"{share(bear('face'), len(a))} | {share(bear('face_map'), len(a))}")
-    print("\nbears | photos | right as served | right, face override | right, face + map override")
+              f"{share(bear('raw'), len(a))} | {share(bear('face'), len(a))} | {share(bear('face_map'), len(a))}")
+    print("\nbears | photos | right as served | right without the face rule | right, face override | "
+          "right, face + map override")
     parts = {f"{k}, hand-checked": lambda r, k=k: r["kind"] == k and r["group"] == "hand-checked" for k in KINDS}
     parts |= {f"{k}, all": lambda r, k=k: r["kind"] == k for k in KINDS}
     parts["teddy photos with a large face"] = lambda r: r["kind"] == "teddy"
     for name, test in parts.items():
         a = [(r, x) for r, x in zip(rows, answers) if test(r) and (x["large"] or "large face" not in name)]
         right = lambda key: sum(x[key] == r["kind"] for r, x in a)
-        print(f"{name} | {len(a)} | {share(right('label'), len(a))} | {share(right('face'), len(a))} | "
-              f"{share(right('face_map'), len(a))}")
+        print(f"{name} | {len(a)} | {share(right('label'), len(a))} | {share(right('raw'), len(a))} | "
+              f"{share(right('face'), len(a))} | {share(right('face_map'), len(a))}")
     changed = [(r, x) for r, x in zip(rows, answers) if r["kind"] in KINDS and x["face"] != x["label"]]
     print("bears a face override changes: " + ", ".join(f"{r['kind']}/{r['path'].name}" + (" (+map)" if
           x["face_map"] != x["label"] else "") for r, x in changed))
     a = [x for r, x in zip(rows, answers) if r["kind"] == "not_bear"]
     print(f"\neveryday photos | {len(a)} | \"not a bear\" as served {share(sum(x['label'] == 'not_bear' for x in a), len(a))}"
+          f" | without the face rule {share(sum(x['raw'] == 'not_bear' for x in a), len(a))}"
           f" | face override {share(sum(x['face'] == 'not_bear' for x in a), len(a))} | face + map "
           f"{share(sum(x['face_map'] == 'not_bear' for x in a), len(a))} | person sentence "
           f"{share(sum(x['person'] for x in a), len(a))}")
+    print("photos the face rule changes: " + ", ".join(f"{r['kind']}/{r['path'].name} ({x['raw']} → {x['label']})"
+                                                       for r, x in zip(rows, answers) if x["raw"] != x["label"]))
     print("everyday photos given the person sentence: " + ", ".join(
         r["path"].name for r, x in zip(rows, answers) if r["kind"] == "not_bear" and x["person"]))
 

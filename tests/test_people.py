@@ -39,7 +39,7 @@ def test_bears_and_teddies_keep_their_answer_and_no_person_sentence(classifier, 
 
 
 def test_a_person_beside_a_teddy_bear_is_still_a_teddy_bear(classifier):
-    # the photo is mainly a person (a large face), yet the answer stands: only "not a bear" asks the detector
+    # the photo is mainly a person (a large face), yet the answer stands: the teddy has a corner of its own
     teddy = Image.open(ROOT / "examples" / "teddy-bear.jpg").convert("RGB").resize((200, 200))
     photo = Image.new("RGB", (520, 240), "white")
     photo.paste(Image.open(PERSON).convert("RGB"), (0, 0))
@@ -47,6 +47,57 @@ def test_a_person_beside_a_teddy_bear_is_still_a_teddy_bear(classifier):
     pred = classifier.predict(photo)
     assert classifier.people.is_person(photo) and (pred.label, pred.person) == ("teddy", False)
     assert card_sentence(photo, classifier) == ""
+
+
+def teddy_in_the_faces_corner(side: int, opacity: float) -> Image.Image:
+    """The portrait with a teddy blended into its bottom-right corner, the corner view that also holds the face's
+    centre: faint, it shows a little teddy as a lace collar in warm light did; opaque, it is a teddy held up."""
+    photo = Image.open(PERSON).convert("RGB")
+    box = (photo.width - side, photo.height - side, photo.width, photo.height)
+    teddy = Image.open(ROOT / "examples" / "teddy-bear.jpg").convert("RGB").resize((side, side))
+    photo.paste(Image.blend(photo.crop(box), teddy, opacity), box[:2])
+    return photo
+
+
+CORNERS = {"top left": [0, 0, 4 / 7, 4 / 7], "top right": [3 / 7, 0, 1, 4 / 7], "bottom left": [0, 3 / 7, 4 / 7, 1],
+           "bottom right": [3 / 7, 3 / 7, 1, 1]}  # the gate's corner views (export.onnx's metadata)
+
+
+@pytest.mark.parametrize("x, y, corners", [
+    (0.3, 0.2, {"top left", "bottom left"}),  # a face high on the left: its body runs down the left corners
+    (0.3, 0.8, {"bottom left"}),  # low on the left: nothing of it above
+    (0.7, 0.3, {"top right", "bottom right"}),
+    (0.5, 0.3, set(CORNERS)),  # a portrait's face, in the middle: every corner shows the person
+])
+def test_the_corners_that_show_a_person_are_those_of_the_face_and_the_body_below_it(x, y, corners):
+    from bear_classifier.inference.people import Face
+
+    face = Face(x - 0.1, y - 0.1, 0.2, 0.2)
+    assert {name for name, box in CORNERS.items() if face.holds_person(box)} == corners
+
+
+def test_the_served_model_says_where_its_views_lie(classifier):
+    assert classifier.gate_views["boxes"] == [[0, 0, 1, 1]] + [pytest.approx(b) for b in CORNERS.values()]
+    assert classifier.gate_views["bound"] == 9
+
+
+@pytest.mark.parametrize("side, opacity", [(125, 0.6), (130, 0.6)])
+def test_a_little_teddy_in_the_corner_that_holds_the_face_does_not_make_a_teddy(classifier, side, opacity):
+    photo = teddy_in_the_faces_corner(side, opacity)
+    assert classifier.vocab[int(classifier.probabilities(photo).argmax())] == "teddy"  # the network, by that corner
+    pred = classifier.predict(photo)
+    assert (pred.label, pred.person) == ("not_bear", True)
+    assert pred.probs["not_bear"] > 0.99 and abs(sum(pred.probs.values()) - 1) < 1e-5
+    assert card_sentence(photo, classifier) == classifier.classes.none_person
+
+
+@pytest.mark.parametrize("side, opacity", [(90, 1.0), (120, 1.0), (130, 0.7)])
+def test_a_teddy_held_up_beside_the_face_is_still_a_teddy(classifier, side, opacity):
+    # the same corner, the teddy plain in it: the gate is as sure as it can be there, so the corner counts
+    photo = teddy_in_the_faces_corner(side, opacity)
+    assert classifier.people.is_person(photo)
+    pred = classifier.predict(photo)
+    assert (pred.label, pred.person) == ("teddy", False) and pred.probability > 0.9
 
 
 def test_a_cats_face_is_not_taken_for_a_persons(classifier):

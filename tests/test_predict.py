@@ -141,6 +141,9 @@ def test_served_model_matches_learn_predict_on_the_shipped_learner(classifier, t
         # The served answer unpacks as fastai's does: pred, pred_idx, probs.
         pred, pred_idx, probs = classifier.predict(Image.open(path).convert("RGB"))
         assert (pred, pred_idx) == (label, int(idx)) and np.allclose(probs, slow.numpy(), atol=1e-4)
+        # the gate's logit per view (the ONNX file's third output) is the gate: its largest gives p(a bear)
+        views = classifier.run(Image.open(path).convert("RGB"))[2]
+        assert views.shape == (5,) and abs(1 / (1 + np.exp(-views.max())) - (1 - fast[-1].item())) < 1e-5
 
 
 def test_serving_imports_no_torch():

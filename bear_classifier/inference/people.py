@@ -40,6 +40,12 @@ class Face:
         """The face's side as a share of the photo's shorter side."""
         return self.w * width / min(width, height)
 
+    def holds_person(self, box: list[float]) -> bool:
+        """`box` (left, top, right, bottom, in fractions of the photo) holds the face's centre or a point straight
+        below it: the face, or the body under it."""
+        x, y = self.x + self.w / 2, self.y + self.h / 2
+        return box[0] <= x <= box[2] and box[3] >= y
+
 
 class PersonDetector:
     """Faces in a photo, and whether one is large enough to make the photo mainly a person."""
@@ -72,6 +78,11 @@ class PersonDetector:
         faces = self.faces(img)
         return faces[0].share(*img.size) if faces else 0.0
 
+    def main_face(self, img: Image.Image) -> Face | None:
+        """The face that makes the photo mainly a person (its side at least `main` of the shorter side), if any."""
+        faces = self.faces(img)
+        return faces[0] if faces and faces[0].share(*img.size) >= self.main else None
+
     def is_person(self, img: Image.Image) -> bool:
         """The photo is mainly a person: its largest face is at least `main` of its shorter side."""
-        return self.face_share(img) >= self.main
+        return self.main_face(img) is not None

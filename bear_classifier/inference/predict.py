@@ -131,8 +131,9 @@ class Classifier:
     """
 
     def __init__(self, session, classes: Classes, size: tuple[int, int], resample: int, sha256: str = "",
-                 version: str = "", people: PersonDetector | None = None):
+                 version: str = "", people: PersonDetector | None = None, gate_views: dict | None = None):
         self.session, self.classes, self.size, self.resample = session, classes, tuple(size), resample
+        self.gate_views = gate_views  # where the gate's views lie in the photo, and its logit's bound (export.py)
         self.vocab = classes.vocab
         self.sha256 = sha256  # of the model file: stored with every "That's wrong" answer
         self.version = version or sha256[:8]  # model_version(card): on every answer, card and stored correction
@@ -158,7 +159,7 @@ class Classifier:
                              f"Reinstall the serving requirements, or re-export the model.") from None
         classes = Classes.from_dict(meta["classes"]) if "classes" in meta else card_classes(card, path)
         classifier = cls(session, classes, meta["size"], meta["resample"], card["serving"]["sha256"],
-                         model_version(card), PersonDetector() if people else None)
+                         model_version(card), PersonDetector() if people else None, meta.get("gate_views"))
         classifier.card = card  # its figures and export date, for the API's /api/model
         return classifier
 
@@ -166,20 +167,40 @@ class Classifier:
         """The model's input for one image: squish-resized uint8 pixels, (1, H, W, 3)."""
         return np.asarray(img.convert("RGB").resize(self.size, self.resample))[None]
 
-    def run(self, img: Image.Image) -> tuple[np.ndarray, np.ndarray]:
-        """(probabilities (classes,), class activation maps (classes, h, w)) for one image."""
-        probs, maps = self.session.run(None, {"pixels": self.pixels(img)})
-        return probs[0], maps[0]
+    def run(self, img: Image.Image) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(probabilities (classes,), class activation maps (classes, h, w), the gate's logit per view (views,) or
+        None for a model without one) for one image."""
+        probs, maps, *views = self.session.run(None, {"pixels": self.pixels(img)})
+        return probs[0], maps[0], (views[0][0] if views and self.gate_views else None)
 
     def probabilities(self, img: Image.Image) -> np.ndarray:
         return self.run(img)[0]
 
     def predict(self, img: Image.Image) -> Prediction:
-        probs, maps = self.run(img)
+        probs, maps, views = self.run(img)
+        # A photo let in by a corner alone, or answered "none of these", asks whether it is mainly a person. A bear
+        # answer that the whole photo gives stands even beside a large face (a child holding a teddy, a man holding a
+        # cub): overriding it cost bears (docs/model.md, "Photos of people").
+        corner_only = views is not None and views[0] < 0 <= views.max()
+        ask = self.people is not None and (corner_only or int(probs.argmax()) == len(probs) - 1)
+        face = self.people.main_face(img) if ask else None
+        if face is not None and corner_only:
+            # A corner showing the person (the face, or the body below it) counts only where the gate can't be surer
+            # (its logit at the bound): a child's lace dress or a brown sweater in warm light was read there as a
+            # teddy (0.99, 0.55), while a teddy held up beside the face fills its corner (docs/model.md, "Photos of
+            # people").
+            boxes, bound = self.gate_views["boxes"], self.gate_views["bound"]
+            keep = [i for i, box in enumerate(boxes) if i == 0 or views[i] >= bound or not face.holds_person(box)]
+            probs = gated(probs, float(views[keep].max()))
         i = int(probs.argmax())
         pred = Prediction(self.vocab[i], float(probs[i]), dict(zip(self.vocab, probs.tolist())), maps[i],
                           self.classes.none_label, self.version)
-        # Only "none of these" asks: a bear answer stands even beside a large face (a child holding a teddy, a
-        # man holding a cub): overriding it cost bears and spared no person (docs/model.md, "Photos of people").
-        pred.person = not pred.in_set and self.people is not None and self.people.is_person(img)
+        pred.person = not pred.in_set and face is not None
         return pred
+
+
+def gated(probs: np.ndarray, logit: float) -> np.ndarray:
+    """`probs` (*classes, none) with the gate's logit of p(one of the classes) replaced by `logit`: the classes keep
+    their shares of it."""
+    inside = 1 / (1 + np.exp(-logit))
+    return np.append(probs[:-1] / probs[:-1].sum() * inside, 1 - inside).astype(probs.dtype)

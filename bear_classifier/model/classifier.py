@@ -58,9 +58,22 @@ def pooled_views(fmap: torch.Tensor) -> torch.Tensor:
     of a garden, a road or a car park gets a view where it is the main subject (docs/model.md).
     """
     h, w = (int(n) for n in fmap.shape[-2:])  # plain ints: the ONNX export fixes the input size anyway
-    kh, kw = max(1, round(h * 4 / 7)), max(1, round(w * 4 / 7))
+    kh, kw = corner_size(h, w)
     corners = [fmap[..., :kh, :kw], fmap[..., :kh, w - kw:], fmap[..., h - kh:, :kw], fmap[..., h - kh:, w - kw:]]
     return torch.stack([fmap.mean((2, 3))] + [c.mean((2, 3)) for c in corners], dim=1)
+
+
+def corner_size(h: int, w: int) -> tuple[int, int]:
+    """A corner window's height and width on a feature map of h x w: 4/7 of each side."""
+    return max(1, round(h * 4 / 7)), max(1, round(w * 4 / 7))
+
+
+def view_boxes(h: int, w: int) -> list[list[float]]:
+    """Where each of `pooled_views`' five views lies in the photo, as (left, top, right, bottom) fractions: what the
+    server needs to know which views show a face (inference/predict.py)."""
+    kh, kw = corner_size(h, w)
+    left, top = [0.0, 1 - kw / w], [0.0, 1 - kh / h]
+    return [[0.0, 0.0, 1.0, 1.0]] + [[x, y, x + kw / w, y + kh / h] for y in top for x in left]
 
 
 def view_features(learn, dl) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -116,19 +129,28 @@ class ImageNetGate(nn.Module):
         self.register_buffer("thresholds", torch.tensor([t for _, t in groups]))
         self.sharpness, self.corners = sharpness, list(corners)
 
-    def scores(self, views: torch.Tensor) -> torch.Tensor:
-        """ImageNet probability mass (N, groups) on each group's rows, each in its best view, from `views` (N, V, C);
-        a corner view's mass divided by its group's `corners`."""
+    def view_mass(self, views: torch.Tensor) -> torch.Tensor:
+        """ImageNet probability mass (N, V, groups) on each group's rows in each view of `views` (N, V, C); a corner
+        view's mass divided by its group's `corners`."""
         probs = self.imagenet(views).softmax(-1)
         mass = torch.stack([probs[..., ids].sum(-1) for ids in self.rows], dim=-1)  # (N, V, groups)
         if self.corners:
             mass = torch.cat([mass[:, :1], mass[:, 1:] / mass.new_tensor(self.corners)], dim=1)
-        return mass.amax(1)
+        return mass
+
+    def scores(self, views: torch.Tensor) -> torch.Tensor:
+        """ImageNet probability mass (N, groups) on each group's rows, each in its best view."""
+        return self.view_mass(views).amax(1)
+
+    def view_logits(self, views: torch.Tensor) -> torch.Tensor:
+        """The gate's logit (N, V) as each view alone would give it: the server may leave a view out (a corner
+        showing a large face, inference/predict.py) by taking the largest of the others."""
+        ratio = (self.view_mass(views) / self.thresholds).amax(-1)
+        return self.sharpness * ratio.clamp_min(1e-12).log()
 
     def forward(self, views: torch.Tensor) -> torch.Tensor:
-        """Logit of p(one of the classes): positive when any group's mass clears its threshold."""
-        ratio = (self.scores(views) / self.thresholds).amax(1)
-        return self.sharpness * ratio.clamp_min(1e-12).log()
+        """Logit of p(one of the classes): positive when any group's mass clears its threshold, in any view."""
+        return self.view_logits(views).amax(1)
 
     def card(self) -> dict:
         corners = self.corners or [1.0] * len(self.rows)

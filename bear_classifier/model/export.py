@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..classes import Classes, Kind
-from .classifier import GatedNet, pooled_views
+from .classifier import LOGIT_BOUND, GatedNet, pooled_views, view_boxes
 
 ONNX_OPSET = 17
 
@@ -36,19 +36,23 @@ def library_versions() -> dict[str, str]:
 
 
 class Serving(nn.Module):
-    """The learner's model with its input normalisation: uint8 pixels (1, H, W, 3) in;
-    class probabilities (1, classes) and class activation maps (1, classes, h, w) out, from one forward pass."""
+    """The learner's model with its input normalisation: uint8 pixels (1, H, W, 3) in; class probabilities
+    (1, classes) and class activation maps (1, classes, h, w) out, from one forward pass; and, for a gate that reads
+    each view (ImageNetGate), its logit per view (1, 5), so that the server can leave out a view showing a face."""
 
     def __init__(self, model: GatedNet, mean: torch.Tensor, std: torch.Tensor):
         super().__init__()
         self.model = model
         self.register_buffer("mean", mean.reshape(1, 3, 1, 1))
         self.register_buffer("std", std.reshape(1, 3, 1, 1))
+        self.per_view = hasattr(model.gate, "view_logits")
 
-    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, ...]:
         x = (pixels.permute(0, 3, 1, 2).float() / 255 - self.mean) / self.std
         fmap = self.model.feature_map(x)
-        return self.model.combine(pooled_views(fmap)).exp(), self.model.class_maps(fmap)
+        views = pooled_views(fmap)
+        out = (self.model.combine(views).exp(), self.model.class_maps(fmap))
+        return out + (self.model.gate.view_logits(views).clamp(-LOGIT_BOUND, LOGIT_BOUND),) if self.per_view else out
 
 
 def serving_transforms(learn) -> tuple[tuple[int, int], int, torch.Tensor, torch.Tensor]:
@@ -86,12 +90,17 @@ def save_onnx(learn, path: Path) -> None:
     size, resample, mean, std = serving_transforms(learn)
     model = Serving(learn.model.cpu(), mean, std).eval()
     example = torch.zeros(1, size[1], size[0], 3, dtype=torch.uint8)
+    outputs = ["probs", "heatmaps"] + ["gate_views"] * model.per_view
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the exporter's notes on tracing; the test compares its outputs with learn.predict
-        torch.onnx.export(model, (example,), str(path), input_names=["pixels"], output_names=["probs", "heatmaps"],
+        torch.onnx.export(model, (example,), str(path), input_names=["pixels"], output_names=outputs,
                           opset_version=ONNX_OPSET, dynamo=False)
+        h, w = model.model.feature_map(torch.zeros(1, 3, size[1], size[0])).shape[-2:]
     graph = onnx.load(str(path))
-    meta = {"vocab": list(learn.dls.vocab), "classes": learner_classes(learn).to_dict(), "size": list(size), "resample": resample, "heatmaps": "heatmaps"}
+    meta = {"vocab": list(learn.dls.vocab), "classes": learner_classes(learn).to_dict(), "size": list(size),
+            "resample": resample, "heatmaps": "heatmaps"}
+    if model.per_view:  # where each view lies in the photo, and the bound of its logit (inference/predict.py)
+        meta["gate_views"] = dict(boxes=view_boxes(int(h), int(w)), bound=LOGIT_BOUND)
     onnx.helper.set_model_props(graph, {"bear_classifier": json.dumps(meta)})
     onnx.save(graph, str(path))
 
