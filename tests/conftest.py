@@ -35,6 +35,42 @@ def missing(what: str, install: str):
     pytest.skip(f"needs {what} ({install})")
 
 
+def execute_notebook(nb, path: Path, cell_timeout: int, deadline: int, env: dict | None = None):
+    """nbclient's NotebookClient.execute on a copy of `nb` (returned, with its outputs), run from `path`, within
+    `deadline` seconds for the whole notebook. nbclient's own timeout is per cell; a client that loses a kernel's
+    message waits for ever with the kernel idle (seen once in a CI run; jupyter/jupyter_client#922), so a run past
+    the deadline has its kernel killed and the notebook runs once more, from the start."""
+    import copy
+    import signal
+    import threading
+
+    from nbclient import NotebookClient
+
+    for attempt in (1, 2):
+        run, outcome = copy.deepcopy(nb), {}
+        client = NotebookClient(run, timeout=cell_timeout, kernel_name="python3",
+                                resources={"metadata": {"path": str(path)}})
+
+        def execute():
+            try:
+                client.execute(env=env or dict(os.environ))
+            except BaseException as e:  # raised where the test can see it, below
+                outcome["error"] = e
+
+        thread = threading.Thread(target=execute, daemon=True)
+        thread.start()
+        thread.join(deadline)
+        if not thread.is_alive():
+            if "error" in outcome:
+                raise outcome["error"]
+            return run
+        pid = getattr(getattr(getattr(client, "km", None), "provisioner", None), "pid", None)
+        if pid:
+            os.kill(pid, signal.SIGKILL)
+        print(f"the notebook's run {attempt} passed its {deadline} s deadline: kernel killed", file=sys.stderr)
+    pytest.fail(f"The notebook did not finish within {deadline} s, twice.")
+
+
 def need_shared():
     """Skip (with the reason) where the shared photos are absent; CI has them."""
     if not BEARS.is_dir():

@@ -1,4 +1,5 @@
 """The page's kernel side, driven in-process with the messages the photo input sends from the browser."""
+import os
 import re
 import threading
 from io import BytesIO
@@ -400,7 +401,8 @@ def test_a_card_keeps_a_small_copy_never_the_photo(classifier, tmp_path):
 def test_app_ipynb_runs_top_to_bottom_and_classifies_a_photo(tmp_path):
     """The lesson's notebook, executed as Voila executes it; then a photo through the objects it defines."""
     import nbformat
-    from nbclient import NotebookClient
+
+    from conftest import execute_notebook
 
     nb = nbformat.read(ROOT / "app.ipynb", as_version=4)
     data = encode(photo(seed=2), "JPEG")
@@ -410,9 +412,7 @@ def test_app_ipynb_runs_top_to_bottom_and_classifies_a_photo(tmp_path):
         "assert photo_input.wait(120)\n"
         "[card] = gallery.cards.children\n"
         "print(card.lesson, card.name)"))
-    env_cwd = ROOT
-    client = NotebookClient(nb, timeout=180, kernel_name="python3", resources={"metadata": {"path": str(env_cwd)}})
-    client.execute(env={**__import__("os").environ, "BEAR_FEEDBACK": "off"})
+    nb = execute_notebook(nb, ROOT, cell_timeout=180, deadline=400, env={**os.environ, "BEAR_FEEDBACK": "off"})
     out = "".join(o.get("text", "") for o in nb.cells[-1].outputs)
     assert "Prediction: " in out and "nb.jpg" in out
 

@@ -251,7 +251,7 @@ def test_train_notebook_runs_top_to_bottom_on_any_folder(tmp_path):
     import os
 
     import nbformat
-    from nbclient import NotebookClient
+    from conftest import execute_notebook
 
     from bear_classifier.inference.predict import Classifier
 
@@ -260,8 +260,8 @@ def test_train_notebook_runs_top_to_bottom_on_any_folder(tmp_path):
     params = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
     params.source = (f"path, negatives, cleaning, valid_list = Path({str(data)!r}), None, None, None\n"
                      f"recipe, out = Recipe(epochs=1, size=64, bs=8), Path({str(tmp_path / 'model')!r})")
-    client = NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
-    client.execute(env={**os.environ, "PYTHONPATH": str(ROOT)})  # this checkout's package
+    nb = execute_notebook(nb, tmp_path, cell_timeout=600, deadline=900,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})  # this checkout's package
     card = json.loads((tmp_path / "model" / "export.json").read_text())
     assert card["classes"]["kinds"][0]["label"] == "checks" and card["validation"].startswith("random 20%")
     assert card["gate"]["kind"].startswith("distance to the training classes")  # "none of these", as train fits it
