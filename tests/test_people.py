@@ -64,9 +64,10 @@ CORNERS = {"top left": [0, 0, 4 / 7, 4 / 7], "top right": [3 / 7, 0, 1, 4 / 7], 
 
 
 @pytest.mark.parametrize("x, y, corners", [
-    (0.3, 0.2, {"top left", "bottom left"}),  # a face high on the left: its body runs down the left corners
-    (0.3, 0.8, {"bottom left"}),  # low on the left: nothing of it above
-    (0.7, 0.3, {"top right", "bottom right"}),
+    (0.2, 0.2, {"top left", "bottom left"}),  # a face high on the left: its body runs down the left corners
+    (0.2, 0.8, {"bottom left"}),  # low on the left: nothing of it above
+    (0.8, 0.3, {"top right", "bottom right"}),
+    (0.35, 0.3, set(CORNERS)),  # off-centre, but its width reaches into the right corners too
     (0.5, 0.3, set(CORNERS)),  # a portrait's face, in the middle: every corner shows the person
 ])
 def test_the_corners_that_show_a_person_are_those_of_the_face_and_the_body_below_it(x, y, corners):
@@ -81,14 +82,48 @@ def test_the_served_model_says_where_its_views_lie(classifier):
     assert classifier.gate_views["bound"] == 9
 
 
-@pytest.mark.parametrize("side, opacity", [(125, 0.6), (130, 0.6)])
-def test_a_little_teddy_in_the_corner_that_holds_the_face_does_not_make_a_teddy(classifier, side, opacity):
-    photo = teddy_in_the_faces_corner(side, opacity)
-    assert classifier.vocab[int(classifier.probabilities(photo).argmax())] == "teddy"  # the network, by that corner
-    pred = classifier.predict(photo)
-    assert (pred.label, pred.person) == ("not_bear", True)
-    assert pred.probs["not_bear"] > 0.99 and abs(sum(pred.probs.values()) - 1) < 1e-5
-    assert card_sentence(photo, classifier) == classifier.classes.none_person
+def faint_teddies(classifier) -> list[Image.Image]:
+    """Composites let in by the corner that shows the person alone, short of the gate's bound. Where a teddy turns
+    from invisible to plain to the gate is a narrow band of sizes and opacities, so it is searched for, not fixed."""
+    found = []
+    for side in range(110, 150, 5):
+        for opacity in (0.55, 0.6, 0.65):
+            photo = teddy_in_the_faces_corner(side, opacity)
+            views = classifier.run(photo)[2]  # whole photo, then the corners: top left, top right, bottom left, right
+            if max(views[:4]) < 0 < views[4] < classifier.gate_views["bound"]:
+                found.append(photo)
+    return found
+
+
+def test_a_little_teddy_in_the_corner_that_shows_the_person_does_not_make_a_teddy(classifier):
+    photos = faint_teddies(classifier)
+    assert photos, "no faint teddy found: the band of sizes and opacities moved"
+    for photo in photos:
+        assert classifier.vocab[int(classifier.probabilities(photo).argmax())] == "teddy"  # the network, by that corner
+        pred = classifier.predict(photo)
+        assert (pred.label, pred.person) == ("not_bear", True)
+        assert pred.probs["not_bear"] > 0.99 and abs(sum(pred.probs.values()) - 1) < 1e-5
+        assert card_sentence(photo, classifier) == classifier.classes.none_person
+
+
+def test_a_teddy_in_a_corner_clear_of_the_person_counts_short_of_the_bound(classifier):
+    # the portrait at the left of a wider photo, a teddy in the top right corner: only that corner lets it in
+    photo = Image.new("RGB", (560, 240), "white")
+    photo.paste(Image.open(PERSON).convert("RGB"), (0, 0))
+    photo.paste(Image.open(ROOT / "examples" / "teddy-bear.jpg").convert("RGB").resize((120, 120)), (440, 0))
+    views = classifier.run(photo)[2]
+    assert classifier.people.is_person(photo) and views[0] < 0 < views[2] < classifier.gate_views["bound"]
+    assert classifier.predict(photo).label == "teddy"
+
+
+def test_the_lessons_export_pkl_answers_people_as_the_served_file_does(classifier):
+    from bear_classifier.model.learner import LessonClassifier
+
+    lesson = LessonClassifier.load()
+    for photo in [Image.open(PERSON).convert("RGB"), teddy_in_the_faces_corner(120, 1.0)] + faint_teddies(classifier):
+        served, pkl = classifier.predict(photo), lesson.predict(photo)
+        assert (pkl.label, pkl.person) == (served.label, served.person)
+        assert abs(pkl.probability - served.probability) < 1e-3
 
 
 @pytest.mark.parametrize("side, opacity", [(90, 1.0), (120, 1.0), (130, 0.7)])

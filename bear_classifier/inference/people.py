@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,11 +41,10 @@ class Face:
         """The face's side as a share of the photo's shorter side."""
         return self.w * width / min(width, height)
 
-    def holds_person(self, box: list[float]) -> bool:
-        """`box` (left, top, right, bottom, in fractions of the photo) holds the face's centre or a point straight
-        below it: the face, or the body under it."""
-        x, y = self.x + self.w / 2, self.y + self.h / 2
-        return box[0] <= x <= box[2] and box[3] >= y
+    def holds_person(self, box: Sequence[float]) -> bool:
+        """`box` (left, top, right, bottom, in fractions of the photo) holds part of the face's width down to its
+        centre or below: the face, or the body under it."""
+        return box[0] <= self.x + self.w and self.x <= box[2] and box[3] >= self.y + self.h / 2
 
 
 class PersonDetector:

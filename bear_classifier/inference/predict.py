@@ -122,7 +122,39 @@ def check_sha256(path: Path, expected: str | None) -> None:
         )
 
 
-class Classifier:
+class Answers:
+    """A network's outputs for one photo made into its Prediction: the ONNX Classifier's and the lesson's
+    (model/learner.py's LessonClassifier) alike, so that the page answers the same whichever file it serves."""
+
+    vocab: list[str]
+    classes: Classes
+    version: str
+    people: PersonDetector | None  # says which photos are mainly a person; None: never asked
+    gate_views: dict | None  # where the gate's views lie in the photo, and its logit's bound (model/export.py)
+
+    def answer(self, img: Image.Image, probs: np.ndarray, maps: np.ndarray, views: np.ndarray | None) -> Prediction:
+        """The Prediction from the probabilities (classes,), class activation maps (classes, h, w) and the gate's logit
+        per view (views,) or None. A photo let in by a corner alone, or answered "none of these", asks whether it is
+        mainly a person. A bear answer that the whole photo gives stands even beside a large face (a child holding a
+        teddy, a man holding a cub): overriding it cost bears (docs/model.md, "Photos of people")."""
+        corner_only = views is not None and views[0] < 0 <= views.max()
+        ask = self.people is not None and (corner_only or int(probs.argmax()) == len(probs) - 1)
+        face = self.people.main_face(img) if ask else None
+        if face is not None and corner_only:
+            # A corner showing the person (the face, or the body below it) counts only where the gate can't be surer
+            # (its logit at the bound): a child's lace dress or a brown sweater in warm light was read there as a
+            # teddy (0.99, 0.55), while a teddy held up beside the face fills its corner (docs/model.md).
+            boxes, bound = self.gate_views["boxes"], self.gate_views["bound"]
+            keep = [i for i, box in enumerate(boxes) if i == 0 or views[i] >= bound or not face.holds_person(box)]
+            probs = gated(probs, float(views[keep].max()))
+        i = int(probs.argmax())
+        pred = Prediction(self.vocab[i], float(probs[i]), dict(zip(self.vocab, probs.tolist())), maps[i],
+                          self.classes.none_label, self.version)
+        pred.person = not pred.in_set and face is not None
+        return pred
+
+
+class Classifier(Answers):
     """export.onnx on ONNX Runtime: one PIL image in, a Prediction (with its heatmap) out.
 
     Serving this way needs onnxruntime, numpy and Pillow: no torch, no fastai. Unpickling
@@ -133,17 +165,17 @@ class Classifier:
     def __init__(self, session, classes: Classes, size: tuple[int, int], resample: int, sha256: str = "",
                  version: str = "", people: PersonDetector | None = None, gate_views: dict | None = None):
         self.session, self.classes, self.size, self.resample = session, classes, tuple(size), resample
-        self.gate_views = gate_views  # where the gate's views lie in the photo, and its logit's bound (export.py)
+        self.gate_views = gate_views
         self.vocab = classes.vocab
         self.sha256 = sha256  # of the model file: stored with every "That's wrong" answer
         self.version = version or sha256[:8]  # model_version(card): on every answer, card and stored correction
-        self.people = people  # says which "none of these" photos are mainly a person; None: never asked
+        self.people = people
         self.card: dict = {}  # the model card it was loaded with (Classifier.load)
 
     @classmethod
     def load(cls, path: Path | None = None, threads: int = 1, people: bool = True) -> "Classifier":
         """Load after the sha256 check (default: served_model_path()). One thread by default: a kernel serves
-        one visitor, one photo at a time. `people`: look for a large face on "none of these" answers."""
+        one visitor, one photo at a time. `people`: look for a large face (Answers.answer)."""
         import onnxruntime as ort
 
         path = Path(path or served_model_path())
@@ -174,29 +206,11 @@ class Classifier:
         return probs[0], maps[0], (views[0][0] if views and self.gate_views else None)
 
     def probabilities(self, img: Image.Image) -> np.ndarray:
+        """The network's probabilities, before the face rule (`predict`'s answer may differ)."""
         return self.run(img)[0]
 
     def predict(self, img: Image.Image) -> Prediction:
-        probs, maps, views = self.run(img)
-        # A photo let in by a corner alone, or answered "none of these", asks whether it is mainly a person. A bear
-        # answer that the whole photo gives stands even beside a large face (a child holding a teddy, a man holding a
-        # cub): overriding it cost bears (docs/model.md, "Photos of people").
-        corner_only = views is not None and views[0] < 0 <= views.max()
-        ask = self.people is not None and (corner_only or int(probs.argmax()) == len(probs) - 1)
-        face = self.people.main_face(img) if ask else None
-        if face is not None and corner_only:
-            # A corner showing the person (the face, or the body below it) counts only where the gate can't be surer
-            # (its logit at the bound): a child's lace dress or a brown sweater in warm light was read there as a
-            # teddy (0.99, 0.55), while a teddy held up beside the face fills its corner (docs/model.md, "Photos of
-            # people").
-            boxes, bound = self.gate_views["boxes"], self.gate_views["bound"]
-            keep = [i for i, box in enumerate(boxes) if i == 0 or views[i] >= bound or not face.holds_person(box)]
-            probs = gated(probs, float(views[keep].max()))
-        i = int(probs.argmax())
-        pred = Prediction(self.vocab[i], float(probs[i]), dict(zip(self.vocab, probs.tolist())), maps[i],
-                          self.classes.none_label, self.version)
-        pred.person = not pred.in_set and face is not None
-        return pred
+        return self.answer(img, *self.run(img))
 
 
 def gated(probs: np.ndarray, logit: float) -> np.ndarray:

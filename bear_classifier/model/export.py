@@ -90,16 +90,17 @@ def save_onnx(learn, path: Path) -> None:
     size, resample, mean, std = serving_transforms(learn)
     model = Serving(learn.model.cpu(), mean, std).eval()
     example = torch.zeros(1, size[1], size[0], 3, dtype=torch.uint8)
-    outputs = ["probs", "heatmaps"] + ["gate_views"] * model.per_view
+    outputs = ["probs", "heatmaps", "gate_views"] if model.per_view else ["probs", "heatmaps"]
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the exporter's notes on tracing; the test compares its outputs with learn.predict
         torch.onnx.export(model, (example,), str(path), input_names=["pixels"], output_names=outputs,
                           opset_version=ONNX_OPSET, dynamo=False)
-        h, w = model.model.feature_map(torch.zeros(1, 3, size[1], size[0])).shape[-2:]
     graph = onnx.load(str(path))
     meta = {"vocab": list(learn.dls.vocab), "classes": learner_classes(learn).to_dict(), "size": list(size),
             "resample": resample, "heatmaps": "heatmaps"}
     if model.per_view:  # where each view lies in the photo, and the bound of its logit (inference/predict.py)
+        with torch.no_grad():
+            h, w = model(example)[1].shape[-2:]  # the heatmaps' size is the feature map's
         meta["gate_views"] = dict(boxes=view_boxes(int(h), int(w)), bound=LOGIT_BOUND)
     onnx.helper.set_model_props(graph, {"bear_classifier": json.dumps(meta)})
     onnx.save(graph, str(path))

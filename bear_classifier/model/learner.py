@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..inference.predict import ModelError, Prediction, check_sha256, model_file, model_version, read_card
+from ..inference.people import PersonDetector
+from ..inference.predict import (Answers, ModelError, Prediction, check_sha256, model_file, model_version,
+                                 read_card)
 
 
 def version_drift(card: dict) -> dict[str, tuple[str, str]]:
@@ -45,16 +47,19 @@ def load_model(path: Path | None = None):
     return learn
 
 
-class LessonClassifier:
+class LessonClassifier(Answers):
     """The course's own code path: `load_learner("export.pkl")` and `learn.predict`, for people who want it
-    (the app uses it when BEAR_MODEL names a .pkl file). Needs requirements.txt (torch, fastai); slower."""
+    (the app uses it when BEAR_MODEL names a .pkl file), answered as the ONNX Classifier answers (Answers). Needs
+    requirements.txt (torch, fastai); slower."""
 
-    def __init__(self, learn, sha256: str = "", version: str = ""):
+    def __init__(self, learn, sha256: str = "", version: str = "", people: bool = True):
         from .export import learner_classes
 
         self.learn, self.vocab, self.sha256 = learn, list(learn.dls.vocab), sha256
         self.version = version or sha256[:8]  # its ONNX twin's (model_version): the same network, the same name
         self.classes = learner_classes(learn)
+        self.people = PersonDetector() if people else None
+        self.gate_views = None  # set by the first photo: the views lie where the feature map's windows do
 
     @classmethod
     def load(cls, path: Path | None = None) -> "LessonClassifier":
@@ -66,10 +71,15 @@ class LessonClassifier:
         import torch
         from fastai.vision.core import PILImage
 
-        _, _, probs = self.learn.predict(PILImage.create(np.asarray(img.convert("RGB"))))
-        i = int(probs.argmax())
-        with torch.inference_mode():  # where it looked: the same maps the ONNX file exports, from one more pass
-            xb = self.learn.dls.test_dl([PILImage.create(np.asarray(img.convert("RGB")))]).one_batch()[0]
-            maps = self.learn.model.class_maps(self.learn.model.feature_map(xb))[0].cpu().numpy()
-        return Prediction(self.vocab[i], float(probs[i]), dict(zip(self.vocab, probs.tolist())), maps[i],
-                          self.classes.none_label, self.version)
+        from .classifier import LOGIT_BOUND, pooled_views, view_boxes
+
+        photo = PILImage.create(np.asarray(img.convert("RGB")))
+        _, _, probs = self.learn.predict(photo)
+        model, views = self.learn.model, None
+        with torch.inference_mode():  # where it looked, and the gate per view, as the ONNX file exports them
+            fmap = model.feature_map(self.learn.dls.test_dl([photo]).one_batch()[0])
+            maps = model.class_maps(fmap)[0].cpu().numpy()
+            if hasattr(model.gate, "view_logits"):
+                views = model.gate.view_logits(pooled_views(fmap)).clamp(-LOGIT_BOUND, LOGIT_BOUND)[0].cpu().numpy()
+                self.gate_views = dict(boxes=view_boxes(*fmap.shape[-2:]), bound=LOGIT_BOUND)
+        return self.answer(img, probs.cpu().numpy(), maps, views)
