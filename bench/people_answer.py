@@ -2,8 +2,8 @@
 
   people     data/people/SOURCES.csv's photos (python data/people/fetch.py), by source group: answered as any bear,
              and given "That looks like a person" (it needs a "not a bear" answer and a large face); every kind of
-             photo is also answered without the served face rule (a corner view holding a large face's centre
-             doesn't count), to show what the rule changes
+             photo is also answered without the served face rule (a corner view showing the person counts
+             only at the gate's bound: docs/model.md), to show what the rule changes
   bears      the pool's bears by folder, the hand-checked ones (data/valid.csv) apart, and the teddy photos with a
              large face in them (children holding teddies, babies in teddy suits): right as served, and right if a
              large face also overrode a bear answer, two ways: any large face ("face"), or a large face where the

@@ -9,10 +9,10 @@ four wild-bear rows, 0.02 on teddy, the reference of docs/model.md) and through 
 views, thresholds, corners and sharpness from the model card). With --filter, every photo is first put through a
 phone's colour filter (warm, a stronger warm, sepia): portraits in warm light, knitwear and curls are where a teddy
 answer came from (docs/model.md, "Photos of people"). With --closeups, each photo's faces are asked instead, cut
-out as close-ups at four widths.
+out as close-ups at four widths; with --offcentre, each photo with a large face, cut so that the face is off-centre.
 Usage: python data/people/fetch.py   (once; --mirror DIR offline)
        python -m bench.people_sources [--photos DIR] [--model export.onnx] [--untouched] [--groups OWNER/NAME ...]
-                                      [--filter plain|warm|warm+|sepia] [--closeups]
+                                      [--filter plain|warm|warm+|sepia] [--closeups | --offcentre]
 """
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ WILD, TEDDY = [294, 295, 296, 297], [850]  # ImageNet rows: brown, American blac
 FILTERS = {"plain": None, "warm": (1.15, 0.8), "warm+": (1.25, 0.65), "sepia": "sepia"}
 CLOSEUP = (320, 352)  # a close-up's size: a head, a little taller than wide
 WIDEN = (1.0, 1.3, 1.7, 2.3)  # a close-up's side against its face's
+FRAME, OFFCENTRE = 0.8, 0.3  # --offcentre: the photo cut to 80% of its width, its face at 0.3 (and 0.7) of the cut
 
 
 def look(row: dict, name: str = "plain"):
@@ -41,7 +42,8 @@ def look(row: dict, name: str = "plain"):
 
     img, how = open_image(row["photo"].read_bytes()), FILTERS[name]
     if "crop" in row:
-        img = img.crop(row["crop"]).resize(CLOSEUP)
+        img = img.crop(row["crop"])
+        img = img.resize(CLOSEUP) if row.get("closeup", True) else img
     if how == "sepia":
         return ImageOps.colorize(ImageOps.grayscale(img), (40, 20, 0), (255, 235, 200))
     if how:
@@ -69,6 +71,27 @@ def closeups(rows: list[dict]) -> list[dict]:
                 box = (max(0, int(cx - half)), max(0, int(cy - half * 1.1)),  # within the photo: no black edges
                        min(gray.shape[1], int(cx + half)), min(gray.shape[0], int(cy + half * 1.1)))
                 out.append(dict(r, crop=box, file=f"{r['file']} (face {k + 1}, ×{s})"))
+    return out
+
+
+def framings(rows: list[dict]) -> list[dict]:
+    """Rows for each row's photo framed off-centre: cut to FRAME of its width so that its largest face (the served
+    detector's) lies as near OFFCENTRE of the cut, and its mirror place, as the photo allows; photos without a large
+    face are left out (the face rule is about them)."""
+    from bear_classifier.inference.images import open_image
+    from bear_classifier.inference.people import PersonDetector
+
+    detector, out = PersonDetector(), []
+    for r in rows:
+        img = open_image(r["photo"].read_bytes())
+        face = detector.main_face(img)
+        if face is None:
+            continue
+        width, cx = int(img.width * FRAME), (face.x + face.w / 2) * img.width
+        for at in (OFFCENTRE, 1 - OFFCENTRE):
+            left = min(max(0, int(cx - at * width)), img.width - width)
+            out.append(dict(r, crop=(left, 0, left + width, img.height), closeup=False,
+                            file=f"{r['file']} (face at {(cx - left) / width:.2f} of {FRAME:.0%} of the width)"))
     return out
 
 
@@ -135,13 +158,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--untouched", action="store_true", help="also the untouched ImageNet network")
     parser.add_argument("--filter", choices=FILTERS, default="plain", help="a phone's colour filter on every photo")
     parser.add_argument("--closeups", action="store_true", help="close-ups of each photo's faces instead")
+    parser.add_argument("--offcentre", action="store_true", help="photos with a large face, framed with it off-centre")
     parser.add_argument("--worst", type=int, default=10, help="list this many photos nearest to a bear answer")
     args = parser.parse_args(argv)
 
     rows = photos(args.photos, args.sources, args.groups)
     if not rows:
         raise SystemExit(f"no photos of {args.sources} in {args.photos}: run python data/people/fetch.py first")
-    rows = closeups(rows) if args.closeups else rows
+    rows = closeups(rows) if args.closeups else framings(rows) if args.offcentre else rows
     served = served_answers(rows, args.model, args.filter)
     plain = untouched_answers(rows, args.model, args.filter) if args.untouched else None
     by_group = defaultdict(list)
@@ -149,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
         by_group[r["group"]].append(i)
     head = "group | photos | served: a bear | grizzly / black / teddy | highest p(a bear)"
     head += " | untouched, own rule: a bear | untouched, shipped gate: a bear" if plain else ""
-    what = "close-ups of faces" if args.closeups else "photos of people"
+    what = "close-ups of faces" if args.closeups else "off-centre framings" if args.offcentre else "photos of people"
     print(f"{len(rows)} {what} in {args.photos} ({args.filter}), {len(by_group)} source groups\n{head}")
     for group in sorted(by_group, key=str.lower) + ["all"]:
         idx = range(len(rows)) if group == "all" else by_group[group]
