@@ -52,13 +52,12 @@ def answer(clf, detector, row: dict) -> dict:
     img = open_image(row["path"].read_bytes())
     pred = clf.predict(img)  # the served path: the detector asked on "not a bear" and corner-only answers
     raw = clf.vocab[int(clf.probabilities(img).argmax())]  # the same network without the face rule
-    faces = detector.faces(img)
-    large = bool(faces) and faces[0].share(*img.size) >= detector.main
+    f = detector.main_face(img)
+    large = f is not None
     peak_in_face = False
     if large and pred.in_set:
         h, w = pred.heatmap.shape
         y, x = np.unravel_index(int(pred.heatmap.argmax()), pred.heatmap.shape)
-        f = faces[0]
         peak_in_face = f.x * w <= x + 0.5 <= (f.x + f.w) * w and f.y * h <= y + 0.5 <= (f.y + f.h) * h
     none = clf.classes.none_label
     return dict(label=pred.label, raw=raw, person=pred.person, large=large,

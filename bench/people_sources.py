@@ -59,8 +59,9 @@ def closeups(rows: list[dict]) -> list[dict]:
     import numpy as np
 
     from bear_classifier.inference.images import open_image
+    from bear_classifier.inference.people import CASCADE
 
-    cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_alt2.xml")
+    cascade = cv2.CascadeClassifier(cv2.data.haarcascades + CASCADE)
     out = []
     for r in rows:
         gray = np.asarray(open_image(r["photo"].read_bytes()).convert("L"))

@@ -76,6 +76,18 @@ def view_boxes(h: int, w: int) -> list[list[float]]:
     return [[0.0, 0.0, 1.0, 1.0]] + [[x, y, x + kw / w, y + kh / h] for y in top for x in left]
 
 
+def bounded_view_logits(gate: nn.Module, views: torch.Tensor) -> torch.Tensor | None:
+    """The gate's logit per view (N, V), bounded as the answers are, for a gate that reads each view (ImageNetGate);
+    None for any other. A server leaves a view out with it (inference/predict.py)."""
+    return gate.view_logits(views).clamp(-LOGIT_BOUND, LOGIT_BOUND) if hasattr(gate, "view_logits") else None
+
+
+def gate_views(h: int, w: int) -> dict:
+    """What a server needs beside `bounded_view_logits`, for a feature map of h x w: where each view lies in the
+    photo, and the bound of its logit."""
+    return dict(boxes=view_boxes(h, w), bound=LOGIT_BOUND)
+
+
 def view_features(learn, dl) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One pass of the network over `dl`: its pooled views (N, 5, C; model.pooled_views), and targets (N,) if labelled."""
     from fastprogress.fastprogress import progress_bar

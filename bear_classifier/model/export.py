@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..classes import Classes, Kind
-from .classifier import LOGIT_BOUND, GatedNet, pooled_views, view_boxes
+from .classifier import GatedNet, bounded_view_logits, gate_views, pooled_views
 
 ONNX_OPSET = 17
 
@@ -45,14 +45,14 @@ class Serving(nn.Module):
         self.model = model
         self.register_buffer("mean", mean.reshape(1, 3, 1, 1))
         self.register_buffer("std", std.reshape(1, 3, 1, 1))
-        self.per_view = hasattr(model.gate, "view_logits")
 
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, ...]:
         x = (pixels.permute(0, 3, 1, 2).float() / 255 - self.mean) / self.std
         fmap = self.model.feature_map(x)
         views = pooled_views(fmap)
         out = (self.model.combine(views).exp(), self.model.class_maps(fmap))
-        return out + (self.model.gate.view_logits(views).clamp(-LOGIT_BOUND, LOGIT_BOUND),) if self.per_view else out
+        per_view = bounded_view_logits(self.model.gate, views)
+        return out if per_view is None else out + (per_view,)
 
 
 def serving_transforms(learn) -> tuple[tuple[int, int], int, torch.Tensor, torch.Tensor]:
@@ -90,18 +90,18 @@ def save_onnx(learn, path: Path) -> None:
     size, resample, mean, std = serving_transforms(learn)
     model = Serving(learn.model.cpu(), mean, std).eval()
     example = torch.zeros(1, size[1], size[0], 3, dtype=torch.uint8)
-    outputs = ["probs", "heatmaps", "gate_views"] if model.per_view else ["probs", "heatmaps"]
+    with torch.no_grad():
+        outputs = model(example)  # with the gate's logit per view or without, and the heatmaps' size
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the exporter's notes on tracing; the test compares its outputs with learn.predict
-        torch.onnx.export(model, (example,), str(path), input_names=["pixels"], output_names=outputs,
+        torch.onnx.export(model, (example,), str(path), input_names=["pixels"],
+                          output_names=["probs", "heatmaps", "gate_views"][:len(outputs)],
                           opset_version=ONNX_OPSET, dynamo=False)
     graph = onnx.load(str(path))
     meta = {"vocab": list(learn.dls.vocab), "classes": learner_classes(learn).to_dict(), "size": list(size),
             "resample": resample, "heatmaps": "heatmaps"}
-    if model.per_view:  # where each view lies in the photo, and the bound of its logit (inference/predict.py)
-        with torch.no_grad():
-            h, w = model(example)[1].shape[-2:]  # the heatmaps' size is the feature map's
-        meta["gate_views"] = dict(boxes=view_boxes(int(h), int(w)), bound=LOGIT_BOUND)
+    if len(outputs) == 3:  # where each view lies in the photo (the heatmaps' size is the feature map's)
+        meta["gate_views"] = gate_views(*outputs[1].shape[-2:])
     onnx.helper.set_model_props(graph, {"bear_classifier": json.dumps(meta)})
     onnx.save(graph, str(path))
 

@@ -71,15 +71,15 @@ class LessonClassifier(Answers):
         import torch
         from fastai.vision.core import PILImage
 
-        from .classifier import LOGIT_BOUND, pooled_views, view_boxes
+        from .classifier import bounded_view_logits, gate_views, pooled_views
 
         photo = PILImage.create(np.asarray(img.convert("RGB")))
         _, _, probs = self.learn.predict(photo)
-        model, views = self.learn.model, None
+        model = self.learn.model
         with torch.inference_mode():  # where it looked, and the gate per view, as the ONNX file exports them
             fmap = model.feature_map(self.learn.dls.test_dl([photo]).one_batch()[0])
             maps = model.class_maps(fmap)[0].cpu().numpy()
-            if hasattr(model.gate, "view_logits"):
-                views = model.gate.view_logits(pooled_views(fmap)).clamp(-LOGIT_BOUND, LOGIT_BOUND)[0].cpu().numpy()
-                self.gate_views = dict(boxes=view_boxes(*fmap.shape[-2:]), bound=LOGIT_BOUND)
+            views = bounded_view_logits(model.gate, pooled_views(fmap))
+            if views is not None:
+                views, self.gate_views = views[0].cpu().numpy(), gate_views(*fmap.shape[-2:])
         return self.answer(img, probs.cpu().numpy(), maps, views)
