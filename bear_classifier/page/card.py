@@ -140,12 +140,13 @@ class AnswerCard(Card):
         if self._on_flag is None:
             return
         try:
-            self.reply = self._on_flag(label) or ""
+            reply = self._on_flag(label) or ""
         except Exception:  # the store's own errors come back as sentences; anything else is logged, not shown
             log.exception("storing a correction failed")
             self.reply = "Sorry, your answer could not be stored right now. Please try again later."
             return
-        self.chosen = label or ""
+        with self.hold_sync():  # one message: the page redraws the choice from both, so a reply that came alone
+            self.reply, self.chosen = reply, label or ""  # unticked the radio just ticked until the choice came
 
 
 class ErrorCard(Card):
