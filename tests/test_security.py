@@ -226,6 +226,26 @@ def test_the_owners_page_in_two_tabs_of_one_browser_both_keep_working(server):
             assert tab.locator(".bear-lost").count() == 0
 
 
+def test_a_page_left_shuts_its_kernel_down_at_once_and_only_its_own(server):
+    """Voila's page asks for its kernel's shutdown as it unloads; without the _xsrf cookie that request was refused
+    (403) and every kernel of a page left or reloaded stayed until the idle cull, 10 minutes of memory each."""
+    require_browser()
+    url, log, _ = server
+    with chromium() as browser:
+        page, other = open_app(browser, url), open_app(browser, url)
+        kernel, others = kernel_id(page.content().encode()), kernel_id(other.content().encode())
+        header = "; ".join(f"{c['name']}={c['value']}" for c in page.context.cookies())
+        assert "_xsrf=" in header
+        assert get(url + f"/api/kernels/{kernel}", {"Cookie": header}, jar=None)[0] == 200
+        page.goto("about:blank")  # the visitor leaves: beforeunload
+        closed = lambda: get(url + f"/api/kernels/{kernel}", {"Cookie": header}, jar=None)  # noqa: E731
+        assert wait_for(lambda: closed()[0] == 410, 20, step=0.2), closed()
+        assert json.loads(closed()[1])["message"] == "closed"  # by its page, not culled
+        upload_file(other, "still.jpg", encode(photo(seed=3), "JPEG"), "image/jpeg")  # another visitor's page
+        assert "Prediction: " in wait_card(other, "still.jpg") and others != kernel
+    assert "_xsrf' argument missing" not in log.read_text()
+
+
 IDLE_S = 12  # the test servers' idle cull, in seconds: long enough for a page to load on a busy machine
 
 

@@ -152,6 +152,10 @@ class VisitorKernels(AsyncMappingKernelManager):
             return
         visit = Visit(page.current_user.username, client_address(page.request))
         self._visits[kernel_id] = visit
+        # A page left asks Voila to shut its kernel down (a beforeunload beacon carrying the `_xsrf` cookie's
+        # value), which jupyter_server refuses without that cookie, and nothing in a Voila page sets it: every
+        # kernel outlived its page until the idle cull. Reading the token sets the cookie (before the page is sent).
+        page.xsrf_token
         # The visit starts now. A preheated kernel has waited in the pool for as long as nobody came, maybe past
         # the idle cull: without this, the culler could end it before its page has connected.
         if kernel_id in self:  # (a kernel that died in the pool is no longer in it)
