@@ -104,3 +104,25 @@ def test_app_notebook_is_short_and_committed_without_outputs():
     code = [c for c in nb["cells"] if c["cell_type"] == "code"]
     assert sum(len("".join(c["source"]).splitlines()) for c in code) <= 11
     assert all(not c.get("outputs") for c in code)
+
+
+def test_another_notebook_served_from_the_same_environment_is_left_alone(tmp_path):
+    """Installing the package puts its Voila page hook where every Voila of that environment reads it: a notebook of
+    someone else's, in a folder without this app's voila.json, renders with no error of ours and is not signed."""
+    import urllib.request
+
+    import nbformat
+    from nbformat.sign import NotebookNotary
+
+    from browser import voila
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print('hello from ' + 'elsewhere')")])
+    nb.metadata.kernelspec = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, tmp_path / "other.ipynb")
+    with voila(notebook="other.ipynb", cwd=tmp_path) as (url, log, _):
+        with urllib.request.urlopen(url + "/", timeout=120) as r:
+            page = r.read().decode()
+    assert "hello from elsewhere" in page
+    said = log.read_text()
+    assert "model card" not in said and "Traceback" not in said, said[-2000:]
+    assert not NotebookNotary().check_signature(nbformat.read(tmp_path / "other.ipynb", as_version=4))

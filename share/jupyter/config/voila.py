@@ -6,16 +6,21 @@ import logging
 from pathlib import Path
 
 
+TEMPLATE = "bear"  # this app's template (voila.json); other notebooks served from the same environment are left alone
+
+
 def page_config_hook(page_config, base_url, settings, log, voila_configuration, notebook_path):
     """The served model's title and question for the bear template's header and the browser tab, from its
     model card (called for preheated and cold kernels alike). A card that can't be read leaves the
     notebook's own first cell in their place, and a line in the server log."""
+    if voila_configuration.template != TEMPLATE:
+        return page_config
     try:
         from bear_classifier.inference.predict import served_classes
 
         classes = served_classes()
-    except Exception:
-        (log or logging.getLogger(__name__)).exception("the model card's title could not be read")
+    except Exception as e:
+        (log or logging.getLogger(__name__)).error("The model card's title could not be read: %s", e)
         return page_config
     return {**page_config, "bearTitle": classes.title, "bearQuestion": classes.question}
 
@@ -40,5 +45,16 @@ def trust_notebooks_without_outputs(folder: Path) -> None:
             notary.sign(nb)
 
 
+def serves_this_app(folder: Path) -> bool:
+    """Whether Voila is started where this app's voila.json names its template (not any other notebook's folder)."""
+    import json
+
+    try:
+        return json.loads((folder / "voila.json").read_text())["VoilaConfiguration"]["template"] == TEMPLATE
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
 c.VoilaConfiguration.page_config_hook = page_config_hook  # noqa: F821  (c: the config traitlets loads this file with)
-trust_notebooks_without_outputs(Path.cwd())
+if serves_this_app(Path.cwd()):
+    trust_notebooks_without_outputs(Path.cwd())
