@@ -151,7 +151,7 @@ def test_wrong_requests_get_a_4xx_and_a_sentence(server):
     status, _, answer = call(url, "POST", "/api/classify", b"", {})  # a POST with no body at all
     assert status == 400 and answer["error"].startswith("There is no image in this request.")
     status, _, answer = call(url, "POST", "/api/classify", b"--x\r\ngarbage", {"Content-Type": "multipart/form-data"})
-    assert status == 400 and "no image" in answer["error"]
+    assert status == 400 and "no image" in answer["error"] and answer["error"].count("Invalid multipart") < 2
     body, headers = multipart([(f"{i}.jpg", jpeg) for i in range(9)])
     status, _, answer = call(url, "POST", "/api/classify", body, headers)
     assert status == 413 and answer["error"] == ("Too many images in one request (9; the limit is 8). Please send "
@@ -353,6 +353,10 @@ def test_the_use_via_api_page_runs_its_own_examples_and_the_page_links_to_it(ser
     assert status == 200 and head["Content-Type"].startswith("text/html")
     assert "script-src" not in head["Content-Security-Policy"] and "default-src 'none'" in head["Content-Security-Policy"]
     assert "<script" not in page and not re.findall(r'(?:src|href)="https?://(?!127\.0\.0\.1)', page)
+    labels = re.search(r"<p>The labels: (.*?)</p>", page).group(1)  # every label an answer can carry
+    answered = call(url, "POST", "/api/classify", (ROOT / "examples" / "grizzly.jpg").read_bytes(),
+                    {"Content-Type": "image/jpeg"})[2]["results"][0]
+    assert re.findall(r"<code>(\w+)</code>", labels) == list(answered["probabilities"])
     examples = [html_unescape(code) for code in re.findall(r"<pre><code>(.*?)</code></pre>", page, re.S)]
     assert len(examples) == 4 and all(url in e for e in examples), examples
     shutil.copy(ROOT / "examples" / "grizzly.jpg", tmp_path / "photo.jpg")
@@ -381,7 +385,8 @@ def test_the_client_and_predict_url_print_what_the_local_predict_prints(server, 
     url, _ = server
     notes = tmp_path / "notes.txt"
     notes.write_text("not a photo")
-    photos = [*map(str, EXAMPLES[:3]), str(notes), str(tmp_path / "missing.jpg")]
+    (tmp_path / "empty.jpg").write_bytes(b"")  # its sentence, then the next photo: not "no image in this request"
+    photos = [str(tmp_path / "empty.jpg"), *map(str, EXAMPLES[:3]), str(notes), str(tmp_path / "missing.jpg")]
     cli = [sys.executable, "-m", "bear_classifier", "predict"]
     local = subprocess.run([*cli, *photos, "--heatmap", tmp_path / "local"], cwd=ROOT, capture_output=True, text=True,
                            timeout=120)
@@ -407,6 +412,10 @@ def test_the_client_and_predict_url_print_what_the_local_predict_prints(server, 
     assert refused.value.status == 422 and str(refused.value) == sentence(PDF)
     many = Client(url).classify_many([EXAMPLES[3], b"notes"])
     assert many[0].label == "grizzly" and isinstance(many[1], ApiError) and "text file" in str(many[1])
+    with pytest.raises(ApiError, match=r"^The server closed the connection while the request \(40\.0 MB\) was on "
+                                       r"its way: it takes 20 MB at most\.") as refused:  # refused at once, not read
+        Client(url).classify(b"\xff" * 40 * 2**20)
+    assert refused.value.status == 413
     with pytest.raises(ApiError, match=r"^Could not reach http://127\.0\.0\.1:1/ .*Is the server running"):
         Client("http://127.0.0.1:1").classify(EXAMPLES[0])
     with socket.socket() as silent:  # takes the connection, never answers

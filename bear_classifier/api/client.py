@@ -107,6 +107,13 @@ class Client:
                 raise
             return False
 
+    def _limit(self) -> int | None:
+        """The most bytes the server takes in one request (its /api/model says), or None if it doesn't answer."""
+        try:
+            return int(self._call("GET", "api/model", retry=False)["limits"]["max_bytes"])
+        except (ApiError, KeyError, TypeError, ValueError):
+            return None
+
     def _call(self, method: str, path: str, data: bytes | None = None, kind: str | None = None,
               retry: bool = True, refused_ok: bool = False) -> dict:
         url = self.url + path
@@ -132,6 +139,12 @@ class Client:
                                "client a longer timeout.") from None
             except (urllib.error.URLError, OSError) as e:
                 why = getattr(e, "reason", e)
+                if data and isinstance(why, (BrokenPipeError, ConnectionResetError)) and (most := self._limit()):
+                    # The server is up but closed the connection while the body was still on its way: it refused
+                    # its size at once (413), an answer urllib can't read once its own sending has failed.
+                    raise ApiError(f"The server closed the connection while the request ({len(data) / 2**20:.1f} MB)"
+                                   f" was on its way: it takes {most / 2**20:g} MB at most. Please send "
+                                   "smaller photos, or fewer at once.", 413) from None
                 raise ApiError(f"Could not reach {self.url} ({why}). Is the server running, and is this its address? "
                                "(make app serves http://localhost:8866)") from None
         raise AssertionError("unreachable")  # the last attempt returns or raises

@@ -30,7 +30,7 @@ def examples(base: str, token: bool) -> dict[str, str]:
 
 
 def page(base: str, limits: Limits, classes: list[tuple[str, str]] | None) -> str:
-    """The page's HTML. `classes`: (label, words) of the served model, None while it loads."""
+    """The page's HTML. `classes`: (label, words) of the served model, "none of these" last; None while it loads."""
     ex = {k: escape(v) for k, v in examples(base, bool(limits.token)).items()}
     answer = ("<p>The labels: " + ", ".join(f"<code>{escape(label)}</code> ({escape(words)})" for label, words in classes)
               + ".</p>" if classes else "")
@@ -62,7 +62,8 @@ def page(base: str, limits: Limits, classes: list[tuple[str, str]] | None) -> st
 <p>From the command line: <code>python -m bear_classifier predict --url {b} photo.jpg</code></p>
 <h2>The answer</h2>
 <p>For each photo: <code>label</code>, <code>words</code> (the page's name for it), <code>probability</code>,
-<code>probabilities</code> (every label's), <code>none_of_these</code>, <code>model</code> (its sha256 and date),
+<code>probabilities</code> (every label's), <code>none_of_these</code>, <code>model</code> (its version's name, sha256
+and date), <code>person</code> (a sentence where the photo is mainly a person),
 and with <code>?heatmap=1</code> <code>heatmap_png</code>. A file that is no photo gets <code>error</code>: the
 sentence the page would show.</p>
 {answer}

@@ -208,13 +208,15 @@ class Classify(Api):
             try:
                 httputil.parse_body_arguments(kind, bytes(self._body), fields, files, self.request.headers)
             except httputil.HTTPInputError as e:
+                why = str(e).removeprefix("Invalid multipart/form-data: ")  # tornado's own words start so
                 raise Refused(400, f"There is no image in this request: its multipart/form-data could not be read "
-                                   f"({e}). {SEND}") from None
+                                   f"({why}). {SEND}") from None
             for name, values in fields.items():  # ?heatmap=1 may come as a form field too
                 self.request.arguments.setdefault(name, []).extend(values)
             found = [(f.filename[:200] or "image", f.body) for parts in files.values() for f in parts]
             self._body = None  # its parts are copies
-        elif self._body or kind.lower().startswith("image/"):  # an image said to be sent, if empty: "empty", below
+        elif self._body or kind.lower().startswith(("image/", "application/octet-stream")):  # a file said to be sent:
+            # if empty, the page's "empty" sentence below
             found = [(self.get_query_argument("name", "image")[:200], self._body)]  # read as it is: no copy
         else:  # nothing sent at all
             found = []

@@ -30,7 +30,8 @@ class Guide(Api):
 
     def get(self) -> None:
         try:
-            classes = [(k.label, k.name) for k in self.service.model.classifier().classes.kinds]
+            served = self.service.model.classifier().classes
+            classes = [*((k.label, k.name) for k in served.kinds), (served.none_label, served.none_name)]
         except Unavailable:
             classes = None
         self.set_header("Content-Type", "text/html; charset=UTF-8")

@@ -266,4 +266,6 @@ class Service:
                 "none_of_these": {"label": classes.none_label, "words": classes.none_name,
                                   "sentence": classes.none_sentence},
                 "input": {"size": list(classifier.size), "resize": "squish"},
+                "limits": {"max_bytes": self.limits.max_bytes, "max_images": self.limits.max_images,
+                           "per_minute": self.limits.per_minute},
                 "arch": card.get("arch"), "figures": figures, "version": version_of(classifier)}
