@@ -131,11 +131,14 @@ def test_a_tall_thin_photo_of_many_pixels_is_never_scaled_up():
 
 
 def test_clear_empties_the_gallery_and_undo_brings_it_back(app):
+    assert "role=\"status\"" in app.status.value and app.status.value.endswith("></p>")  # said nothing yet: the header
+    # asks the question, this live region speaks the answers
     send(app, ("a.jpg", encode(photo(), "JPEG")), ("b.jpg", encode(photo(seed=1), "JPEG")))
     bar = app.gallery.cards.bar
-    assert bar.count == 2
+    assert bar.count == 2 and "Photo 2 of 2: " in app.gallery.status.value
     app.gallery.cards._receive(bar, {"kind": "clear"}, [])  # what the bar's "Clear" sends
     assert app.cards == () and (bar.count, bar.cleared) == (0, 2)
+    assert "Photo" not in app.gallery.status.value  # no status line about photos no longer shown
     app.gallery.cards._receive(bar, {"kind": "undo"}, [])
     assert [c.name for c in app.cards] == ["b.jpg", "a.jpg"] and (bar.count, bar.cleared) == (2, 0)
 

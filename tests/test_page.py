@@ -199,6 +199,8 @@ def test_thats_wrong_can_be_changed_and_undone_and_undo_removes_the_row(server):
         the_card.get_by_role("button", name="Undo").click()
         assert wait_for(lambda: not mine(), 30)
         assert wait_for(lambda: not radios.nth(1).is_checked(), 10)  # the row goes first, then the page hears of it
+        said = the_card.locator(".bear-correction .bear-note:visible").all_inner_texts()
+        assert said == ["Your correction was removed: nothing is stored for this photo."], said  # not "will be kept"
 
 
 def test_clear_can_be_undone_then_forgets_and_hands_focus_to_the_upload_button(server):
@@ -212,6 +214,7 @@ def test_clear_can_be_undone_then_forgets_and_hands_focus_to_the_upload_button(s
         page.get_by_role("button", name="Clear").click()
         page.get_by_text("Cleared 2 photos.").wait_for(timeout=30_000)
         assert page.locator(".bear-card").count() == 0
+        assert wait_for(lambda: page.locator(".bear-status").inner_text().strip() == "", 10)  # no "Photo 2 of 2" left
         assert wait_for(lambda: page.evaluate("document.activeElement.textContent") == "Undo", 10)
         page.get_by_role("button", name="Undo").click()
         assert wait_for(lambda: page.locator(".bear-card").count() == 2, 30)

@@ -63,9 +63,10 @@ class Gallery(widgets.VBox):
         """`store`: a FeedbackStore, None, or a function returning either, called on a thread of its own."""
         log_to_server()
         self.model, self.classes, self.max_cards = model, classes or page_classes(), max_cards
-        self.status = widgets.HTML(self._say(self.classes.question))
+        self.status = widgets.HTML(self._say(""))  # the header asks the question; this line speaks the answers
         self.status.add_class("bear-status")
         self.cards = Cards()  # with its bar: "Your photos (3)", "Clear" and its undo
+        self.cards.bar.observe(self._cleared, names="cleared")
         self.trimmed, self.privacy, self.version = widgets.HTML(), widgets.HTML(), widgets.HTML()
         super().__init__([self.status, self.cards.bar, self.cards, self.trimmed, self.version, self.privacy])
         self.add_class("bear-app")
@@ -175,4 +176,8 @@ class Gallery(widgets.VBox):
     def clear_cards(self) -> None:
         """"Clear", as the bar's button does it: the cards go, and come back if "Undo" is pressed in time."""
         self.cards.clear()
-        self.trimmed.value = ""
+
+    def _cleared(self, change) -> None:
+        """The cards were cleared (by the bar's button or `clear_cards`): nothing on the page speaks of them any more."""
+        if change["new"]:
+            self.status.value, self.trimmed.value = self._say(""), ""

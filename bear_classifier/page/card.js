@@ -71,7 +71,7 @@ function correction(model) {
     radios.forEach((radio) => { radio.checked = radio.value === chosen; });
     reply.textContent = model.get("reply");
     undo.hidden = !chosen;
-    note.hidden = Boolean(chosen);
+    note.hidden = Boolean(chosen || model.get("reply")); // after "Undo" its reply alone: nothing is kept
     if (chosen || model.get("reply")) { open(false); }
   };
   const open = (focus) => {
