@@ -10,7 +10,7 @@ from PIL import Image
 from bear_classifier.page.feedback import FeedbackStore
 from bear_classifier.page.widget import PhotoInput
 from conftest import missing
-from browser import ROOT, card, chromium, open_app, upload_file, upload_files, voila, wait_card, wait_for
+from browser import ROOT, WIDGET_BUTTON, card, chromium, open_app, upload_file, upload_files, voila, wait_card, wait_for
 from corpus import encode, photo
 from test_browser import real_photo, screenshot
 
@@ -351,11 +351,21 @@ def test_title_and_question_come_from_the_served_models_card(tmp_path):
     with voila(env={"BEAR_MODEL": str(tmp_path / "pets.onnx"), "BEAR_FEEDBACK": "off"}) as (url, _, _), \
             chromium() as browser:
         page = browser.new_page()
+        page.add_init_script(LOADING_WORDS)
         page.goto(url, wait_until="commit")
         page.locator("#bear-header").wait_for(timeout=60_000)
         assert page.locator("#bear-header h1").inner_text() == "Cat or dog?"
         assert page.locator("#bear-header").inner_text().endswith("Give me photos of pets.")
         assert page.title() == "Cat or dog?"
+        page.locator(WIDGET_BUTTON).wait_for(timeout=60_000)
+        assert page.evaluate("[...window.loadingWords]") == ["Getting ready…"]  # never "Executing 3 of 5"
+
+
+# Every text shown under Voila's spinner while the page loads, read every few milliseconds.
+LOADING_WORDS = """window.loadingWords = new Set();
+const look = setInterval(() => { const el = document.getElementById('loading_text');
+  if (el) { window.loadingWords.add(el.textContent); } else if (document.querySelector('.bear-input')) { clearInterval(look); } }, 2);
+"""
 
 
 def test_a_camera_photo_on_a_phone_is_named_by_its_time_and_its_card_scrolls_into_view(server):
