@@ -423,6 +423,9 @@ def test_the_client_and_predict_url_print_what_the_local_predict_prints(server, 
         silent.listen()
         with pytest.raises(ApiError, match=r"did not answer within 1 s"):
             Client(f"http://127.0.0.1:{silent.getsockname()[1]}", timeout=1).classify(EXAMPLES[0])
+    lesson = subprocess.run([*cli, "--model", ROOT / "export.pkl", *photos], cwd=ROOT, capture_output=True, text=True,
+                            timeout=120)  # the lesson's file names its ONNX twin: the same lines, no torch needed
+    assert (lesson.returncode, lesson.stdout, lesson.stderr) == (1, local.stdout, local.stderr)
     down = subprocess.run([*cli, "--url", "http://127.0.0.1:1", photos[0]], cwd=ROOT, capture_output=True, text=True,
                           timeout=60)
     assert down.returncode == 2 and down.stderr.startswith("error: Could not reach http://127.0.0.1:1/")
@@ -590,7 +593,8 @@ def test_where_the_page_serves_the_lessons_pkl_the_api_serves_its_onnx_twin(monk
     monkeypatch.setenv("BEAR_MODEL", str(ROOT / "export.pkl"))  # load_learner on the page, which the API can't (torch)
     model = Model()
     model.loaded.result(timeout=60)
-    assert model.path == ROOT / "export.onnx" and model.classifier().classes.labels == ["black", "grizzly", "teddy"]
+    assert model.classifier().sha256 == json.loads((ROOT / "export.json").read_text())["serving"]["sha256"]
+    assert model.classifier().classes.labels == ["black", "grizzly", "teddy"]
 
 
 def test_photos_answered_at_once_on_the_pools_threads_get_the_same_answers():

@@ -56,9 +56,8 @@ class Model:
     served: Served = field(init=False)
 
     def __post_init__(self):
-        self.path = Path(self.path) if self.path else environment.model_path()  # BEAR_MODEL: a fixed file
-        if self.path is not None and self.path.suffix == ".pkl":  # the lesson's load_learner path on the page: the
-            self.path = self.path.with_suffix(".onnx")  # API serves its ONNX twin, the same network without torch
+        # BEAR_MODEL: a fixed file (an export.pkl, the page's lesson path: the API serves its ONNX twin, Classifier.load)
+        self.path = Path(self.path) if self.path else environment.model_path()
         models = None if self.path is not None else models_folder()
         self.served = Served(models, loader=lambda p: Classifier.load(p, threads=self.threads), path=self.path)
         self.loaded = Future()

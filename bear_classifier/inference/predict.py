@@ -174,11 +174,14 @@ class Classifier(Answers):
 
     @classmethod
     def load(cls, path: Path | None = None, threads: int = 1, people: bool = True) -> "Classifier":
-        """Load after the sha256 check (default: served_model_path()). One thread by default: a kernel serves
-        one visitor, one photo at a time. `people`: look for a large face (Answers.answer)."""
+        """Load after the sha256 check (default: served_model_path(); for an export.pkl, the export.onnx beside it).
+        One thread by default: a kernel serves one visitor, one photo at a time. `people`: look for a large face
+        (Answers.answer)."""
         import onnxruntime as ort
 
         path = Path(path or served_model_path())
+        if path.suffix == ".pkl":  # the lesson's load_learner file: export() wrote the same network beside it as ONNX
+            path = path.with_suffix(".onnx")
         card = read_card(path)
         check_sha256(path, card.get("serving", {}).get("sha256"))
         options = ort.SessionOptions()
