@@ -71,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--model", type=Path, help="the learner (default: export.pkl here, else the checkout's)")
     s.add_argument("--out", type=Path, default=Path("review"))
     s.add_argument("--top", type=int, default=100)
-    s.add_argument("--labels", type=Path, default=Path("data/cleaning.csv"), help="the cleaning CSV to read and write")
+    s.add_argument("--labels", type=Path, help="the cleaning CSV to read and write (default: DATA-cleaning.csv beside "
+                   "the photos; the bear model's is data/cleaning.csv)")
     s.add_argument("--apply", type=Path, help="a marked-up review.csv to merge into --labels")
     s.add_argument("--feedback", action="store_true",
                    help="review the photos visitors flagged with \"That's wrong\" (BEAR_FEEDBACK_URL / BEAR_FEEDBACK_DB)")

@@ -117,11 +117,11 @@ def test_review_feedback_puts_flagged_photos_in_the_review_sheet(tmp_path):
     r = subprocess.run([sys.executable, "-m", "bear_classifier", "review", "--feedback", "--out", str(tmp_path / "review")],
                        cwd=ROOT, capture_output=True, text=True, env={**__import__("os").environ, "BEAR_FEEDBACK_DB": str(db)})
     assert r.returncode == 0, r.stderr
-    rows = list(csv.DictReader(open(tmp_path / "review" / "review.csv")))
+    rows = list(csv.DictReader(open(tmp_path / "review" / "feedback.csv")))  # beside a data review, not over it
     assert [(r["file"], r["label"], r["predicted"]) for r in rows] == [
         ("feedback/black/flag-1.jpg", "black", "grizzly"), ("feedback/teddy/flag-2.jpg", "teddy", "not_bear")]
     assert Image.open(tmp_path / "review" / "feedback" / "teddy" / "flag-2.jpg").size == (320, 240)
-    assert (tmp_path / "review" / "review.html").read_text().count("<figure>") == 2
+    assert (tmp_path / "review" / "feedback.html").read_text().count("<figure>") == 2
 
 
 def test_a_database_that_never_answers_fails_within_the_connect_timeout():

@@ -151,16 +151,18 @@ def test_evaluate_and_review_read_the_classes_from_the_model(trained, fork, tmp_
     assert r.returncode == 0, r.stderr[-2000:]
     rows = list(csv.DictReader(open(tmp_path / "review" / "review.csv")))
     assert len(rows) == 4 and {row["label"] for row in rows} <= set(PATTERNS)
+    then = r.stdout.split("then: python -m bear_classifier ")[1].split()  # the command review says to run next
+    assert then[then.index("--labels") + 1] == "data-cleaning.csv"  # beside the fork's photos, as the notebook keeps it
     for mark, expected in [("zebras", 2), ("dots", 0)]:
         rows[0]["new_label"] = mark
-        with open(tmp_path / "marked.csv", "w", newline="") as f:
+        with open(tmp_path / "review" / "review.csv", "w", newline="") as f:
             w = csv.DictWriter(f, list(rows[0]))
             w.writeheader()
             w.writerows(rows)
-        r = cli("review", "--model", trained / "export.pkl", "--apply", tmp_path / "marked.csv", "--labels",
-                tmp_path / "cleaning.csv", cwd=fork)
+        r = cli(*then, cwd=fork)
         assert r.returncode == expected and "Traceback" not in r.stderr, r.stderr[-2000:]
-    assert (tmp_path / "cleaning.csv").read_text().splitlines()[1] == f"{rows[0]['file']},dots"
+    assert (fork / "data-cleaning.csv").read_text().splitlines()[1] == f"{rows[0]['file']},dots"
+    assert "train again with --labels data-cleaning.csv" in r.stdout
 
 
 def test_the_page_serves_the_forks_model(trained, fork, tmp_path):

@@ -44,14 +44,25 @@ def cmd_verify(args) -> int:
     return 0
 
 
+def cleaning_csv(args) -> Path:
+    """The cleaning CSV `review` reads and `review --apply` writes: --labels, else DATA-cleaning.csv beside the photos,
+    where train.ipynb's cleaner writes it (`train --labels` reads it)."""
+    if args.labels:
+        return args.labels
+    if args.data:
+        return args.data.with_name(f"{args.data.name}-cleaning.csv")
+    raise ValueError("Give the cleaning CSV to merge the sheet into: --labels FILE (then train with --labels FILE), "
+                     "or your photos' folder: --data DIR (then DIR-cleaning.csv beside it).")
+
+
 def cmd_review(args) -> int:
     if args.apply:
         from ..inference.predict import card_classes, read_card
         from ..training.clean import apply_review
 
-        model = args.model or default_model("export.pkl")
-        changes = apply_review(args.apply, args.labels, card_classes(read_card(model), model).labels)
-        print(f"applied {len(changes)} changes to {args.labels}")
+        model, labels = args.model or default_model("export.pkl"), cleaning_csv(args)
+        changes = apply_review(args.apply, labels, card_classes(read_card(model), model).labels)
+        print(f"applied {len(changes)} changes to {labels}; train again with --labels {labels}")
         return 0
     if args.feedback:
         from ..page.feedback import FeedbackStore
@@ -67,13 +78,13 @@ def cmd_review(args) -> int:
               f"<label>/flag-<ID>.jpg. Then: review --feedback --data DATA --accept ID (or --accept-as ID=LABEL, "
               f"--reject ID, --delete ID), train, models promote (docs/production.md).")
         return 0
-    from ..training.review import review
+    from ..training.review import apply_command, review
 
     if args.data is None:
         raise ValueError("Give the photos to review: --data DIR (DIR/<class>/*).")
-    csv_path, html_path = review(args.data, args.model or default_model("export.pkl"), args.out, top=args.top,
-                                 labels_csv=args.labels)
-    print(f"open {html_path}, mark {csv_path}, then: python -m bear_classifier review --apply {csv_path}")
+    model, labels = args.model or default_model("export.pkl"), cleaning_csv(args)
+    csv_path, html_path = review(args.data, model, args.out, labels, top=args.top)
+    print(f"open {html_path}, mark {csv_path}, then: {apply_command(args.out, model, labels)}")
     return 0
 
 

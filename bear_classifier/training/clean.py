@@ -30,15 +30,16 @@ def write_labels(path: Path, labels: dict[str, str]) -> None:
         w.writerows(sorted(labels.items()))
 
 
-def write_review(rows: list[dict], root: Path, out: Path) -> tuple[Path, Path]:
-    """Write review.csv and review.html for rows of {file, label, predicted, probability, loss}.
+def write_review(rows: list[dict], root: Path, out: Path, then: str, name: str = "review") -> tuple[Path, Path]:
+    """Write out/<name>.csv and out/<name>.html for rows of {file, label, predicted, probability, loss}; `then` (HTML)
+    says what to do with them.
 
     The CSV has an empty `new_label` column: write a class name to relabel, `drop` to remove,
     leave it empty to keep the label.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    csv_path, html_path = out / "review.csv", out / "review.html"
+    csv_path, html_path = out / f"{name}.csv", out / f"{name}.html"
     with open(csv_path, "w", newline="") as f:
         w = csv.DictWriter(f, ["file", "label", "predicted", "probability", "loss", "new_label"])
         w.writeheader()
@@ -56,9 +57,7 @@ def write_review(rows: list[dict], root: Path, out: Path) -> tuple[Path, Path]:
         "<!doctype html><meta charset=utf-8><title>Review</title><style>"
         "body{font-family:sans-serif} figure{display:inline-block;width:220px;margin:6px;vertical-align:top}"
         "img{width:220px;height:180px;object-fit:contain;background:#eee} figcaption{font-size:12px}</style>"
-        f"<h1>{len(rows)} images to review</h1><p>Mark each in review.csv's new_label column: a class name to "
-        "relabel, <code>drop</code> to remove, empty to keep. Then run "
-        "<code>python -m bear_classifier review --apply review.csv</code>.</p>" + "".join(cards)
+        f"<h1>{len(rows)} images to review</h1><p>{then}</p>" + "".join(cards)
     )
     return csv_path, html_path
 

@@ -21,7 +21,7 @@ FIELDS = ["file", "label", "flag", "flagged", "model_version", "model_said", "pr
 
 def review_feedback(store, out: Path) -> tuple[Path, Path]:
     """The photos visitors flagged as wrong and nobody has reviewed yet, written to
-    out/feedback/<their label>/flag-<id>.jpg and listed in out/review.csv and out/review.html (label = the visitor's
+    out/feedback/<their label>/flag-<id>.jpg and listed in out/feedback.csv and out/feedback.html (label = the visitor's
     answer, predicted = the model's).
 
     Decide on each with `review --feedback --accept ID` (and --accept-as, --reject, --delete), or with FlagCleaner.
@@ -34,7 +34,10 @@ def review_feedback(store, out: Path) -> tuple[Path, Path]:
         path.write_bytes(flag.photo)
         rows.append(dict(file=path.relative_to(out).as_posix(), label=flag.label, predicted=flag.predicted,
                          probability=round(flag.probability, 4), loss=""))
-    return write_review(rows, out, out)
+    then = ("Decide on each: <code>python -m bear_classifier review --feedback --data DATA --accept ID</code> "
+            "(or <code>--accept-as ID=LABEL</code>, <code>--reject ID</code>, <code>--delete ID</code>), where ID is "
+            "the number in its file's name.")
+    return write_review(rows, out, out, then, name="feedback")
 
 
 def _flag(store, flag_id: int):
