@@ -27,7 +27,7 @@ from corpus import PDF, bad_uploads, encode, photo, png_bomb
 EXAMPLES = sorted((ROOT / "examples").glob("*.jpg"))
 # Small limits where a test must reach them; the rest are the defaults a deployer gets.
 LIMITS = {"BEAR_API_PER_MINUTE": "100", "BEAR_API_CONCURRENT": "1", "BEAR_API_QUEUE": "7",
-          "BEAR_API_WAIT_SECONDS": "2", "BEAR_API_BODY_SECONDS": "3"}
+          "BEAR_API_WAIT_SECONDS": "2", "BEAR_API_BODY_SECONDS": "6"}  # 6 s: eight 19 MB bodies arrive whole on a busy machine
 
 
 @pytest.fixture(scope="module")
@@ -199,7 +199,7 @@ def test_a_huge_body_is_refused_before_it_is_read(server):
 def test_slow_bodies_hold_no_turn_and_are_cut(server):
     """Two clients at one address trickle their bodies: they hold that address's share of the places, so a third
     request from it is told the server is busy; a photo from elsewhere is answered meanwhile; the slow ones are cut
-    after BEAR_API_BODY_SECONDS (3 s here)."""
+    after BEAR_API_BODY_SECONDS (6 s here)."""
     url, _ = server
     slow_address = "198.51.100.20"
     head = (b"POST /api/classify HTTP/1.1\r\nHost: a\r\nContent-Type: image/jpeg\r\nContent-Length: 100000\r\n"
@@ -216,7 +216,8 @@ def test_slow_bodies_hold_no_turn_and_are_cut(server):
         assert status == 503 and int(head_["Retry-After"]) >= 1 and answer["error"].startswith("The server is busy")
         for future in slow:
             answer, seconds = future.result()
-            assert answer == b"" and 2.5 < seconds < 8, (answer[:100], seconds)  # the connection closed, unanswered
+            assert answer == b"" and 5.5 < seconds < 9.5, (answer[:100], seconds)  # closed, unanswered, before the
+            # trickle's 10 s were sent
     assert call(url, "GET", "/api/health")[0] == 200
 
 
