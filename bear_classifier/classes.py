@@ -5,10 +5,12 @@ CLI and `review` read them from the model they serve, so another model gives ano
 """
 from __future__ import annotations
 
+import logging
 import tomllib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+log = logging.getLogger(__name__)
 FILE = "classes.toml"  # at the top of a checkout, next to app.ipynb
 
 
@@ -132,6 +134,11 @@ class Classes:
         for candidate in (Path.cwd() / FILE, Path(__file__).resolve().parent.parent / FILE):
             if candidate.exists() and sorted(cls.from_file(candidate).labels) == folders:
                 return cls.from_file(candidate)
+        if (Path.cwd() / FILE).exists():  # a file written for these photos, with a typo, would otherwise go unseen
+            named = ", ".join(sorted(cls.from_file(Path.cwd() / FILE).labels))
+            log.warning("%s names the classes %s, but %s has the folders %s: the folder names are the classes, in "
+                        "their own words. Make them the same to use the file's words (docs/classes.md).",
+                        FILE, named, root, ", ".join(folders))
         return cls.from_folders(root)
 
 

@@ -203,6 +203,21 @@ def test_a_new_class_head_starts_from_what_the_untrained_network_tells_apart(for
     assert learn.validate()[1] >= 0.9  # 0.56 from the head's random start, in one run
 
 
+def test_a_classes_file_beside_other_folders_is_named_in_a_warning_not_ignored(tmp_path, monkeypatch, caplog):
+    """Without --classes, a classes.toml in the working directory whose labels aren't the data's folders (a typo in
+    a fork's file, say) leaves the folder names as the classes: training says so in one line."""
+    from bear_classifier.classes import Classes
+
+    for label in PATTERNS:
+        (tmp_path / "data" / label).mkdir(parents=True)
+    (tmp_path / "classes.toml").write_text(WORDS.replace('label = "stripes"', 'label = "stripe"'))
+    monkeypatch.chdir(tmp_path)
+    classes = Classes.for_data(tmp_path / "data")
+    assert classes.labels == sorted(PATTERNS) and classes.title != "Which pattern?"
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(said) == 1 and "names the classes checks, dots, stripe, but" in said[0], said
+
+
 @pytest.mark.parametrize("case, expected", [
     ("one class", "has one class (stripes): a classifier needs two or more"),
     ("two photos", "Class 'dots' has 2 usable photos"),
