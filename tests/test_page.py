@@ -165,7 +165,7 @@ def test_thats_wrong_offers_only_the_other_answers_and_stores_the_choice(server)
         the_card.wait_for(timeout=120_000)
         said = the_card.locator(".bear-answer").inner_text().split(";")[0].removeprefix("Prediction: ")
         the_card.get_by_role("button", name="That's wrong").click()
-        group = the_card.get_by_role("group", name="It's a")
+        group = the_card.get_by_role("group", name="What is it really?")
         offered = [r.get_attribute("value") for r in group.get_by_role("radio").all()]
         assert said not in offered and len(offered) == 3, (said, offered)
         group.get_by_role("radio").nth(0).check()
@@ -190,7 +190,7 @@ def test_thats_wrong_can_be_changed_and_undone_and_undo_removes_the_row(server):
         the_card = card(page, "undo.jpg")
         the_card.wait_for(timeout=120_000)
         the_card.get_by_role("button", name="That's wrong").click()
-        radios = the_card.get_by_role("group", name="It's a").get_by_role("radio")
+        radios = the_card.get_by_role("group", name="What is it really?").get_by_role("radio")
         radios.nth(0).check()
         assert wait_for(lambda: len(mine()) == 1, 30)
         radios.nth(1).check()  # changed: still one row, now with the new answer

@@ -57,7 +57,7 @@ function correction(model) {
   wrong.setAttribute("aria-expanded", "false");
   const radios = choices.map(([label, words]) => element("input", { type: "radio", name: group, value: label }));
   const fieldset = element("fieldset", { className: "bear-choices", hidden: true },
-    element("legend", { textContent: "It's a" }),
+    element("legend", { textContent: "What is it really?" }),
     ...choices.map(([, words], i) => element("label", { className: "bear-choice" }, radios[i], ` ${words}`)));
   const reply = element("p", { className: "bear-note bear-reply" });
   const undo = element("button", { type: "button", className: "bear-button bear-undo", textContent: "Undo", hidden: true });
