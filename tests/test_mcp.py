@@ -9,6 +9,7 @@ import sys
 import urllib.error
 import urllib.request
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import anyio
 import pytest
@@ -82,6 +83,8 @@ async def check_tools(client: Client, photo: dict, text_file: dict) -> None:
     assert set(answer["probabilities"]) == {"black", "grizzly", "teddy", "not_bear"}
     assert abs(sum(answer["probabilities"].values()) - 1) < 1e-4 and answer["none_of_these"] is False
     assert len(answer["model"]["sha256"]) == 64 and "heatmap_png" not in answer
+    assert answer["name"] == (Path(photo["path"]).name if "path" in photo else "image")  # as the API names it
+    assert "person" not in answer  # the API's answer has the field only with its sentence
 
     result = await client.call_tool("explain_image", photo)
     assert not result.is_error, text(result)

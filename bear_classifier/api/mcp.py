@@ -35,7 +35,7 @@ class Answers(Protocol):
     """Where answers come from: the API's service in this process (Local), or a server's HTTP API (Remote).
     Both raise ToolError with a sentence for a photo they can't answer."""
 
-    async def classify(self, data: bytes, heatmap: bool = False) -> dict[str, Any]: ...
+    async def classify(self, data: bytes, name: str = "image", heatmap: bool = False) -> dict[str, Any]: ...
     async def info(self) -> dict[str, Any]: ...
 
 
@@ -48,9 +48,9 @@ class Local:
         self.service = Service(model=Model(model), log_answers=environment.feedback_named())
         self.service.model.loaded.result()  # wait for it (or raise ModelError): a call never meets "still loading"
 
-    async def classify(self, data: bytes, heatmap: bool = False) -> dict[str, Any]:
+    async def classify(self, data: bytes, name: str = "image", heatmap: bool = False) -> dict[str, Any]:
         try:
-            [out] = await self.service.classify([("photo", data)], heatmap)
+            [out] = await self.service.classify([(name, data)], heatmap)
         except (Busy, Unavailable) as e:
             raise ToolError(str(e)) from None
         if "error" in out:
@@ -67,12 +67,14 @@ class Remote:
     def __init__(self, url: str):
         self.client = Client(url)
 
-    async def classify(self, data: bytes, heatmap: bool = False) -> dict[str, Any]:
+    async def classify(self, data: bytes, name: str = "image", heatmap: bool = False) -> dict[str, Any]:
         try:
             answer = await anyio.to_thread.run_sync(lambda: self.client.classify(data, heatmap=heatmap))
         except ApiError as e:
             raise ToolError(str(e)) from None
-        out = dataclasses.asdict(answer)  # the JSON the server sent, as Local gives it
+        out = {**dataclasses.asdict(answer), "name": name}  # the JSON the server sent, as Local gives it
+        if not out["person"]:  # the API leaves out an empty person sentence
+            del out["person"]
         heat = out.pop("heatmap_png")
         return {**out, "heatmap_png": base64.b64encode(heat).decode("ascii")} if heat else out
 
@@ -81,6 +83,11 @@ class Remote:
             return await anyio.to_thread.run_sync(self.client.model)
         except ApiError as e:
             raise ToolError(str(e)) from None
+
+
+def photo_name(path: str | None) -> str:
+    """The answer's `name`: the file's, else "image" (as the API names a photo sent as the body)."""
+    return Path(path).name[:200] if path else "image"
 
 
 def photo_bytes(path: str | None, image_base64: str | None, read_files: bool = True) -> bytes:
@@ -149,14 +156,14 @@ def make_server(answers: Answers, read_files: bool = True) -> MCPServer:
         Give the photo as `path` (a file on the computer this server runs on) or `image_base64`. Returns the label,
         its words, its probability, every class's probability, whether it is "none of these", and the model's
         version (sha256 and date)."""
-        return await answers.classify(photo_bytes(path, image_base64, read_files))
+        return await answers.classify(photo_bytes(path, image_base64, read_files), photo_name(path))
 
     @server.tool(structured_output=False)
     async def explain_image(path: str | None = None, image_base64: str | None = None) -> list:
         """Show where in the photo the model looked: a PNG of the photo, bright where the evidence for its answer
         was and dark where there was none, with the answer itself. Give the photo as for classify_image."""
         data = photo_bytes(path, image_base64, read_files)
-        answer = await answers.classify(data, heatmap=True)
+        answer = await answers.classify(data, photo_name(path), heatmap=True)
         heatmap = answer.pop("heatmap_png", None)
         if answer["none_of_these"] or not heatmap:  # as on the page: no class, so no evidence for one to show
             return [f"{answer['words']}: there is no class whose evidence to show.", answer]
