@@ -1,6 +1,7 @@
-"""Command line: python -m bear_classifier {gather,verify,review,train,cv,evaluate,predict,models,mcp} ...
+"""Photos in, answers out: gather, check and review photos, train and evaluate a model, predict, promote its
+versions, and serve it to AI assistants (MCP).
 
-The arguments of each command, parsed here; the commands themselves are in cli/training.py and cli/serving.py."""
+The command line (python -m bear_classifier COMMAND): the arguments of each command, parsed here; the commands themselves are in cli/training.py and cli/serving.py."""
 from __future__ import annotations
 
 import argparse
