@@ -1,7 +1,8 @@
 """Photos in, answers out: gather, check and review photos, train and evaluate a model, predict, promote its
 versions, and serve it to AI assistants (MCP).
 
-The command line (python -m bear_classifier COMMAND): the arguments of each command, parsed here; the commands themselves are in cli/training.py and cli/serving.py."""
+The command line (python -m bear_classifier COMMAND): the arguments of each command, parsed here; the commands
+themselves are in cli/training.py and cli/serving.py."""
 from __future__ import annotations
 
 import argparse
