@@ -141,7 +141,7 @@ def test_review_lists_the_highest_losses_as_html_and_csv(trained, tiny_dataset, 
     from bear_classifier.training.review import review
 
     _, _, out = trained
-    csv_path, html_path = review(tiny_dataset, out / "export.pkl", tmp_path / "review", top=5)
+    csv_path, html_path = review(tiny_dataset, out / "export.pkl", tmp_path / "review", tmp_path / "cleaning.csv", top=5)
     rows = list(csv.DictReader(open(csv_path)))
     assert len(rows) == 5
     losses = [float(r["loss"]) for r in rows]
