@@ -74,6 +74,19 @@ def test_real_photo_gets_a_card_with_label_probability_bars_and_thumbnail(app):
     assert re.search(said, app.status.value)
 
 
+def test_the_status_line_says_what_the_card_says(app):
+    """The line a screen reader announces carries the card's own words: the person sentence, and "Not sure"."""
+    from bear_classifier.inference.predict import Prediction
+    from bear_classifier.page.widget import Photo
+
+    [card] = send(app, ("me.jpg", (ROOT / "tests" / "photos" / "person.jpg").read_bytes()))
+    assert "Photo 1 of 1: That looks like a person, not a bear. Done" in app.status.value, app.status.value
+    data = encode(photo(), "JPEG")
+    unsure = Prediction("black", 0.55, {"black": 0.55, "grizzly": 0.45, "teddy": 0.0, "not_bear": 0.0})
+    app.gallery.add(Photo("maybe.jpg", data, len(data)), unsure)  # as on_photos adds an answer
+    assert "Photo 1 of 1: Not sure: maybe a black bear (55%), or a grizzly bear (45%). Done" in app.status.value
+
+
 def test_a_batch_with_a_bad_file_answers_the_others_newest_first(app):
     cards = send(app, ("a.jpg", encode(photo(seed=1), "JPEG")), ("notes.pdf", PDF), ("b.png", encode(photo(seed=2), "PNG")))
     b, pdf, a = cards  # newest first
