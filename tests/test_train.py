@@ -130,9 +130,10 @@ def test_image_classifier_cleaner_works_with_ipywidgets_8(trained, tiny_dataset,
     assert len(boxes) > 2  # thumbnails with dropdowns, highest loss first
     boxes[0].children[1].value = "<Delete>"
     boxes[1].children[1].value = "teddy"
-    changes = cleaner_changes(cleaner, tiny_dataset)
-    first, second = (cleaner.fns[i].relative_to(tiny_dataset).as_posix() for i in (0, 1))
-    assert changes == {first: "", second: "teddy"}
+    boxes[2].children[1].value = "not_bear"  # none of the classes: no training photo of any, so dropped
+    changes = cleaner_changes(cleaner, tiny_dataset, "not_bear")
+    first, second, third = (cleaner.fns[i].relative_to(tiny_dataset).as_posix() for i in (0, 1, 2))
+    assert changes == {first: "", second: "teddy", third: ""}
 
 
 def test_review_lists_the_highest_losses_as_html_and_csv(trained, tiny_dataset, tmp_path):

@@ -130,9 +130,12 @@ def auto_clean(learn, items: list, views: torch.Tensor | None = None) -> dict[Pa
     return {items[i][0]: why for i, why in dropped.items()}
 
 
-def cleaner_changes(cleaner, root: Path) -> dict[str, str]:
-    """fastai ImageClassifierCleaner's choices as cleaning-CSV entries (deletions and relabels)."""
+def cleaner_changes(cleaner, root: Path, none_label: str | None = None) -> dict[str, str]:
+    """fastai ImageClassifierCleaner's choices as cleaning-CSV entries (deletions and relabels). The cleaner offers
+    every label of the model, "none of these" too: a photo of none of the classes is no training photo, so it is
+    dropped, as `review --apply` asks to write it."""
     fns = cleaner.fns
     out = {Path(fns[i]).relative_to(root).as_posix(): DROP for i in cleaner.delete()}
-    out.update({Path(fns[i]).relative_to(root).as_posix(): label for i, label in cleaner.change()})
+    out.update({Path(fns[i]).relative_to(root).as_posix(): DROP if label == none_label else label
+                for i, label in cleaner.change()})
     return out
