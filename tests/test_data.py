@@ -79,7 +79,7 @@ def test_review_sheet_round_trip(tmp_path):
             dict(file="black/2.jpg", label="black", predicted="teddy", probability=0.9, loss=2.0),
             dict(file="black/3.jpg", label="black", predicted="black", probability=0.6, loss=0.5)]
     csv_path, html_path = write_review(rows, tmp_path / "data", tmp_path / "review", "Mark each.")
-    assert '<img src="../data/black/1.jpg"' in html_path.read_text()
+    assert '<img src="../data/black/1.jpg"' in html_path.read_text() and b"\r" not in csv_path.read_bytes()
     marked = csv_path.read_text().splitlines()
     marked[1] += "grizzly"
     marked[2] += "drop"

@@ -41,7 +41,8 @@ def write_review(rows: list[dict], root: Path, out: Path, then: str, name: str =
     out.mkdir(parents=True, exist_ok=True)
     csv_path, html_path = out / f"{name}.csv", out / f"{name}.html"
     with open(csv_path, "w", newline="") as f:
-        w = csv.DictWriter(f, ["file", "label", "predicted", "probability", "loss", "new_label"])
+        # Plain newlines: the sheet is marked by hand, often with sed or awk, which a "\r" at each line's end defeats.
+        w = csv.DictWriter(f, ["file", "label", "predicted", "probability", "loss", "new_label"], lineterminator="\n")
         w.writeheader()
         for r in rows:
             w.writerow({**r, "new_label": ""})
