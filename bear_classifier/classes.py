@@ -131,14 +131,15 @@ class Classes:
                 raise ValueError(f"{path} names the classes {', '.join(sorted(classes.labels))} but {root} has the "
                                  f"folders {', '.join(folders)}: make them the same (docs/classes.md).")
             return classes
-        for candidate in (Path.cwd() / FILE, Path(__file__).resolve().parent.parent / FILE):
-            if candidate.exists() and sorted(cls.from_file(candidate).labels) == folders:
-                return cls.from_file(candidate)
+        found = [cls.from_file(p) for p in (Path.cwd() / FILE, Path(__file__).resolve().parent.parent / FILE)
+                 if p.exists()]
+        for classes in found:
+            if sorted(classes.labels) == folders:
+                return classes
         if (Path.cwd() / FILE).exists():  # a file written for these photos, with a typo, would otherwise go unseen
-            named = ", ".join(sorted(cls.from_file(Path.cwd() / FILE).labels))
             log.warning("%s names the classes %s, but %s has the folders %s: the folder names are the classes, in "
                         "their own words. Make them the same to use the file's words (docs/classes.md).",
-                        FILE, named, root, ", ".join(folders))
+                        FILE, ", ".join(sorted(found[0].labels)), root, ", ".join(folders))
         return cls.from_folders(root)
 
 
