@@ -1,6 +1,7 @@
 """Verify and de-duplicate crafted folders; label overrides; the seeded split; cleaning CSVs."""
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from bear_classifier.training.clean import apply_review, write_review
@@ -56,11 +57,32 @@ def test_labels_overrides_and_split(tmp_path):
     items = label_items(tmp_path, files, read_labels(csv))
     assert len(items) == 99 and (tmp_path / "black/1.jpg", "teddy") in items
     train, valid, how = split_items(items, tmp_path, valid_pct=0.2, seed=1)
-    assert sorted(train + valid) == list(range(99)) and len(valid) == 20 and how.startswith("random 20%, stratified")
+    assert sorted(train + valid) == list(range(99)) and len(valid) == 20 and how.startswith("20% of each class")
     assert sum(items[i][1] == "black" for i in valid) == 10  # stratified: 48 black, 51 teddy → 10 and 10
     assert (train, valid) == split_items(items, tmp_path, valid_pct=0.2, seed=1)[:2]  # seeded: same split every run
+    assert valid != split_items(items, tmp_path, valid_pct=0.2, seed=2)[1]
     _, v2, how = split_items(items, tmp_path, valid_files={"teddy/3.jpg", "teddy/4.jpg"})
     assert [items[i][0].name for i in v2] == ["3.jpg", "4.jpg"] and "hand-checked" in how
+
+
+@pytest.mark.parametrize("by_source", [False, True])
+def test_cleaning_moves_no_photo_across_the_split_but_at_its_edge(tmp_path, by_source):
+    # So accuracy before and after cleaning is measured on the same photos (a random draw redrew about 20 of them).
+    files = [write(tmp_path / c / f"{i}.jpg", b"") for c in ["black", "teddy"] for i in range(60)]
+    sources = {f.relative_to(tmp_path).as_posix(): f"user{i // 4}/repo" for i, f in enumerate(files)} if by_source else None
+
+    def validation(cleaning: str) -> set[str]:
+        (tmp_path / "cleaning.csv").write_text("file,label\n" + cleaning)
+        items = label_items(tmp_path, files, read_labels(tmp_path / "cleaning.csv"))
+        _, valid, _ = split_items(items, tmp_path, sources=sources)
+        return {items[i][0].relative_to(tmp_path).as_posix() for i in valid}
+
+    before = validation("")
+    for cleaning, cleaned in [("black/3.jpg,\nteddy/7.jpg,\nteddy/9.jpg,\n", {"black/3.jpg", "teddy/7.jpg", "teddy/9.jpg"}),
+                              ("teddy/41.jpg,black\nteddy/42.jpg,black\n", {"teddy/41.jpg", "teddy/42.jpg"})]:
+        after = validation(cleaning)
+        assert 22 <= len(after) <= 26
+        assert len((before - cleaned) ^ (after - cleaned)) <= 4  # one photo a class, or one source, at the edge
 
 
 def test_split_holds_out_whole_sources_where_they_are_known(tmp_path):

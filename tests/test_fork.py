@@ -108,8 +108,8 @@ def test_train_writes_the_model_its_onnx_file_and_a_card_in_the_classes_words(tr
     classes = Classes.from_dict(card["classes"])
     assert classes.labels == PATTERNS and classes.title == "Which pattern?"  # the fork's classes.toml, found by itself
     assert classes.name("dots") == "Polka dots" and classes.vocab[-1] == "none"
-    assert card["validation"] == "random 20%, stratified by class (seed 42)"
-    assert card["valid_metrics"]["n"] == 8  # no ImageNet rows: "none of these" is learned from the photos alone
+    assert card["validation"] == "20% of each class, chosen by a hash of the file names (seed 42)"
+    assert card["valid_metrics"]["n"] == 6  # no ImageNet rows: "none of these" is learned from the photos alone
     assert card["gate"]["kind"].startswith("distance to the training classes")
     low, high = TEMPERATURE_BOUNDS  # no temperature in the fork's classes file: fitted on its validation photos
     assert low <= card["temperature"] <= high
@@ -119,7 +119,7 @@ def test_train_writes_the_model_its_onnx_file_and_a_card_in_the_classes_words(tr
     right, refused = sum(confusion[i][i] for i in range(3)), sum(row[3] for row in confusion[:3])
     last = (trained.parent / "train.out").read_text().strip().splitlines()[-1]
     photos_ = "photo" if refused == 1 else "photos"
-    assert last.startswith(f"validation: {right} of 8 photos right") and f"{refused} {photos_} of the classes answered " \
+    assert last.startswith(f"validation: {right} of 6 photos right") and f"{refused} {photos_} of the classes answered " \
         '"No pattern I know"' in last, last
 
 
@@ -280,7 +280,7 @@ def test_train_notebook_runs_top_to_bottom_on_any_folder(tmp_path):
     nb = execute_notebook(nb, tmp_path, cell_timeout=600, deadline=900,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})  # this checkout's package
     card = json.loads((tmp_path / "model" / "export.json").read_text())
-    assert card["classes"]["kinds"][0]["label"] == "checks" and card["validation"].startswith("random 20%")
+    assert card["classes"]["kinds"][0]["label"] == "checks" and card["validation"].startswith("20% of each class")
     assert card["gate"]["kind"].startswith("distance to the training classes")  # "none of these", as train fits it
     assert card["head_start"] == "linear probe"  # no ImageNet rows: step 6 starts the head from the photos
     shown = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "display_data"]

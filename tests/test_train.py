@@ -67,7 +67,7 @@ def test_model_card_describes_the_export(trained):
     assert Classes.from_dict(saved["classes"]).vocab == ["black", "grizzly", "teddy", "not_bear"]
     assert Classes.from_dict(saved["classes"]).name("grizzly") == "Grizzly bear"
     assert saved["gate"]["kind"] == "imagenet"  # bears keep ImageNet's rows alone (openset.fit_for_learner says why)
-    assert saved["validation"].startswith("random 20%")
+    assert saved["validation"].startswith("20% of each class")
     assert saved["arch"] == "tf_efficientnet_lite0"
     assert set(saved["versions"]) >= {"python", "torch", "torchvision", "fastai", "timm", "pillow"}
     import hashlib
