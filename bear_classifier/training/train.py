@@ -254,10 +254,8 @@ def train_model(root: Path, recipe: Recipe = Recipe(), classes: Classes | None =
     fine_tune(learn, r.epochs, r.lr, freeze_epochs=r.freeze_epochs, forget_weight=r.forget_weight)
     fit_none_of_these(learn, kept, valid_items, r.keep)
     temperature = set_temperature(learn, classes, valid_items, r.temperature)
-    card = model_card(learn, root, report, labels_csv, dropped, arch=r.arch, size=r.size, validation=how,
-                      epochs=dict(frozen=r.freeze_epochs, unfrozen=r.epochs), lr=r.lr, bs=loaders["bs"], seed=r.seed,
-                      forget_weight=r.forget_weight, temperature=temperature, head_start=head_start,
-                      recipe=r.card())
+    card = model_card(learn, root, report, labels_csv, dropped, arch=r.arch, validation=how, bs=loaders["bs"],
+                      head_start=head_start, temperature=temperature, recipe=r.card())  # the keys train.ipynb writes
     card["train_seconds"] = round(time.perf_counter() - start, 1)
     return learn, card
 
