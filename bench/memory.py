@@ -2,14 +2,18 @@
 comm as any client can (tests/test_kernel_limits.py's raw websocket client), RSS read from /proc.
 
   after one photo          the kernel with the model loaded and one answer given
-  three 8000×6000 PNGs     148 KB each (under the browser's shrinking threshold, so the page sends them as is)
+  three 8000×6000 PNGs     148 KB each, sent whole as a client that skips the page's script can (the page's script
+                           shrinks a photo of over 4 megapixels before sending it: --page)
   ... with transparency    the same, half transparent (RGBA: 192 MB decoded, then blended on white)
   100 photos of every kind the hardening corpus (29 kinds, an 8000×6000 JPEG among them) and 8000×6000 PNGs,
                            in batches of 20: the gallery keeps its 24 newest cards
   after "Clear"            the Clear button pressed over the comm
   peak                     VmHWM: the most the kernel held at once (one 8000×6000 photo decoded: 192 MB)
 
-Usage: python -m bench.memory [--photos 100]
+With --page, the same PNGs are also given to the page itself, through a browser and its "Upload photos" button, in a
+second visitor's kernel: what a visitor's big photos cost.
+
+Usage: python -m bench.memory [--photos 100] [--page]
 """
 from __future__ import annotations
 
@@ -18,10 +22,10 @@ from pathlib import Path
 
 from PIL import Image
 
-from browser import kernels, voila
+from browser import chromium, kernels, open_app, upload_files, voila, wait_card
 from corpus import bad_uploads, encode, photo, valid_uploads
 from test_kernel_limits import Visitor, big_png
-from wire import send
+from wire import kernel_id, send
 
 
 def memory(proc, kernel: str) -> tuple[float, float]:
@@ -31,9 +35,20 @@ def memory(proc, kernel: str) -> tuple[float, float]:
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
 
 
+def through_the_page(url: str, proc, photos: list[tuple[str, bytes]]) -> tuple[float, float]:
+    """(RSS, peak) of a new visitor's kernel after its page is given `photos` through "Upload photos", one by one."""
+    with chromium() as browser:
+        page = open_app(browser, url)
+        for name, data in photos:
+            upload_files(page, (name, data, "image/png"))
+            wait_card(page, name)
+        return memory(proc, kernel_id(page.content().encode()))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--photos", type=int, default=100)
+    parser.add_argument("--page", action="store_true", help="also give the big PNGs to the page, through a browser")
     args = parser.parse_args()
     png = big_png()
     kinds = [(name, data) for name, data, _ in valid_uploads() + bad_uploads()] + [("big.png", png)] * 6
@@ -57,6 +72,9 @@ def main() -> None:
             rows.append(("after Clear", *memory(proc, visitor.kernel)))
         finally:
             visitor.close()
+        if args.page:
+            rows.append(("the page, the same six PNGs", *through_the_page(
+                url, proc, [(f"big{i}.png", png) for i in range(3)] + [(f"clear{i}.png", clear) for i in range(3)])))
     print(f"{'kernel memory (MiB)':<32} {'RSS':>8} {'peak':>8}")
     for name, rss, peak in rows:
         print(f"{name:<32} {rss:>8.0f} {peak:>8.0f}")

@@ -21,7 +21,7 @@ BROKEN = "This app's model couldn't be loaded; the site's owner has been told."
 
 
 def big_png() -> bytes:
-    """8000×6000 pixels in 148 KB: under the browser's shrinking threshold, so the page sends it as is."""
+    """8000×6000 pixels in 148 KB: small on the wire, 192 MB once decoded (the page's script would shrink it first)."""
     from PIL import Image
 
     return encode(Image.new("RGB", (8000, 6000), (90, 120, 60)), "PNG")
