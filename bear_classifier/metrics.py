@@ -16,7 +16,7 @@ from types import SimpleNamespace
 from . import environment
 
 # Why an upload got a sentence instead of an answer (inference.images.ImageError.reason, and the page's own).
-REASONS = ("empty", "too_large", "too_many_pixels", "not_an_image", "damaged", "too_many_at_once",
+REASONS = ("empty", "too_large", "too_many_pixels", "too_small", "not_an_image", "damaged", "too_many_at_once",
            "model_unavailable", "failed")
 
 

@@ -139,6 +139,19 @@ def test_files_that_are_no_photos_get_the_pages_sentences_never_a_traceback(serv
         assert answer["results"] == [{"name": name, "error": answer["error"]}]
 
 
+def test_a_picture_too_small_to_tell_gets_a_sentence_and_one_just_big_enough_an_answer(server):
+    from PIL import ImageOps
+
+    url, _ = server
+    grizzly = Image.open(ROOT / "examples" / "grizzly.jpg").convert("RGB")
+    small = encode(ImageOps.fit(grizzly, (40, 16)), "PNG")  # a 16-pixel grizzly is "not a bear" to the model
+    status, _, answer = call(url, "POST", "/api/classify?name=tiny.png", small, {"Content-Type": "image/png"})
+    assert status == 422 and answer["error"].startswith("The image is too small to tell what it shows (40×16 pixels")
+    status, _, answer = call(url, "POST", "/api/classify", encode(ImageOps.fit(grizzly, (48, 32)), "PNG"),
+                             {"Content-Type": "image/png"})
+    assert status == 200 and answer["results"][0]["label"] == "grizzly"
+
+
 def test_wrong_requests_get_a_4xx_and_a_sentence(server):
     url, _ = server
     jpeg = (ROOT / "examples" / "coffee.jpg").read_bytes()

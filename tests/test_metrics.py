@@ -91,6 +91,7 @@ def settles(query, promql: str, want: dict, timeout: float = 60) -> dict:
 
 def test_every_sentence_for_a_bad_upload_has_a_reason_to_count_it_by():
     from bear_classifier import metrics
+    from bear_classifier.inference.answer import read_photo
     from bear_classifier.inference.images import ImageError, check_size, open_image
     from bear_classifier.page.widget import TOO_MANY, Photo
     from corpus import encode, photo
@@ -99,6 +100,7 @@ def test_every_sentence_for_a_bad_upload_has_a_reason_to_count_it_by():
     bad = {"empty": lambda: open_image(b""), "not_an_image": lambda: open_image(b"%PDF-1.4 a document"),
            "damaged": lambda: open_image(png[: len(png) // 2]), "too_large": lambda: check_size(30 * 2**20),
            "too_many_pixels": lambda: open_image(png, max_pixels=100),
+           "too_small": lambda: read_photo(encode(photo((31, 400)), "PNG")),
            "too_many_at_once": lambda: Photo("x.jpg", b"", 0, refused=TOO_MANY).image}
     for reason, make in bad.items():
         with pytest.raises(ImageError) as error:

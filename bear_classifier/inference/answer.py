@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from PIL import Image
 
-from .images import open_image
+from .images import ImageError, open_image
 
 if TYPE_CHECKING:  # numpy and the model's code: not imported before the page is up (page/widget.py imports this)
     from .predict import Prediction
@@ -26,6 +26,9 @@ SHRINK_SIDE = 375
 # a small file of many pixels (a 148 KB PNG of 8000×6000) then costs its decoded 192 MB once, for a moment, not
 # again in every copy made after (the model's resize).
 KERNEL_SHRINK_PIXELS = 12_000_000
+# A picture smaller than this shows too little to tell: a grizzly shrunk to 16 px, or a teddy to 24, is "Not a bear"
+# for the model, said as surely as of a photo. It gets a sentence instead of an answer.
+MIN_SIDE = 32
 
 
 class Answers(Protocol):
@@ -35,12 +38,16 @@ class Answers(Protocol):
 
 
 def read_photo(data: bytes) -> Image.Image:
-    """The photo in `data` as the model reads it, upright RGB; ImageError (a sentence for a person) when it is not one.
+    """The photo in `data` as the model reads it, upright RGB; ImageError (a sentence for a person) when it is not one,
+    or too small to tell.
 
     Scaled down, never up, and never past KERNEL_SHRINK_PIXELS: a 210 KB PNG of 50×240,001 scaled to a 375 px
     short side would be 675 MP (5 GB).
     """
     img = open_image(data, min_side=SHRINK_SIDE)
+    if min(img.size) < MIN_SIDE:
+        raise ImageError(f"The image is too small to tell what it shows ({img.width}×{img.height} pixels; it needs at "
+                         f"least {MIN_SIDE} on each side). Please upload a larger photo.", "too_small")
     if img.width * img.height > KERNEL_SHRINK_PIXELS:
         scale = min(SHRINK_SIDE / min(img.size), (KERNEL_SHRINK_PIXELS / (img.width * img.height)) ** 0.5)
         img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))),
