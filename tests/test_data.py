@@ -69,7 +69,8 @@ def test_labels_overrides_and_split(tmp_path):
 def test_cleaning_moves_no_photo_across_the_split_but_at_its_edge(tmp_path, by_source):
     # So accuracy before and after cleaning is measured on the same photos (a random draw redrew about 20 of them).
     files = [write(tmp_path / c / f"{i}.jpg", b"") for c in ["black", "teddy"] for i in range(60)]
-    sources = {f.relative_to(tmp_path).as_posix(): f"user{i // 4}/repo" for i, f in enumerate(files)} if by_source else None
+    sources = {f.relative_to(tmp_path).as_posix(): f"user{i // 4}/repo" for i, f in enumerate(files)}
+    sources = sources if by_source else None
 
     def validation(cleaning: str) -> set[str]:
         (tmp_path / "cleaning.csv").write_text("file,label\n" + cleaning)
@@ -78,9 +79,11 @@ def test_cleaning_moves_no_photo_across_the_split_but_at_its_edge(tmp_path, by_s
         return {items[i][0].relative_to(tmp_path).as_posix() for i in valid}
 
     before = validation("")
-    for cleaning, cleaned in [("black/3.jpg,\nteddy/7.jpg,\nteddy/9.jpg,\n", {"black/3.jpg", "teddy/7.jpg", "teddy/9.jpg"}),
-                              ("teddy/41.jpg,black\nteddy/42.jpg,black\n", {"teddy/41.jpg", "teddy/42.jpg"})]:
-        after = validation(cleaning)
+    cleanings = [{"black/3.jpg": "", "teddy/7.jpg": "", "teddy/9.jpg": ""},  # three photos dropped
+                 {"teddy/41.jpg": "black", "teddy/42.jpg": "black"},  # two relabelled
+                 {f"black/{i}.jpg": "" for i in range(4)}]  # the whole of a source, user0, dropped
+    for cleaning in cleanings:
+        after, cleaned = validation("".join(f"{f},{y}\n" for f, y in cleaning.items())), set(cleaning)
         assert 22 <= len(after) <= 26
         assert len((before - cleaned) ^ (after - cleaned)) <= 4  # one photo a class, or one source, at the edge
 
@@ -93,6 +96,17 @@ def test_split_holds_out_whole_sources_where_they_are_known(tmp_path):
     source = [sources[p.relative_to(tmp_path).as_posix()] for p, _ in items]
     assert {source[i] for i in train}.isdisjoint({source[i] for i in valid}) and len(valid) == 20
     assert how.startswith("whole sources held out")
+
+
+def test_a_source_of_most_of_the_photos_stays_in_training(tmp_path):
+    files = [write(tmp_path / c / f"{i}.jpg", b"") for c in ["black", "teddy"] for i in range(50)]
+    items = label_items(tmp_path, files)
+    sources = {f.relative_to(tmp_path).as_posix(): "big/repo" if i % 5 else f"user{i}/repo" for i, f in enumerate(files)}
+    for seed in range(20):
+        train, valid, how = split_items(items, tmp_path, sources=sources, seed=seed)
+        held = {sources[items[i][0].relative_to(tmp_path).as_posix()] for i in valid}
+        assert "big/repo" not in held and 20 <= len(valid) <= 30, (seed, len(valid))
+        assert how.startswith(f"whole sources held out ({len(valid)} of 100 photos")
 
 
 def test_review_sheet_round_trip(tmp_path):

@@ -5,6 +5,7 @@ import csv
 import hashlib
 import random
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -146,33 +147,46 @@ def split_items(items: list, root: Path, valid_files: set[str] | None = None, so
     The hand-checked `valid_files` when given; else whole sources held out where `sources` ({file:
     source}, SOURCES.csv) says where photos came from, as a validation set from the training sources
     measures memory of them; else `valid_pct` of each class. Sources and photos are taken in an order
-    fixed by a hash of their names, not by a random draw over the list: a photo dropped or relabelled by
-    cleaning leaves every other photo on its side, so accuracy before and after cleaning is measured on
-    the same photos.
+    fixed by a hash of their names, not by a random draw over the list: when cleaning drops or relabels
+    photos, the others stay on their side but for one at the edge of each class (or one source), so
+    accuracy before and after cleaning is measured on the same photos.
     """
     names = [Path(p).relative_to(root).as_posix() for p, _ in items]
     if valid_files is not None:
         held, how = set(valid_files), "the hand-checked photos of the validation list"
     elif sources:
-        group = {n: sources.get(n, n) for n in names}
-        size, held = Counter(group.values()), set()
-        for source in hash_order(size, seed):
-            if sum(size[s] for s in held) >= valid_pct * len(names):
-                break
-            held.add(source)
-        held = {n for n in names if group[n] in held}
-        how = f"whole sources held out ({valid_pct:.0%} of photos, seed {seed}, SOURCES.csv)"
+        held = held_sources({n: sources.get(n, n) for n in names}, valid_pct, seed)
+        how = f"whole sources held out ({len(held)} of {len(names)} photos, seed {seed}, SOURCES.csv)"
     else:
-        by_class: dict[str, list[str]] = {}
-        for name, (_, label) in zip(names, items):
-            by_class.setdefault(label, []).append(name)
-        held = {n for same in by_class.values() for n in hash_order(same, seed)[:round(valid_pct * len(same))]}
+        held = held_per_class(names, [label for _, label in items], valid_pct, seed)
         how = f"{valid_pct:.0%} of each class, chosen by a hash of the file names (seed {seed})"
     valid = [i for i, n in enumerate(names) if n in held]
     return [i for i, n in enumerate(names) if n not in held], valid, how
 
 
-def hash_order(names, seed: int) -> list[str]:
+def held_sources(source_of: dict[str, str], share: float, seed: int) -> set[str]:
+    """The files of whole sources, taken in hash order until they are `share` of the files. A source that would
+    take the validation photos past 1.5 times that share stays in training: a source of most of the photos would
+    otherwise leave training almost none."""
+    size, target, taken, held = Counter(source_of.values()), share * len(source_of), 0, set()
+    for source in hash_order(size, seed):
+        if taken >= target:
+            break
+        if taken + size[source] <= 1.5 * target:
+            held.add(source)
+            taken += size[source]
+    return {name for name, source in source_of.items() if source in held}
+
+
+def held_per_class(names: list[str], labels: list[str], share: float, seed: int) -> set[str]:
+    """`share` of each class's files (rounded), the first in hash order."""
+    by_class: dict[str, list[str]] = {}
+    for name, label in zip(names, labels):
+        by_class.setdefault(label, []).append(name)
+    return {n for same in by_class.values() for n in hash_order(same, seed)[:round(share * len(same))]}
+
+
+def hash_order(names: Iterable[str], seed: int) -> list[str]:
     """`names` sorted by a hash of each name and `seed`: a name's place depends on itself, not on the others."""
     return sorted(names, key=lambda n: hashlib.sha256(f"{seed}/{n}".encode()).hexdigest())
 
