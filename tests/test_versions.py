@@ -429,3 +429,15 @@ def test_bear_model_still_serves_one_fixed_file_where_a_models_folder_is_set_too
     assert models_folder() is None and served_model_path() == ROOT / "export.onnx"
     fixed = Served(models_folder())
     assert fixed.get().version == model_version(read_card(ROOT / "export.onnx")) and not fixed.changed()
+
+
+def test_promote_leaves_out_a_photo_too_small_to_tell_with_its_name_instead_of_stopping():
+    from bear_classifier.inference.compare import Photo, usable
+    from corpus import encode, photo
+
+    photos = [Photo("red/tiny.png", "red", encode(photo((20, 20)), "PNG")),
+              Photo("red/ok.png", "red", encode(photo(), "PNG"))]
+    kept, left_out = usable(photos, ["red", "green", "none"])
+    assert [p.key for p in kept] == ["red/ok.png"]
+    assert left_out == ["red/tiny.png: The image is too small to tell what it shows (20×20 pixels; it needs at least 32 "
+                        "on each side). Please upload a larger photo."]

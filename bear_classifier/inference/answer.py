@@ -45,13 +45,13 @@ def read_photo(data: bytes) -> Image.Image:
     short side would be 675 MP (5 GB).
     """
     img = open_image(data, min_side=SHRINK_SIDE)
-    if min(img.size) < MIN_SIDE:
-        raise ImageError(f"The image is too small to tell what it shows ({img.width}×{img.height} pixels; it needs at "
-                         f"least {MIN_SIDE} on each side). Please upload a larger photo.", "too_small")
     if img.width * img.height > KERNEL_SHRINK_PIXELS:
         scale = min(SHRINK_SIDE / min(img.size), (KERNEL_SHRINK_PIXELS / (img.width * img.height)) ** 0.5)
         img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))),
                          Image.Resampling.BILINEAR, reducing_gap=2.0)
+    if min(img.size) < MIN_SIDE:  # after that scaling, which can make a long thin strip this thin too
+        raise ImageError(f"The image is too small to tell what it shows ({img.width}×{img.height} pixels; it needs at "
+                         f"least {MIN_SIDE} on each side). Please upload a larger photo.", "too_small")
     return img
 
 

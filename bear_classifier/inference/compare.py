@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .answer import read_photo
-from .images import ImageError, open_image
+from .images import ImageError
 
 MAX_CLASS_DROP = 0.10
 RULE = ("A candidate is refused (unless --force) when it gets fewer evaluation photos right than the served model, "
@@ -82,7 +82,7 @@ def usable(photos: list[Photo], vocab: list[str]) -> tuple[list[Photo], list[str
             left_out.append(f"{p.key}: {p.label!r} is not one of the model's answers ({', '.join(vocab)})")
             continue
         try:
-            open_image(p.data)
+            read_photo(p.data)  # as score() reads it: a photo too small to tell is left out here, with why
         except ImageError as e:
             left_out.append(f"{p.key}: {e}")
             continue
