@@ -247,18 +247,23 @@ def test_a_page_left_shuts_its_kernel_down_at_once_and_only_its_own(server):
 
 
 def test_a_tab_closed_without_beforeunload_gives_its_kernel_back_too(server):
-    """Safari on iPhones never fires beforeunload, and a browser closing a tab need not: those kernels stayed until
-    the idle cull. The page gives its kernel back on pagehide too, once: no second shutdown when both fire."""
+    """Safari on iPhones never fires beforeunload, a browser closing a tab need not, and Voila listens for it only
+    once its widgets are up: those kernels stayed until the idle cull. The page gives its kernel back on pagehide
+    too, once: no second shutdown when both fire."""
     require_browser()
     url, log, _ = server
     with chromium() as browser:
-        for asks in [False, True]:
-            page = open_app(browser, url)
+        for asks, widgets in [(False, True), (True, True), (True, False)]:
+            if widgets:
+                page = open_app(browser, url)
+            else:  # left as soon as the page has loaded, before Voila's script has set up its widgets
+                page = browser.new_context().new_page()
+                page.goto(url, wait_until="load", timeout=120_000)
             kernel = kernel_id(page.content().encode())
             header = "; ".join(f"{c['name']}={c['value']}" for c in page.context.cookies())
             page.close(run_before_unload=asks)  # False: no beforeunload, as a phone closing a tab
             closed = lambda: get(url + f"/api/kernels/{kernel}", {"Cookie": header}, jar=None)  # noqa: E731
-            assert wait_for(lambda: closed()[0] == 410, 20, step=0.2), (asks, closed())
+            assert wait_for(lambda: closed()[0] == 410, 20, step=0.2), (asks, widgets, closed())
             assert json.loads(closed()[1])["message"] == "closed"
     assert "Kernel does not exist" not in log.read_text() and "/api/shutdown/" not in log.read_text()
 

@@ -152,9 +152,10 @@ class VisitorKernels(AsyncMappingKernelManager):
             return
         visit = Visit(page.current_user.username, client_address(page.request))
         self._visits[kernel_id] = visit
-        # A page left asks Voila to shut its kernel down (a beforeunload beacon carrying the `_xsrf` cookie's
-        # value), which jupyter_server refuses without that cookie, and nothing in a Voila page sets it: every
-        # kernel outlived its page until the idle cull. Reading the token sets the cookie (before the page is sent).
+        # A page left asks Voila to shut its kernel down (a beacon, on beforeunload or the template's pagehide, carrying
+        # the `_xsrf` cookie's value), which jupyter_server refuses without that cookie, and nothing in a Voila page
+        # sets it: every kernel outlived its page until the idle cull. Reading the token sets the cookie (before the
+        # page is sent).
         page.xsrf_token
         # The visit starts now. A preheated kernel has waited in the pool for as long as nobody came, maybe past
         # the idle cull: without this, the culler could end it before its page has connected.
@@ -176,7 +177,7 @@ class VisitorKernels(AsyncMappingKernelManager):
 
     async def shutdown_kernel(self, kernel_id: str, *args, **kwargs):
         request = CallContext.get(CallContext.JUPYTER_HANDLER)
-        # Voila authorizes nothing on its shutdown route (the page's beforeunload): ask the authorizer here.
+        # Voila authorizes nothing on its shutdown route (the page's beacon as it goes): ask the authorizer here.
         if isinstance(request, VoilaShutdownKernelHandler) and not await ensure_async(
                 request.authorizer.is_authorized(request, request.current_user, "write", "kernels")):
             raise web.HTTPError(403)
