@@ -157,6 +157,25 @@ def test_the_full_set_serves_plain_voila_without_pythonpath(full_set, tmp_path):
         assert_quiet(log.read_text())
 
 
+def test_plain_voila_started_from_the_folder_above_serves_the_app_too(full_set, tmp_path):
+    """`voila bear_classifier/app.ipynb` from the folder above: Voila reads voila.json from the working directory only,
+    so this was its plain page, without the template, the API or the guard, and nothing said why."""
+    require_browser()
+    checkout = full_set
+    env = newcomer_env(tmp_path / "home")
+    port = free_port()
+    cmd = [str(Path(sys.executable).parent / "voila"), f"{checkout.name}/app.ipynb", f"--port={port}", "--no-browser"]
+    with serve(cmd, port, "/voila/static/health.txt", checkout.parent, tmp_path / "voila.log", env) as (url, log, _):
+        assert get(url + "/api/health")[0] == 200
+        with chromium() as browser:
+            early_visitors(browser, url, 1)
+            page = browser.new_context().new_page()
+            page.goto(url)
+            assert page.title() == "Is it a bear?"
+        assert_guarded(url)
+        assert_quiet(log.read_text())
+
+
 def test_twenty_visitors_who_choose_a_photo_at_once_all_get_an_answer():
     """Served as `make app` serves it: 20 fresh visitors, more than the preheated kernels, each choosing a photo
     within 100 ms of the button showing, with the file dialog open for 0 to 1.8 s (the photo input takes over

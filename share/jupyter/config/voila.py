@@ -3,7 +3,10 @@
 # tests point JUPYTER_CONFIG_PATH at this folder instead. (Voila reads voila.json from the working directory, but
 # its Python config there only as voila.py, a name that would hide the voila package from `python -m voila`.)
 import logging
+import sys
 from pathlib import Path
+
+from traitlets.config.loader import JSONFileConfigLoader
 
 
 TEMPLATE = "bear"  # this app's template (voila.json); other notebooks served from the same environment are left alone
@@ -55,6 +58,17 @@ def serves_this_app(folder: Path) -> bool:
         return False
 
 
+def app_folder() -> Path | None:
+    """Where this app's voila.json is: the working directory, or the folder of a notebook named on the command line
+    (`voila bear_classifier/app.ipynb`, from the folder above)."""
+    named = [Path(arg).resolve().parent for arg in sys.argv[1:] if arg.endswith(".ipynb")]
+    return next((folder for folder in [Path.cwd(), *named] if serves_this_app(folder)), None)
+
+
 c.VoilaConfiguration.page_config_hook = page_config_hook  # noqa: F821  (c: the config traitlets loads this file with)
-if serves_this_app(Path.cwd()):
-    trust_notebooks_without_outputs(Path.cwd())
+if (folder := app_folder()) is not None:
+    if folder != Path.cwd() and not (Path.cwd() / "voila.json").exists():
+        # Voila reads voila.json from the working directory only: started from another folder, the page was Voila's
+        # plain one, without this app's template, API, guards and kernel pool, and nothing said why.
+        c.merge(JSONFileConfigLoader("voila.json", str(folder)).load_config())  # noqa: F821
+    trust_notebooks_without_outputs(folder)
