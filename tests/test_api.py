@@ -147,6 +147,10 @@ def test_a_picture_too_small_to_tell_gets_a_sentence_and_one_just_big_enough_an_
     small = encode(ImageOps.fit(grizzly, (40, 16)), "PNG")  # a 16-pixel grizzly is "not a bear" to the model
     status, _, answer = call(url, "POST", "/api/classify?name=tiny.png", small, {"Content-Type": "image/png"})
     assert status == 422 and answer["error"].startswith("The image is too small to tell what it shows (40×16 pixels")
+    request = urllib.request.Request(url + "/api/classify", data=small, headers={"X-Forwarded-For": own_address()})
+    with pytest.raises(urllib.error.HTTPError) as raw:
+        urllib.request.urlopen(request, timeout=60)
+    assert "(40×16 pixels" in raw.value.read().decode("utf-8")  # as written, for someone reading curl's output
     status, _, answer = call(url, "POST", "/api/classify", encode(ImageOps.fit(grizzly, (48, 32)), "PNG"),
                              {"Content-Type": "image/png"})
     assert status == 200 and answer["results"][0]["label"] == "grizzly"

@@ -109,7 +109,7 @@ class Api(web.RequestHandler):
 
     def write_json(self, body: dict, status: int = 200) -> None:
         self.set_status(status)
-        self.finish(json.dumps(body))
+        self.finish(json.dumps(body, ensure_ascii=False))  # "40×16 pixels" as written, for a person reading curl
 
     def write_error(self, status_code: int, **kwargs) -> None:
         error = kwargs.get("exc_info", (None, None))[1]
@@ -123,7 +123,7 @@ class Api(web.RequestHandler):
             sentence = f"This request could not be read ({self._reason}). See {base_url(self)}api/docs."
         else:
             sentence = "Something went wrong on the server. Please try again; if it goes on, tell the site's owner."
-        self.finish(json.dumps({"error": sentence}))
+        self.finish(json.dumps({"error": sentence}, ensure_ascii=False))
 
 
 @web.stream_request_body
