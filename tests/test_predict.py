@@ -1,5 +1,6 @@
 """The shipped model: real photos get the right label, bad files one human line, a tampered file is refused."""
 import csv
+import os
 import subprocess
 import sys
 
@@ -66,6 +67,15 @@ def test_cli_prints_label_per_file_and_one_line_per_bad_file(tmp_path):
     assert err == [f"{bad}: error: This file is a PDF document, not an image. Please upload a photo (JPEG, PNG, WebP, HEIC...).",
                    f"{tmp_path / 'missing.jpg'}: error: No such file or directory"]
     assert "Traceback" not in r.stderr
+
+
+def test_cli_lines_come_in_the_order_of_the_files_when_both_streams_go_to_one_pipe(tmp_path):
+    (tmp_path / "notes.txt").write_text("not a photo")
+    files = [ROOT / "examples" / "grizzly.jpg", tmp_path / "notes.txt", ROOT / "examples" / "teddy-bear.jpg"]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # stdout to a pipe is block-buffered
+    r = subprocess.run([*CLI, *map(str, files)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                       env=env, timeout=300)  # `predict ... 2>&1 | less`
+    assert [line.split(":")[0] for line in r.stdout.splitlines()] == [str(f) for f in files], r.stdout
 
 
 def test_cli_writes_heatmap_and_overlay_and_still_explains_bad_files(tmp_path):

@@ -28,7 +28,7 @@ def cmd_predict(args) -> int:
             status = 1
             continue
         words = clf.classes.name(pred.label) + (f": {clf.classes.none_person}" if pred.person else "")
-        print(f"{photo}: {pred}  ({words})")
+        print(f"{photo}: {pred}  ({words})", flush=True)  # in order with the errors on stderr, when both are piped
         if args.heatmap:
             args.heatmap.mkdir(parents=True, exist_ok=True)
             heat = heatmap_image(pred.heatmap, img.size)
@@ -59,7 +59,7 @@ def predict_remote(args) -> int:
             print(f"{photo}: error: {e}", file=sys.stderr)
             status = 1
             continue
-        print(f"{photo}: {answer}  ({answer.words}{f': {answer.person}' if answer.person else ''})")
+        print(f"{photo}: {answer}  ({answer.words}{f': {answer.person}' if answer.person else ''})", flush=True)
         if args.heatmap:
             save_heatmap(args.heatmap, Path(photo).stem, data, answer.heatmap_png)
     return status
