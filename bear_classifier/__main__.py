@@ -6,6 +6,7 @@ themselves are in cli/training.py and cli/serving.py."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -142,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `predict ... | head`: the reader has gone, and wants nothing more (Python's docs, SIGPIPE)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush finds nowhere to fail
+        return 141
     except ModuleNotFoundError as e:  # the serving set (no torch) asked to train, evaluate or review a learner
         if e.name not in TRAINING_ONLY:
             raise

@@ -78,6 +78,16 @@ def test_cli_lines_come_in_the_order_of_the_files_when_both_streams_go_to_one_pi
     assert [line.split(":")[0] for line in r.stdout.splitlines()] == [str(f) for f in files], r.stdout
 
 
+def test_cli_piped_into_a_reader_that_stops_early_ends_quietly():
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    photos = [str(ROOT / "examples" / name) for name in ["grizzly.jpg", "teddy-bear.jpg"] * 3]
+    proc = subprocess.Popen([*CLI, *photos], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+    first = proc.stdout.readline()  # `predict ... | head -1`
+    proc.stdout.close()
+    errors = proc.stderr.read()
+    assert proc.wait(timeout=120) == 141 and first.startswith(photos[0]) and errors == ""
+
+
 def test_cli_writes_heatmap_and_overlay_and_still_explains_bad_files(tmp_path):
     from PIL import Image
 
