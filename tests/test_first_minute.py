@@ -174,6 +174,7 @@ def test_plain_voila_started_from_the_folder_above_serves_the_app_too(full_set, 
             assert page.title() == "Is it a bear?"
         assert_guarded(url)
         assert_quiet(log.read_text())
+        assert f"Using this app's settings: {checkout / 'voila.json'}" in log.read_text()
 
 
 def test_twenty_visitors_who_choose_a_photo_at_once_all_get_an_answer():

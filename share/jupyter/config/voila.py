@@ -3,7 +3,6 @@
 # tests point JUPYTER_CONFIG_PATH at this folder instead. (Voila reads voila.json from the working directory, but
 # its Python config there only as voila.py, a name that would hide the voila package from `python -m voila`.)
 import logging
-import sys
 from pathlib import Path
 
 from traitlets.config.loader import JSONFileConfigLoader
@@ -58,17 +57,28 @@ def serves_this_app(folder: Path) -> bool:
         return False
 
 
-def app_folder() -> Path | None:
-    """Where this app's voila.json is: the working directory, or the folder of a notebook named on the command line
-    (`voila bear_classifier/app.ipynb`, from the folder above)."""
-    named = [Path(arg).resolve().parent for arg in sys.argv[1:] if arg.endswith(".ipynb")]
-    return next((folder for folder in [Path.cwd(), *named] if serves_this_app(folder)), None)
+def served_folder() -> tuple[Path | None, object]:
+    """The folder standalone Voila serves (its notebook's, or the one it was given), and the Voila application;
+    (None, None) where Voila runs as a Jupyter server extension (Binder), whose folder is the server's own."""
+    from traitlets.config import Application
+
+    app = Application.instance() if Application.initialized() else None
+    if type(app).__name__ != "Voila":
+        return None, None
+    return Path(app.root_dir), app  # as Voila makes it: os.path.abspath, so a symlinked notebook's own folder
 
 
 c.VoilaConfiguration.page_config_hook = page_config_hook  # noqa: F821  (c: the config traitlets loads this file with)
-if (folder := app_folder()) is not None:
-    if folder != Path.cwd() and not (Path.cwd() / "voila.json").exists():
-        # Voila reads voila.json from the working directory only: started from another folder, the page was Voila's
-        # plain one, without this app's template, API, guards and kernel pool, and nothing said why.
+folder, voila = served_folder()
+if serves_this_app(Path.cwd()):
+    trust_notebooks_without_outputs(Path.cwd())
+elif folder is not None and serves_this_app(folder):
+    # Voila reads voila.json from the working directory only: started from another folder, the page was Voila's
+    # plain one, without this app's template, API, guards and kernel pool, and nothing said why.
+    if (Path.cwd() / "voila.json").exists():
+        voila.log.warning("%s has a voila.json of its own, so this app's settings (%s) are not used: start Voila "
+                          "in %s instead.", Path.cwd(), folder / "voila.json", folder)
+    else:
+        voila.log.info("Using this app's settings: %s", folder / "voila.json")
         c.merge(JSONFileConfigLoader("voila.json", str(folder)).load_config())  # noqa: F821
-    trust_notebooks_without_outputs(folder)
+        trust_notebooks_without_outputs(folder)
