@@ -70,7 +70,7 @@ def evaluate_model(model: Path, data: Path, valid_csv: Path | None, negatives: P
     never trained on (see data.negatives_split), with which subjects it took for one of the classes."""
     learn = load_model(model)
     card = read_card(model)
-    seed = card.get("recipe", {}).get("seed", card.get("seed", 42))  # the recipe's; older cards had it at the top
+    seed = (card.get("recipe") or {}).get("seed", card.get("seed", 42))  # the recipe's; older cards had it at the top
     files = validation_files(learn, data, valid_csv, labels_csv, seed)
     held_out = negatives_split(image_files(negatives))[1] if negatives and Path(negatives).is_dir() else []
     result = evaluate(learn, learn.dls.test_dl(files + held_out, with_labels=True), out)
