@@ -69,16 +69,16 @@ def served_folder() -> tuple[Path | None, object]:
 
 
 c.VoilaConfiguration.page_config_hook = page_config_hook  # noqa: F821  (c: the config traitlets loads this file with)
-folder, voila = served_folder()
+folder, app = served_folder()
 if serves_this_app(Path.cwd()):
     trust_notebooks_without_outputs(Path.cwd())
 elif folder is not None and serves_this_app(folder):
     # Voila reads voila.json from the working directory only: started from another folder, the page was Voila's
     # plain one, without this app's template, API, guards and kernel pool, and nothing said why.
     if (Path.cwd() / "voila.json").exists():
-        voila.log.warning("%s has a voila.json of its own, so this app's settings (%s) are not used: start Voila "
+        app.log.warning("%s has a voila.json of its own, so this app's settings (%s) are not used: start Voila "
                           "in %s instead.", Path.cwd(), folder / "voila.json", folder)
     else:
-        voila.log.info("Using this app's settings: %s", folder / "voila.json")
+        app.log.info("Using this app's settings: %s", folder / "voila.json")
         c.merge(JSONFileConfigLoader("voila.json", str(folder)).load_config())  # noqa: F821
         trust_notebooks_without_outputs(folder)
