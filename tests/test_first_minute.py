@@ -166,7 +166,7 @@ def test_plain_voila_started_from_the_folder_above_serves_the_app_too(full_set, 
     port = free_port()
     cmd = [str(Path(sys.executable).parent / "voila"), f"{checkout.name}/app.ipynb", f"--port={port}", "--no-browser"]
     with serve(cmd, port, "/voila/static/health.txt", checkout.parent, tmp_path / "voila.log", env) as (url, log, _):
-        assert get(url + "/api/health")[0] == 200
+        assert get(url + "/api/health")[0] == 200 and get(url + "/api/ready")[0] == 200  # the API's model loaded
         with chromium() as browser:
             early_visitors(browser, url, 1)
             page = browser.new_context().new_page()
@@ -174,7 +174,8 @@ def test_plain_voila_started_from_the_folder_above_serves_the_app_too(full_set, 
             assert page.title() == "Is it a bear?"
         assert_guarded(url)
         assert_quiet(log.read_text())
-        assert f"Using this app's settings: {checkout / 'voila.json'}" in log.read_text()
+        assert "ERROR" not in log.read_text()  # the model card's title read for the page's header
+        assert f"Using this app's settings, {checkout / 'voila.json'}" in log.read_text()
 
 
 def test_twenty_visitors_who_choose_a_photo_at_once_all_get_an_answer():

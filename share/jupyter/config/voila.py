@@ -3,6 +3,7 @@
 # tests point JUPYTER_CONFIG_PATH at this folder instead. (Voila reads voila.json from the working directory, but
 # its Python config there only as voila.py, a name that would hide the voila package from `python -m voila`.)
 import logging
+import os
 from pathlib import Path
 
 from traitlets.config.loader import JSONFileConfigLoader
@@ -77,8 +78,13 @@ elif folder is not None and serves_this_app(folder):
     # plain one, without this app's template, API, guards and kernel pool, and nothing said why.
     if (Path.cwd() / "voila.json").exists():
         app.log.warning("%s has a voila.json of its own, so this app's settings (%s) are not used: start Voila "
-                          "in %s instead.", Path.cwd(), folder / "voila.json", folder)
+                        "in %s instead.", Path.cwd(), folder / "voila.json", folder)
     else:
-        app.log.info("Using this app's settings: %s", folder / "voila.json")
+        app.log.info("Using this app's settings, %s, and its folder as the working directory", folder / "voila.json")
         c.merge(JSONFileConfigLoader("voila.json", str(folder)).load_config())  # noqa: F821
+        # The server reads its model, classes file and stores from its working directory, as the kernels (which run
+        # in the notebook's folder) do: the API answered 503, its model "missing", before this.
+        if app.notebook_path:
+            app.notebook_path = os.path.abspath(app.notebook_path)  # named from the folder Voila was started in
+        os.chdir(folder)
         trust_notebooks_without_outputs(folder)
