@@ -149,9 +149,10 @@ def imagenet_rows(rows) -> bool:
 
 
 def with_article(words: str) -> str:
-    """"a hat", "an otter", and none for a plural: "pants", "shoes" (folder names often are)."""
+    """"a hat", "an otter", "a pair of shoes", and none for a plural: "pants", "shoes" (folder names often are)."""
     low = words.lower()
-    if low.endswith("s") and not low.endswith(("ss", "us", "is")):
+    head = low.split(" of ")[0]  # "pair of shoes", "bowl of noodles": the first noun says how many
+    if head.endswith("s") and not head.endswith(("ss", "us", "is")):
         return words
     return f"{'an' if low[:1] in 'aeiou' else 'a'} {words}"
 

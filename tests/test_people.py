@@ -158,6 +158,8 @@ def test_odd_sizes_and_modes_are_simply_not_a_person(classifier, size, mode):
 def test_the_person_sentence_is_the_classes_own_or_made_from_their_names(tmp_path):
     monkeys = Classes(kinds=(Kind("howler", "Howler monkey"), Kind("snub_nosed")))
     assert monkeys.none_person == "That looks like a person, not a howler monkey or a snub nosed."
+    outfit = Classes(kinds=(Kind("hat", "Hat"), Kind("shoes", "Pair of shoes"), Kind("pants", "Pants")))
+    assert outfit.none_person == "That looks like a person, not a hat, a pair of shoes or pants."
     assert Classes(kinds=monkeys.kinds, none_name="Not one of my monkeys").none_person == \
         "That looks like a person, not one of my monkeys."
     toml = tmp_path / "classes.toml"
