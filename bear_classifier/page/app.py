@@ -108,7 +108,7 @@ class Gallery(widgets.VBox):
 
     def add(self, photo: Photo, pred) -> None:
         """The answer card for `photo`: it keeps a copy of at most 448 px, never the photo itself."""
-        from .card import AnswerCard, none_sentence, verdict  # imports numpy: not before the page is up
+        from .card import AnswerCard  # imports numpy: not before the page is up
 
         log.info("classified a photo (%d bytes received): %s %.4f in %.0f ms", len(photo.data), pred.label,
                  pred.probability, self.model.last_ms)  # never its name: the page promises to keep none
@@ -117,7 +117,7 @@ class Gallery(widgets.VBox):
         card = AnswerCard(photo.name, small, pred, on_flag, self.classes)
         # The card's own words (a screen reader hears this line): "Grizzly bear, 99%.", "Not sure: maybe ...",
         # "That looks like a person, not a bear."
-        said = none_sentence(pred, self.classes) or verdict(pred, self.classes).replace(" · ", ", ") + "."
+        said = card.sentence or card.verdict.replace(" · ", ", ") + "."
         self._show(photo, card, said)
         self._count(photo, pred)
         self._log_answer(pred)
