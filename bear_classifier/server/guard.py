@@ -150,7 +150,11 @@ class SafeChannels(ZMQChannelsWebsocketConnection):
         max_unread bytes unread."""
         handler = self.websocket_handler
         try:
-            return handler.write_message(message, binary=binary)
+            sent = handler.write_message(message, binary=binary)
+            # A page that closes as its kernel shuts down leaves this write to fail: nothing to tell it, and asyncio
+            # would print "Task exception was never retrieved" with two tracebacks to the server's log.
+            sent.add_done_callback(lambda write: write.cancelled() or write.exception())
+            return sent
         except StreamBufferFullError:
             self.log.warning("Closing the websocket of kernel %s from %s: it left %d bytes of output unread.",
                              self.kernel_id, handler.request.remote_ip, self.max_unread)
